@@ -1,0 +1,68 @@
+# rayop: two commands matter on a fresh machine: `make demo` and `make test`.
+# Everything they need (venv, Go-built control-plane binaries, a Ray environment) is installed on demand
+# and cached outside the repo under $(RAYOP_CACHE_DIR), keyed by version.
+SHELL := /bin/bash
+include versions.env
+export RAYOP_K8S_VERSION RAYOP_RAY_VERSION
+RAYOP_CACHE_DIR ?= $(HOME)/.cache/rayop
+export RAYOP_CACHE_DIR
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.stamp-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+RAY_ENV := $(RAYOP_CACHE_DIR)/ray/$(RAYOP_RAY_VERSION)
+export RAYOP_RAY_ENV := $(RAY_ENV)
+K8S_DIR := $(RAYOP_CACHE_DIR)/k8s/$(RAYOP_K8S_VERSION)
+export RAYOP_K8S_BIN_DIR := $(K8S_DIR)
+PYTEST_ARGS ?=
+
+.PHONY: all demo test test-unit test-integration test-e2e lint crds bench deps k8s ray-env system-deps clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.stamp-*; touch $@
+
+deps: system-deps $(STAMP) k8s ray-env
+
+system-deps:
+	@bash scripts/system-deps.sh
+
+k8s:
+	@bash scripts/build-k8s.sh
+
+ray-env:
+	@bash scripts/ray-env.sh
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check rayop tests bench
+	$(VENV)/bin/ruff format --check rayop tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+test: deps lint
+	@bash scripts/pytest-tier.sh "" $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	@bash scripts/pytest-tier.sh unit $(PYTEST_ARGS)
+
+test-integration: deps
+	@bash scripts/pytest-tier.sh integration $(PYTEST_ARGS)
+
+test-e2e: deps
+	@bash scripts/pytest-tier.sh e2e $(PYTEST_ARGS)
+
+crds: $(STAMP) k8s
+	$(VPY) -m rayop.cli.main dev gen-crds
+
+demo: deps
+	$(VPY) -m rayop.cli.main demo
+
+bench: deps
+	$(VPY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,183 @@
+"""Names and strings that users, Ray and Ray's autoscaler see, spelled exactly as KubeRay spells them.
+
+Reference: kuberay-behaviour.md §3, §9, §13. Changing any value here breaks drop-in compatibility.
+"""
+
+from typing import Final
+
+GROUP: Final = "ray.io"
+VERSION: Final = "v1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+ALPHA_VERSION: Final = "v1alpha1"
+KIND_RAYCLUSTER: Final = "RayCluster"
+KIND_RAYJOB: Final = "RayJob"
+KIND_RAYSERVICE: Final = "RayService"
+PLURAL_RAYCLUSTERS: Final = "rayclusters"
+PLURAL_RAYJOBS: Final = "rayjobs"
+PLURAL_RAYSERVICES: Final = "rayservices"
+
+KUBERAY_VERSION: Final = "v1.7.0"
+OPERATOR_NAME: Final = "kuberay-operator"
+FIELD_MANAGER: Final = "rayop"
+LEADER_ELECTION_ID: Final = "ray-operator-leader"
+
+# Labels
+LABEL_IS_RAY_NODE: Final = "ray.io/is-ray-node"
+LABEL_CLUSTER: Final = "ray.io/cluster"
+LABEL_NODE_TYPE: Final = "ray.io/node-type"
+LABEL_GROUP: Final = "ray.io/group"
+LABEL_IDENTIFIER: Final = "ray.io/identifier"
+LABEL_APP_NAME: Final = "app.kubernetes.io/name"
+LABEL_CREATED_BY: Final = "app.kubernetes.io/created-by"
+LABEL_SERVE: Final = "ray.io/serve"
+LABEL_WORKER_GROUP_REPLICA_INDEX: Final = "ray.io/worker-group-replica-index"
+LABEL_WORKER_GROUP_REPLICA_NAME: Final = "ray.io/worker-group-replica-name"
+LABEL_REPLICA_HOST_INDEX: Final = "ray.io/replica-host-index"
+LABEL_ORIGINATED_FROM_CR_NAME: Final = "ray.io/originated-from-cr-name"
+LABEL_ORIGINATED_FROM_CRD: Final = "ray.io/originated-from-crd"
+LABEL_JOB_SUBMISSION_MODE: Final = "ray.io/job-submission-mode"
+APP_NAME_VALUE: Final = "kuberay"
+CREATED_BY_VALUE: Final = OPERATOR_NAME
+NODE_TYPE_HEAD: Final = "head"
+NODE_TYPE_WORKER: Final = "worker"
+NODE_TYPE_REDIS_CLEANUP: Final = "redis-cleanup"
+HEAD_GROUP_NAME: Final = "headgroup"
+
+# Annotations
+ANN_FT_ENABLED: Final = "ray.io/ft-enabled"
+ANN_EXTERNAL_STORAGE_NAMESPACE: Final = "ray.io/external-storage-namespace"
+ANN_OVERWRITE_CONTAINER_CMD: Final = "ray.io/overwrite-container-cmd"
+ANN_UPGRADE_RECREATE_HASH: Final = "ray.io/upgrade-strategy-recreate-hash"
+ANN_KUBERAY_VERSION: Final = "ray.io/kuberay-version"
+ANN_ENABLE_SERVE_SERVICE: Final = "ray.io/enable-serve-service"
+ANN_GCS_FT_DELETION_TIMEOUT: Final = "ray.io/gcs-ft-deletion-timeout"
+ANN_DISABLE_PROVISIONED_HEAD_RESTART: Final = "ray.io/disable-provisioned-head-restart"
+ANN_HASH_WITHOUT_REPLICAS: Final = "ray.io/hash-without-replicas-and-workers-to-delete"
+ANN_NUM_WORKER_GROUPS: Final = "ray.io/num-worker-groups"
+ANN_INITIALIZING_TIMEOUT: Final = "ray.io/initializing-timeout"
+
+# Finalizers
+FINALIZER_GCS_FT_REDIS_CLEANUP: Final = "ray.io/gcs-ft-redis-cleanup-finalizer"
+FINALIZER_RAYJOB: Final = "ray.io/rayjob-finalizer"
+FINALIZER_RAYSERVICE: Final = "ray.io/rayservice-finalizer"
+
+# managedBy values
+MANAGED_BY_KUBERAY: Final = "ray.io/kuberay-operator"
+MANAGED_BY_MULTIKUEUE: Final = "kueue.x-k8s.io/multikueue"
+
+# Ports
+PORT_CLIENT: Final = 10001
+PORT_GCS: Final = 6379
+PORT_DASHBOARD: Final = 8265
+PORT_METRICS: Final = 8080
+PORT_SERVE: Final = 8000
+PORT_DASHBOARD_AGENT: Final = 52365
+DEFAULT_HEAD_PORTS: Final = {
+    "client": PORT_CLIENT,
+    "gcs-server": PORT_GCS,
+    "dashboard": PORT_DASHBOARD,
+    "metrics": PORT_METRICS,
+    "serve": PORT_SERVE,
+}
+
+# Container / volume names
+RAY_CONTAINER_INDEX: Final = 0
+AUTOSCALER_CONTAINER_NAME: Final = "autoscaler"
+INIT_CONTAINER_WAIT_GCS: Final = "wait-gcs-ready"
+SUBMITTER_CONTAINER_NAME: Final = "ray-job-submitter"
+SHM_VOLUME_NAME: Final = "shared-mem"
+SHM_MOUNT_PATH: Final = "/dev/shm"
+RAY_LOGS_VOLUME_NAME: Final = "ray-logs"
+RAY_LOGS_MOUNT_PATH: Final = "/tmp/ray"
+GCS_STORAGE_VOLUME_NAME: Final = "gcs-storage"
+GCS_STORAGE_MOUNT_PATH: Final = "/data/gcs"
+
+# Env vars injected into Ray containers
+ENV_FQ_RAY_IP: Final = "FQ_RAY_IP"
+ENV_RAY_IP: Final = "RAY_IP"
+ENV_RAY_CLUSTER_NAME: Final = "RAY_CLUSTER_NAME"
+ENV_RAY_CLUSTER_NAMESPACE: Final = "RAY_CLUSTER_NAMESPACE"
+ENV_RAY_CLOUD_INSTANCE_ID: Final = "RAY_CLOUD_INSTANCE_ID"
+ENV_RAY_NODE_TYPE_NAME: Final = "RAY_NODE_TYPE_NAME"
+ENV_KUBERAY_GEN_RAY_START_CMD: Final = "KUBERAY_GEN_RAY_START_CMD"
+ENV_RAY_PORT: Final = "RAY_PORT"
+ENV_RAY_ADDRESS: Final = "RAY_ADDRESS"
+ENV_USAGE_STATS_KUBERAY_IN_USE: Final = "RAY_USAGE_STATS_KUBERAY_IN_USE"
+ENV_USAGE_STATS_EXTRA_TAGS: Final = "RAY_USAGE_STATS_EXTRA_TAGS"
+ENV_DASHBOARD_ENABLE_K8S_DISK_USAGE: Final = "RAY_DASHBOARD_ENABLE_K8S_DISK_USAGE"
+ENV_ENABLE_AUTOSCALER_V2: Final = "RAY_enable_autoscaler_v2"
+ENV_GCS_RECONNECT_TIMEOUT: Final = "RAY_gcs_rpc_server_reconnect_timeout_s"
+ENV_EXTERNAL_STORAGE_NAMESPACE: Final = "RAY_external_storage_namespace"
+ENV_REDIS_ADDRESS: Final = "RAY_REDIS_ADDRESS"
+ENV_REDIS_USERNAME: Final = "REDIS_USERNAME"
+ENV_REDIS_PASSWORD: Final = "REDIS_PASSWORD"
+ENV_GCS_STORAGE: Final = "RAY_gcs_storage"
+ENV_GCS_STORAGE_PATH: Final = "RAY_gcs_storage_path"
+ENV_AUTH_MODE: Final = "RAY_AUTH_MODE"
+ENV_AUTH_TOKEN: Final = "RAY_AUTH_TOKEN"
+ENV_ENABLE_K8S_TOKEN_AUTH: Final = "RAY_ENABLE_K8S_TOKEN_AUTH"
+ENV_RAY_HEAD_POD_NAME: Final = "RAY_HEAD_POD_NAME"
+ENV_KUBERAY_CRD_VER: Final = "KUBERAY_CRD_VER"
+ENV_KUBERAY_GEN_AUTOSCALER_START_CMD: Final = "KUBERAY_GEN_AUTOSCALER_START_CMD"
+AUTH_TOKEN_SECRET_KEY: Final = "auth_token"
+
+# Operator env vars (kuberay-behaviour.md §9.1)
+OPENV_ENABLE_INIT_CONTAINER_INJECTION: Final = "ENABLE_INIT_CONTAINER_INJECTION"
+OPENV_ENABLE_PROBES_INJECTION: Final = "ENABLE_PROBES_INJECTION"
+OPENV_ENABLE_RAY_HEAD_CLUSTER_IP_SERVICE: Final = "ENABLE_RAY_HEAD_CLUSTER_IP_SERVICE"
+OPENV_CLUSTER_DOMAIN: Final = "CLUSTER_DOMAIN"
+OPENV_RAYCLUSTER_DEFAULT_REQUEUE_SECONDS: Final = "RAYCLUSTER_DEFAULT_REQUEUE_SECONDS_ENV"
+OPENV_ENABLE_GCS_FT_REDIS_CLEANUP: Final = "ENABLE_GCS_FT_REDIS_CLEANUP"
+OPENV_ENABLE_DETERMINISTIC_HEAD_POD_NAME: Final = "ENABLE_DETERMINISTIC_HEAD_POD_NAME"
+OPENV_ENABLE_LOGIN_SHELL: Final = "ENABLE_LOGIN_SHELL"
+OPENV_ENABLE_RANDOM_POD_DELETE: Final = "ENABLE_RANDOM_POD_DELETE"
+OPENV_ENABLE_WEBHOOKS: Final = "ENABLE_WEBHOOKS"
+OPENV_DELETE_RAYJOB_CR_AFTER_JOB_FINISHES: Final = "DELETE_RAYJOB_CR_AFTER_JOB_FINISHES"
+OPENV_RAYJOB_TRANSITION_GRACE: Final = "RAYJOB_DEPLOYMENT_STATUS_TRANSITION_GRACE_PERIOD_SECONDS"
+OPENV_RAYJOB_STATUS_CHECK_TIMEOUT: Final = "RAYJOB_STATUS_CHECK_TIMEOUT_SECONDS"
+
+DEFAULT_CLUSTER_DOMAIN: Final = "cluster.local"
+DEFAULT_ULIMIT_CMD: Final = "ulimit -n ${RAY_START_ULIMIT_OPEN_FILES:-65536}"
+
+# Status values
+STATE_READY: Final = "ready"
+STATE_SUSPENDED: Final = "suspended"
+STATE_FAILED: Final = "failed"
+
+COND_HEAD_POD_READY: Final = "HeadPodReady"
+COND_PROVISIONED: Final = "RayClusterProvisioned"
+COND_REPLICA_FAILURE: Final = "ReplicaFailure"
+COND_SUSPENDING: Final = "RayClusterSuspending"
+COND_SUSPENDED: Final = "RayClusterSuspended"
+
+# Event reasons (kuberay-behaviour.md §9.4)
+EV_INVALID_SPEC: Final = "InvalidRayClusterSpec"
+EV_INVALID_METADATA: Final = "InvalidRayClusterMetadata"
+EV_INVALID_STATUS: Final = "InvalidRayClusterStatus"
+EV_CREATED_HEAD_POD: Final = "CreatedHeadPod"
+EV_FAILED_CREATE_HEAD_POD: Final = "FailedToCreateHeadPod"
+EV_DELETED_HEAD_POD: Final = "DeletedHeadPod"
+EV_FAILED_DELETE_HEAD_POD: Final = "FailedToDeleteHeadPod"
+EV_CREATED_WORKER_POD: Final = "CreatedWorkerPod"
+EV_FAILED_CREATE_WORKER_POD: Final = "FailedToCreateWorkerPod"
+EV_DELETED_WORKER_POD: Final = "DeletedWorkerPod"
+EV_FAILED_DELETE_WORKER_POD: Final = "FailedToDeleteWorkerPod"
+EV_DELETED_POD: Final = "DeletedPod"
+EV_FAILED_DELETE_POD_COLLECTION: Final = "FailedToDeletePodCollection"
+EV_CREATED_REDIS_CLEANUP_JOB: Final = "CreatedRedisCleanupJob"
+EV_FAILED_CREATE_REDIS_CLEANUP_JOB: Final = "FailedToCreateRedisCleanupJob"
+EV_FORCE_DELETED_STUCK_CLUSTER: Final = "ForceDeletedStuckCluster"
+EV_CREATED_SERVICE: Final = "CreatedService"
+EV_FAILED_CREATE_SERVICE: Final = "FailedToCreateService"
+EV_CREATED_SERVICE_ACCOUNT: Final = "CreatedServiceAccount"
+EV_FAILED_CREATE_SERVICE_ACCOUNT: Final = "FailedToCreateServiceAccount"
+EV_CREATED_ROLE: Final = "CreatedRole"
+EV_FAILED_CREATE_ROLE: Final = "FailedToCreateRole"
+EV_CREATED_ROLE_BINDING: Final = "CreatedRoleBinding"
+EV_FAILED_CREATE_ROLE_BINDING: Final = "FailedToCreateRoleBinding"
+EV_CREATED_INGRESS: Final = "CreatedIngress"
+EV_FAILED_CREATE_INGRESS: Final = "FailedToCreateIngress"
+EV_CREATED_PVC: Final = "CreatedPersistentVolumeClaim"
+EV_FAILED_CREATE_PVC: Final = "FailedToCreatePersistentVolumeClaim"
+EV_CREATED_SECRET: Final = "CreatedSecret"
+EV_AUTOSCALER_SA_NOT_FOUND: Final = "AutoscalerServiceAccountNotFound"

@@ -1,0 +1,528 @@
+"""A small async Kubernetes REST client that speaks plain dicts.
+
+Why not a generated client: round-tripping a user's pod template through typed models drops fields the
+model does not know, and deserialising models costs more CPU than the rest of the operator
+(python-stack.md §2.1). The API server already speaks JSON; we keep it as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import ssl
+import tempfile
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import aiohttp
+import yaml
+
+Obj = dict[str, Any]
+
+SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+class ApiError(Exception):
+    """An error answer from the API server, with its HTTP status and Status body."""
+
+    def __init__(self, status: int, body: Any, method: str = "", url: str = "") -> None:
+        self.status = status
+        self.body = body if isinstance(body, dict) else {"message": str(body)}
+        self.reason = str(self.body.get("reason", ""))
+        self.message = str(self.body.get("message", body))
+        self.method = method
+        self.url = url
+        super().__init__(f"{method} {url}: {status} {self.reason}: {self.message}")
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+    @property
+    def already_exists(self) -> bool:
+        return self.status == 409 and self.reason == "AlreadyExists"
+
+    @property
+    def gone(self) -> bool:
+        return self.status == 410
+
+
+@dataclass(frozen=True)
+class Resource:
+    """Where a kind lives in the API: group ("" for core), version, plural, namespaced."""
+
+    group: str
+    version: str
+    plural: str
+    namespaced: bool = True
+    kind: str = ""
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str | None = None, name: str | None = None, sub: str | None = None) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{quote(namespace)}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{quote(name)}"
+            if sub:
+                base += f"/{sub}"
+        return base
+
+
+# The kinds the runtime and its users touch. Ray kinds are declared by their owners (rayop.api).
+PODS = Resource("", "v1", "pods", kind="Pod")
+SERVICES = Resource("", "v1", "services", kind="Service")
+SECRETS = Resource("", "v1", "secrets", kind="Secret")
+CONFIGMAPS = Resource("", "v1", "configmaps", kind="ConfigMap")
+SERVICEACCOUNTS = Resource("", "v1", "serviceaccounts", kind="ServiceAccount")
+PVCS = Resource("", "v1", "persistentvolumeclaims", kind="PersistentVolumeClaim")
+NAMESPACES = Resource("", "v1", "namespaces", namespaced=False, kind="Namespace")
+NODES = Resource("", "v1", "nodes", namespaced=False, kind="Node")
+ENDPOINTS = Resource("", "v1", "endpoints", kind="Endpoints")
+CORE_EVENTS = Resource("", "v1", "events", kind="Event")
+EVENTS = Resource("events.k8s.io", "v1", "events", kind="Event")
+ENDPOINTSLICES = Resource("discovery.k8s.io", "v1", "endpointslices", kind="EndpointSlice")
+JOBS = Resource("batch", "v1", "jobs", kind="Job")
+ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles", kind="Role")
+ROLEBINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings", kind="RoleBinding")
+INGRESSES = Resource("networking.k8s.io", "v1", "ingresses", kind="Ingress")
+LEASES = Resource("coordination.k8s.io", "v1", "leases", kind="Lease")
+CRDS = Resource(
+    "apiextensions.k8s.io",
+    "v1",
+    "customresourcedefinitions",
+    namespaced=False,
+    kind="CustomResourceDefinition",
+)
+VALIDATING_WEBHOOKS = Resource(
+    "admissionregistration.k8s.io",
+    "v1",
+    "validatingwebhookconfigurations",
+    namespaced=False,
+    kind="ValidatingWebhookConfiguration",
+)
+
+
+@dataclass
+class ClientConfig:
+    """Where and how to reach the API server."""
+
+    server: str
+    ca_data: bytes | None = None
+    cert_data: bytes | None = None
+    key_data: bytes | None = None
+    token: str | None = None
+    token_file: str | None = None
+    insecure: bool = False
+    namespace: str = "default"
+    qps: float = 100.0
+    burst: int = 200
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        if not self.server.startswith("https"):
+            return False
+        ctx = ssl.create_default_context()
+        if self.insecure:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        elif self.ca_data:
+            ctx = ssl.create_default_context(cadata=self.ca_data.decode())
+        if self.cert_data and self.key_data:
+            # ssl wants files; write them once to a private temp dir for the process lifetime.
+            d = tempfile.mkdtemp(prefix="rayop-cred-")
+            cert = Path(d, "tls.crt")
+            key = Path(d, "tls.key")
+            cert.write_bytes(self.cert_data)
+            key.write_bytes(self.key_data)
+            os.chmod(key, 0o600)
+            ctx.load_cert_chain(str(cert), str(key))
+        return ctx
+
+    def bearer(self) -> str | None:
+        if self.token_file:
+            try:
+                # Projected tokens rotate; read each time so a long-lived operator keeps working.
+                return Path(self.token_file).read_text().strip()
+            except OSError:
+                return self.token
+        return self.token
+
+
+def _read_data(entry: Mapping[str, Any], key: str, base: Path) -> bytes | None:
+    if entry.get(f"{key}-data"):
+        return base64.b64decode(entry[f"{key}-data"])
+    if entry.get(key):
+        p = Path(entry[key])
+        if not p.is_absolute():
+            p = base / p
+        return p.read_bytes()
+    return None
+
+
+def load_kubeconfig(path: str | os.PathLike[str] | None = None, context: str | None = None) -> ClientConfig:
+    """Read a kubeconfig file (client certificates, token or tokenFile; exec plugins are not supported)."""
+    if path is None:
+        path = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or str(Path.home() / ".kube" / "config")
+    p = Path(path)
+    cfg = yaml.safe_load(p.read_text())
+    ctx_name = context or cfg.get("current-context")
+    ctxs = {c["name"]: c["context"] for c in cfg.get("contexts", [])}
+    if ctx_name not in ctxs:
+        raise ValueError(f"kubeconfig {p}: context {ctx_name!r} not found")
+    ctx = ctxs[ctx_name]
+    cluster = {c["name"]: c["cluster"] for c in cfg.get("clusters", [])}[ctx["cluster"]]
+    user = {u["name"]: u.get("user") or {} for u in cfg.get("users", [])}.get(ctx.get("user", ""), {})
+    if user.get("exec") or user.get("auth-provider"):
+        raise ValueError(f"kubeconfig {p}: exec and auth-provider credentials are not supported by rayop")
+    base = p.parent
+    return ClientConfig(
+        server=cluster["server"].rstrip("/"),
+        ca_data=_read_data(cluster, "certificate-authority", base),
+        cert_data=_read_data(user, "client-certificate", base),
+        key_data=_read_data(user, "client-key", base),
+        token=user.get("token"),
+        token_file=user.get("tokenFile"),
+        insecure=bool(cluster.get("insecure-skip-tls-verify")),
+        namespace=ctx.get("namespace", "default"),
+    )
+
+
+def in_cluster_config() -> ClientConfig:
+    host = os.environ["KUBERNETES_SERVICE_HOST"]
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    if ":" in host:
+        host = f"[{host}]"
+    ns_file = SA_DIR / "namespace"
+    return ClientConfig(
+        server=f"https://{host}:{port}",
+        ca_data=(SA_DIR / "ca.crt").read_bytes(),
+        token_file=str(SA_DIR / "token"),
+        namespace=ns_file.read_text().strip() if ns_file.exists() else "default",
+    )
+
+
+def load_config(kubeconfig: str | None = None) -> ClientConfig:
+    """Kubeconfig if given or found, else the in-cluster service account."""
+    if kubeconfig or os.environ.get("KUBECONFIG") or (Path.home() / ".kube" / "config").exists():
+        return load_kubeconfig(kubeconfig)
+    return in_cluster_config()
+
+
+class TokenBucket:
+    """Client-side rate limit (qps/burst), like client-go's flowcontrol, so a burst of reconciles
+    cannot overrun a shared API server."""
+
+    def __init__(self, qps: float, burst: int) -> None:
+        self.qps = qps
+        self.burst = max(1, burst)
+        self.tokens = float(self.burst)
+        self.last = time.monotonic()
+        self.lock = asyncio.Lock()
+        self.waited_seconds = 0.0
+
+    async def take(self) -> None:
+        if self.qps <= 0:
+            return
+        async with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.burst, self.tokens + (now - self.last) * self.qps)
+            self.last = now
+            if self.tokens < 1:
+                wait = (1 - self.tokens) / self.qps
+                self.waited_seconds += wait
+                await asyncio.sleep(wait)
+                self.tokens = 0.0
+                self.last = time.monotonic()
+            else:
+                self.tokens -= 1
+
+
+class ApiClient:
+    """Async REST calls against one API server. Objects in, objects out, as plain dicts."""
+
+    def __init__(self, config: ClientConfig, user_agent: str = "rayop", timeout: float = 30.0) -> None:
+        self.config = config
+        self.user_agent = user_agent
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+        self._ssl = config.ssl_context()
+        self.bucket = TokenBucket(config.qps, config.burst)
+        self.request_count = 0
+
+    async def __aenter__(self) -> ApiClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(ssl=self._ssl, limit=200)
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _headers(self, content_type: str | None = None) -> dict[str, str]:
+        h = {"Accept": "application/json", "User-Agent": self.user_agent}
+        tok = self.config.bearer()
+        if tok:
+            h["Authorization"] = f"Bearer {tok}"
+        if content_type:
+            h["Content-Type"] = content_type
+        return h
+
+    def url(self, path: str, params: Mapping[str, Any] | None = None) -> str:
+        u = self.config.server + path
+        if params:
+            clean = {
+                k: ("true" if v is True else "false" if v is False else v)
+                for k, v in params.items()
+                if v is not None
+            }
+            if clean:
+                u += "?" + urlencode(clean)
+        return u
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: float | None = None,
+    ) -> Any:
+        await self.bucket.take()
+        url = self.url(path, params)
+        data = None if body is None else (body if isinstance(body, (bytes, str)) else json.dumps(body))
+        self.request_count += 1
+        async with self.session.request(
+            method,
+            url,
+            data=data,
+            headers=self._headers(content_type if body is not None else None),
+            timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
+        ) as resp:
+            raw = await resp.read()
+            if resp.status >= 400:
+                try:
+                    err = json.loads(raw)
+                except ValueError:
+                    err = {"message": raw.decode(errors="replace")}
+                raise ApiError(resp.status, err, method, url)
+            if not raw:
+                return {}
+            ctype = resp.headers.get("Content-Type", "")
+            if "json" in ctype:
+                return json.loads(raw)
+            return raw.decode(errors="replace")
+
+    # Typed-by-resource helpers -------------------------------------------------------------------
+
+    async def get(
+        self, res: Resource, name: str, namespace: str | None = None, sub: str | None = None
+    ) -> Obj:
+        result: Obj = await self.request("GET", res.path(namespace, name, sub))
+        return result
+
+    async def get_or_none(self, res: Resource, name: str, namespace: str | None = None) -> Obj | None:
+        try:
+            return await self.get(res, name, namespace)
+        except ApiError as e:
+            if e.not_found:
+                return None
+            raise
+
+    async def list(
+        self,
+        res: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        resource_version: str | None = None,
+        limit: int | None = None,
+    ) -> Obj:
+        """List all pages; the result has `items` and the list's `metadata.resourceVersion`."""
+        items: list[Obj] = []
+        cont: str | None = None
+        while True:
+            page = await self.request(
+                "GET",
+                res.path(namespace),
+                params={
+                    "labelSelector": label_selector,
+                    "fieldSelector": field_selector,
+                    "resourceVersion": resource_version if not cont else None,
+                    "limit": limit,
+                    "continue": cont,
+                },
+                timeout=120,
+            )
+            for it in page.get("items") or []:
+                # Lists omit kind/apiVersion per item; restore them so items look like GETs.
+                it.setdefault("kind", res.kind)
+                it.setdefault("apiVersion", res.api_version)
+                items.append(it)
+            cont = page.get("metadata", {}).get("continue")
+            if not cont:
+                page["items"] = items
+                return dict(page)
+
+    async def create(self, res: Resource, obj: Obj, namespace: str | None = None, **params: Any) -> Obj:
+        ns = namespace or obj.get("metadata", {}).get("namespace")
+        result: Obj = await self.request("POST", res.path(ns), body=obj, params=params or None)
+        return result
+
+    async def replace(self, res: Resource, obj: Obj, sub: str | None = None) -> Obj:
+        md = obj["metadata"]
+        result: Obj = await self.request("PUT", res.path(md.get("namespace"), md["name"], sub), body=obj)
+        return result
+
+    async def replace_status(self, res: Resource, obj: Obj) -> Obj:
+        return await self.replace(res, obj, sub="status")
+
+    async def patch(
+        self,
+        res: Resource,
+        name: str,
+        patch: Any,
+        namespace: str | None = None,
+        *,
+        patch_type: str = "merge",
+        sub: str | None = None,
+        field_manager: str | None = None,
+        force: bool | None = None,
+    ) -> Obj:
+        ctype = {
+            "merge": "application/merge-patch+json",
+            "json": "application/json-patch+json",
+            "strategic": "application/strategic-merge-patch+json",
+            "apply": "application/apply-patch+yaml",
+        }[patch_type]
+        params = {"fieldManager": field_manager, "force": force}
+        result: Obj = await self.request(
+            "PATCH", res.path(namespace, name, sub), body=patch, content_type=ctype, params=params
+        )
+        return result
+
+    async def apply(self, res: Resource, obj: Obj, field_manager: str = "rayop", force: bool = True) -> Obj:
+        md = obj["metadata"]
+        return await self.patch(
+            res,
+            md["name"],
+            obj,
+            md.get("namespace"),
+            patch_type="apply",
+            field_manager=field_manager,
+            force=force,
+        )
+
+    async def delete(
+        self,
+        res: Resource,
+        name: str,
+        namespace: str | None = None,
+        *,
+        propagation: str | None = None,
+        grace_period: int | None = None,
+        preconditions: Obj | None = None,
+        ignore_not_found: bool = False,
+    ) -> Obj | None:
+        body: Obj = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if propagation:
+            body["propagationPolicy"] = propagation
+        if grace_period is not None:
+            body["gracePeriodSeconds"] = grace_period
+        if preconditions:
+            body["preconditions"] = preconditions
+        try:
+            result: Obj = await self.request("DELETE", res.path(namespace, name), body=body)
+            return result
+        except ApiError as e:
+            if ignore_not_found and e.not_found:
+                return None
+            raise
+
+    async def delete_collection(
+        self, res: Resource, namespace: str, *, label_selector: str, propagation: str | None = None
+    ) -> Obj:
+        body: Obj = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if propagation:
+            body["propagationPolicy"] = propagation
+        result: Obj = await self.request(
+            "DELETE", res.path(namespace), params={"labelSelector": label_selector}, body=body
+        )
+        return result
+
+    async def watch(
+        self,
+        res: Resource,
+        namespace: str | None = None,
+        *,
+        resource_version: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        timeout_seconds: int = 300,
+        bookmarks: bool = True,
+    ) -> AsyncIterator[Obj]:
+        """Yield raw watch events ({"type", "object"}) until the server closes the stream.
+
+        A 410 arrives either as an HTTP error or as an ERROR event; both surface as ApiError(410)
+        so callers re-list.
+        """
+        await self.bucket.take()
+        params = {
+            "watch": True,
+            "resourceVersion": resource_version,
+            "labelSelector": label_selector,
+            "fieldSelector": field_selector,
+            "timeoutSeconds": timeout_seconds,
+            "allowWatchBookmarks": bookmarks,
+        }
+        url = self.url(res.path(namespace), params)
+        async with self.session.get(
+            url,
+            headers=self._headers(),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=timeout_seconds + 30),
+        ) as resp:
+            if resp.status >= 400:
+                raw = await resp.read()
+                try:
+                    err = json.loads(raw)
+                except ValueError:
+                    err = {"message": raw.decode(errors="replace")}
+                raise ApiError(resp.status, err, "WATCH", url)
+            async for line in resp.content:
+                if not line.strip():
+                    continue
+                ev = json.loads(line)
+                if ev.get("type") == "ERROR":
+                    st = ev.get("object") or {}
+                    raise ApiError(int(st.get("code") or 500), st, "WATCH", url)
+                yield ev
+
+    async def version(self) -> Obj:
+        result: Obj = await self.request("GET", "/version")
+        return result

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Debian packages the local node agent and the tests need. Installed only when missing.
+set -euo pipefail
+need=()
+command -v ip >/dev/null || need+=(iproute2)
+command -v nsenter >/dev/null || need+=(util-linux)
+command -v unshare >/dev/null || need+=(util-linux)
+command -v go >/dev/null || need+=(golang-go)
+if ((${#need[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then echo "missing system packages: ${need[*]} (run as root or install them)" >&2; exit 1; fi
+  echo ">> apt-get install ${need[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
