@@ -50,7 +50,12 @@ for b in kube-apiserver kube-controller-manager kubectl; do
   [[ -x "$OUT/$b" ]] && continue
   echo ">> building $b ($K8S_VERSION)"
   t0=$(date +%s)
-  go build -trimpath -ldflags "$LD" -o "$OUT/$b.tmp" "k8s.io/kubernetes/cmd/$b"
+  # shellcheck disable=SC2086 # extra flags are word-split on purpose
+  if ! go build -trimpath ${RAYOP_GO_BUILD_FLAGS:-} -ldflags "$LD" -o "$OUT/$b.tmp" "k8s.io/kubernetes/cmd/$b"; then
+    rm -f "$OUT/$b.tmp"
+    echo "error: building $b ($K8S_VERSION) failed; the compiler output is above" >&2
+    exit 1
+  fi
   mv "$OUT/$b.tmp" "$OUT/$b"
   echo "   $b built in $(( $(date +%s) - t0 )) s"
 done
