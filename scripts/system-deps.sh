@@ -5,7 +5,6 @@ need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v nsenter >/dev/null || need+=(util-linux)
 command -v unshare >/dev/null || need+=(util-linux)
-command -v go >/dev/null || need+=(golang-go)
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then echo "missing system packages: ${need[*]} (run as root or install them)" >&2; exit 1; fi
   echo ">> apt-get install ${need[*]}"
