@@ -18,14 +18,36 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import aiohttp
 import yaml
 
+from rayop.runtime import metrics
+
 Obj = dict[str, Any]
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+# The API server limits an object to ~1.5 MiB in etcd; JSON of the largest object plus framing fits.
+MAX_WATCH_EVENT_BYTES = 16 * 1024 * 1024
+
+
+def _api_error(resp: aiohttp.ClientResponse, raw: bytes, method: str, url: str) -> ApiError:
+    try:
+        err = json.loads(raw)
+    except ValueError:
+        err = {"message": raw.decode(errors="replace")}
+    if not isinstance(err, dict):
+        err = {"message": str(err)}
+    retry_after = resp.headers.get("Retry-After")
+    if retry_after and retry_after.isdigit():
+        # Keep the header's hint where a Status body carries it, so callers read one place.
+        details = err.setdefault("details", {})
+        if isinstance(details, dict):
+            details.setdefault("retryAfterSeconds", int(retry_after))
+    return ApiError(resp.status, err, method, url)
 
 
 class ApiError(Exception):
@@ -55,6 +77,15 @@ class ApiError(Exception):
     @property
     def gone(self) -> bool:
         return self.status == 410
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds the server asked us to wait (429/503 Retry-After or Status details), else 0."""
+        details = self.body.get("details") or {}
+        try:
+            return float(details.get("retryAfterSeconds") or 0) if isinstance(details, dict) else 0.0
+        except (TypeError, ValueError):
+            return 0.0
 
 
 @dataclass(frozen=True)
@@ -263,6 +294,7 @@ class ApiClient:
         self._ssl = config.ssl_context()
         self.bucket = TokenBucket(config.qps, config.burst)
         self.request_count = 0
+        self._host = urlsplit(config.server).netloc
 
     async def __aenter__(self) -> ApiClient:
         return self
@@ -313,30 +345,35 @@ class ApiClient:
         content_type: str = "application/json",
         timeout: float | None = None,
     ) -> Any:
+        t0 = time.monotonic()
         await self.bucket.take()
+        t1 = time.monotonic()
+        metrics.REST_RATE_LIMITER.labels(method, self._host).observe(t1 - t0)
         url = self.url(path, params)
         data = None if body is None else (body if isinstance(body, (bytes, str)) else json.dumps(body))
         self.request_count += 1
-        async with self.session.request(
-            method,
-            url,
-            data=data,
-            headers=self._headers(content_type if body is not None else None),
-            timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
-        ) as resp:
-            raw = await resp.read()
-            if resp.status >= 400:
-                try:
-                    err = json.loads(raw)
-                except ValueError:
-                    err = {"message": raw.decode(errors="replace")}
-                raise ApiError(resp.status, err, method, url)
-            if not raw:
-                return {}
-            ctype = resp.headers.get("Content-Type", "")
-            if "json" in ctype:
-                return json.loads(raw)
-            return raw.decode(errors="replace")
+        code = "<error>"
+        try:
+            async with self.session.request(
+                method,
+                url,
+                data=data,
+                headers=self._headers(content_type if body is not None else None),
+                timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
+            ) as resp:
+                code = str(resp.status)
+                raw = await resp.read()
+                if resp.status >= 400:
+                    raise _api_error(resp, raw, method, url)
+                ctype = resp.headers.get("Content-Type", "")
+        finally:
+            metrics.REST_LATENCY.labels(method, self._host).observe(time.monotonic() - t1)
+            metrics.REST_REQUESTS.labels(code, method, self._host).inc()
+        if not raw:
+            return {}
+        if "json" in ctype:
+            return json.loads(raw)
+        return raw.decode(errors="replace")
 
     # Typed-by-resource helpers -------------------------------------------------------------------
 
@@ -492,7 +529,9 @@ class ApiClient:
         A 410 arrives either as an HTTP error or as an ERROR event; both surface as ApiError(410)
         so callers re-list.
         """
+        t0 = time.monotonic()
         await self.bucket.take()
+        metrics.REST_RATE_LIMITER.labels("WATCH", self._host).observe(time.monotonic() - t0)
         params = {
             "watch": True,
             "resourceVersion": resource_version,
@@ -507,14 +546,15 @@ class ApiClient:
             headers=self._headers(),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=timeout_seconds + 30),
         ) as resp:
+            metrics.REST_REQUESTS.labels(str(resp.status), "WATCH", self._host).inc()
             if resp.status >= 400:
-                raw = await resp.read()
-                try:
-                    err = json.loads(raw)
-                except ValueError:
-                    err = {"message": raw.decode(errors="replace")}
-                raise ApiError(resp.status, err, "WATCH", url)
-            async for line in resp.content:
+                raise _api_error(resp, await resp.read(), "WATCH", url)
+            while True:
+                # Not `async for line in resp.content`: aiohttp caps such lines at 128 KiB, and one
+                # event carries a whole object (a RayCluster with big pod templates can exceed that).
+                line = await resp.content.readuntil(b"\n", max_size=MAX_WATCH_EVENT_BYTES)
+                if not line:
+                    break
                 if not line.strip():
                     continue
                 ev = json.loads(line)
