@@ -16,8 +16,8 @@ kube-apiserver (crd-schema-notes.md §2, §6):
    `x-kubernetes-int-or-string` with `anyOf [integer, string]` (plus the quantity pattern).
 5. Defaults are applied before validation and are themselves validated, so a zero-value default on a
    required property defeats `required` (a container without a name would be stored with `name: ""`), and
-   `default: {}` materialises whole objects: drop both; keep the other defaults, because list-map keys such
-   as `ports[].protocol` must have one.
+   `default: {}` materialises whole objects: drop both, and the zero-value defaults of list elements and
+   map values; keep the other defaults, because list-map keys such as `ports[].protocol` must have one.
 6. ObjectMeta is reduced to annotations, finalizers, labels, name and namespace, as in KubeRay's CRDs.
 
 Inside embedded Kubernetes types descriptions are stripped: with them the RayJob CRD (six pod templates
@@ -200,6 +200,10 @@ class _Inliner:
                 out[key] = {k: self.convert(v, core=core, path=f"{path}.{k}") for k, v in value.items()}
             elif key == "items" or (key == "additionalProperties" and isinstance(value, Mapping)):
                 out[key] = self.convert(value, core=core, path=f"{path}[]")
+                if core:
+                    # openapi-gen gives list elements and map values a zero-value default; a null element
+                    # would silently become "" instead of being refused, and KubeRay's CRDs have none.
+                    out[key].pop("default", None)
             else:
                 out[key] = copy.deepcopy(value)
         if core:
