@@ -847,6 +847,10 @@ class RayClusterReconciler:
                 f"Failed deleting Pods {why} for RayCluster {ns}/{name}, {e}",
             )
             raise ReconcileError(str(e), FAILED_DELETE_ALL_PODS) from e
+        # Everything matching is gone at the server, including Pods the cache has not shown yet, so
+        # pending expectations for them are moot; keeping them would stall the next scale-up for 30 s.
+        group = next((t.split("=", 1)[1] for t in selector.split(",") if t.startswith(f"{C.LABEL_GROUP}=")), None)
+        self.exp.forget((ns, name), group)
         await self._event(rc, NORMAL, reason_ok, action, f"Deleted Pods for RayCluster {ns}/{name} {why}")
 
     async def _reconcile_head(self, rc: Obj, heads: list[Obj]) -> None:
