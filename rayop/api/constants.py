@@ -181,3 +181,19 @@ EV_CREATED_PVC: Final = "CreatedPersistentVolumeClaim"
 EV_FAILED_CREATE_PVC: Final = "FailedToCreatePersistentVolumeClaim"
 EV_CREATED_SECRET: Final = "CreatedSecret"
 EV_AUTOSCALER_SA_NOT_FOUND: Final = "AutoscalerServiceAccountNotFound"
+
+# mTLS (gate RayClusterMTLS) and history collector names that users must not set themselves
+# (kuberay-behaviour.md §3.3, §8 rules 16 and 19).
+ENV_RAY_USE_TLS: Final = "RAY_USE_TLS"
+ENV_RAY_TLS_SERVER_CERT: Final = "RAY_TLS_SERVER_CERT"
+ENV_RAY_TLS_SERVER_KEY: Final = "RAY_TLS_SERVER_KEY"
+ENV_RAY_TLS_CA_CERT: Final = "RAY_TLS_CA_CERT"
+RAY_TLS_VOLUME_NAME: Final = "ray-tls"
+RAY_TLS_MOUNT_PATH: Final = "/etc/ray/tls"
+HISTORY_COLLECTOR_CONTAINER_NAME: Final = "ray-history-collector"
+
+# Name length limits (utils/constant.go): Service names append at most "-serve-svc" to a cluster name, and
+# RayJob/RayService append 6 characters to their own name to name the RayCluster.
+MAX_RAYCLUSTER_NAME_LENGTH: Final = 53
+MAX_RAYJOB_NAME_LENGTH: Final = 47
+MAX_RAYSERVICE_NAME_LENGTH: Final = 47
