@@ -1,0 +1,271 @@
+"""Pure helpers over a RayCluster dict that the reconciler and the other builders share.
+
+Names, limits and rules follow KubeRay's `controllers/ray/utils/util.go` (kuberay-behaviour.md §2.1, §3.1, §4).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from rayop.api import constants as C
+from rayop.builders.quantity import Quantity, QuantityError, canonical, parse_quantity
+
+__all__ = [
+    "Quantity",
+    "QuantityError",
+    "autoscaler_version",
+    "canonical",
+    "check_label",
+    "check_name",
+    "cluster_hash_without_replicas",
+    "desired_worker_replicas",
+    "fqdn_ray_ip",
+    "gcs_ft_backend",
+    "gcs_ft_enabled",
+    "head_port",
+    "head_service_name",
+    "is_auth_enabled",
+    "is_autoscaling_enabled",
+    "is_k8s_auth_enabled",
+    "num_of_hosts",
+    "owner_reference",
+    "parse_quantity",
+    "pod_name",
+    "should_delete_pod",
+    "upgrade_recreate_hash",
+]
+
+Obj = dict[str, Any]
+MAX_INT32 = 2**31 - 1
+_POD_PREFIX_MAX = 50  # 63 - len("-worker-") - 5 random characters
+
+
+def _spec(cluster: Mapping[str, Any]) -> Mapping[str, Any]:
+    return cluster.get("spec") or {}
+
+
+def _meta(cluster: Mapping[str, Any]) -> Mapping[str, Any]:
+    return cluster.get("metadata") or {}
+
+
+# Names ------------------------------------------------------------------------------------------------
+
+
+def check_name(s: str) -> str:
+    """KubeRay's CheckName: keep the last 50 characters, and never start with a digit or punctuation."""
+    if len(s) > _POD_PREFIX_MAX:
+        s = s[len(s) - _POD_PREFIX_MAX :]
+    if s and s[0].isdigit():
+        s = "r" + s[1:]
+    if s and _is_punct(s[0]):
+        s = "r" + s[1:]
+    return s
+
+
+def check_label(s: str) -> str:
+    """KubeRay's CheckLabel: keep the last 63 characters, and never start with punctuation."""
+    if len(s) > 63:
+        s = s[len(s) - 63 :]
+    if s and _is_punct(s[0]):
+        s = "r" + s[1:]
+    return s
+
+
+def _is_punct(ch: str) -> bool:
+    # Go's unicode.IsPunct on ASCII: these characters (not symbols such as $ + < = > ^ ` | ~).
+    return ch in "!\"#%&'()*,-./:;?@[\\]_{}"
+
+
+def pod_name(prefix: str, node_type: str, *, generate: bool) -> str:
+    """KubeRay's PodName: prefix cut to 50 characters, `-<type>`, lower-cased, `-` appended for generateName."""
+    result = (prefix[:_POD_PREFIX_MAX] + "-" + node_type).lower()
+    return result + "-" if generate else result
+
+
+def head_service_name(cluster: Mapping[str, Any]) -> str:
+    custom = ((_spec(cluster).get("headGroupSpec") or {}).get("headService") or {}).get("metadata") or {}
+    if custom.get("name"):
+        return str(custom["name"])
+    return f"{_meta(cluster).get('name', '')}-head-svc"
+
+
+def fqdn_ray_ip(cluster: Mapping[str, Any], cluster_domain: str = C.DEFAULT_CLUSTER_DOMAIN) -> str:
+    return f"{head_service_name(cluster)}.{_meta(cluster).get('namespace', '')}.svc.{cluster_domain}"
+
+
+def head_port(ray_start_params: Mapping[str, Any] | None) -> str:
+    """The GCS port workers dial: `rayStartParams.port`, else 6379."""
+    if ray_start_params and "port" in ray_start_params:
+        return str(ray_start_params["port"])
+    return str(C.PORT_GCS)
+
+
+def owner_reference(cluster: Mapping[str, Any]) -> Obj:
+    meta = _meta(cluster)
+    return {
+        "apiVersion": C.API_VERSION,
+        "kind": C.KIND_RAYCLUSTER,
+        "name": meta.get("name", ""),
+        "uid": meta.get("uid", ""),
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+# Feature switches ---------------------------------------------------------------------------------------
+
+
+def is_autoscaling_enabled(cluster: Mapping[str, Any]) -> bool:
+    return _spec(cluster).get("enableInTreeAutoscaling") is True
+
+
+def autoscaler_version(cluster: Mapping[str, Any]) -> str | None:
+    """`v1`, `v2`, or None when unset (then Ray decides; KubeRay injects nothing)."""
+    version = (_spec(cluster).get("autoscalerOptions") or {}).get("version")
+    return str(version) if version else None
+
+
+def gcs_ft_enabled(cluster: Mapping[str, Any]) -> bool:
+    if _spec(cluster).get("gcsFaultToleranceOptions") is not None:
+        return True
+    return str((_meta(cluster).get("annotations") or {}).get(C.ANN_FT_ENABLED, "")).lower() == "true"
+
+
+def gcs_ft_backend(cluster: Mapping[str, Any]) -> str | None:
+    """`redis` (also for the legacy annotation), `rocksdb`, or None when GCS FT is off."""
+    if not gcs_ft_enabled(cluster):
+        return None
+    opts = _spec(cluster).get("gcsFaultToleranceOptions") or {}
+    return str(opts.get("backend") or "redis").lower()
+
+
+def is_auth_enabled(cluster: Mapping[str, Any]) -> bool:
+    return (_spec(cluster).get("authOptions") or {}).get("mode") == "token"
+
+
+def is_k8s_auth_enabled(cluster: Mapping[str, Any]) -> bool:
+    return (_spec(cluster).get("authOptions") or {}).get("enableK8sTokenAuth") is True
+
+
+# Replicas -------------------------------------------------------------------------------------------
+
+
+def num_of_hosts(group: Mapping[str, Any]) -> int:
+    n = group.get("numOfHosts")
+    return int(n) if isinstance(n, int) and n > 0 else 1
+
+
+def _replica_count(group: Mapping[str, Any]) -> int:
+    """clamp(replicas, min, max); nil replicas → min; min > max → max (a spec validation rejects)."""
+    lo = int(group.get("minReplicas") or 0)
+    hi_raw = group.get("maxReplicas")
+    hi = int(hi_raw) if hi_raw is not None else MAX_INT32
+    replicas = group.get("replicas")
+    if lo > hi:
+        return hi
+    if replicas is None or int(replicas) < lo:
+        return lo
+    if int(replicas) > hi:
+        return hi
+    return int(replicas)
+
+
+def desired_worker_replicas(group: Mapping[str, Any]) -> int:
+    """Pods wanted for one worker group: clamp(replicas, min, max) x numOfHosts; suspended → 0."""
+    if group.get("suspend") is True:
+        return 0
+    return _replica_count(group) * num_of_hosts(group)
+
+
+# Hashes -----------------------------------------------------------------------------------------------
+
+
+def _blank_for_hash(spec: Mapping[str, Any]) -> Obj:
+    s = copy.deepcopy(dict(spec))
+    s.pop("upgradeStrategy", None)
+
+    def blank_template(holder: Any) -> None:
+        if not isinstance(holder, dict):
+            return
+        pod_spec = (holder.get("template") or {}).get("spec")
+        if isinstance(pod_spec, dict):
+            pod_spec.pop("tolerations", None)
+            pod_spec.pop("schedulingGates", None)
+
+    blank_template(s.get("headGroupSpec"))
+    for group in s.get("workerGroupSpecs") or []:
+        if not isinstance(group, dict):
+            continue
+        for key in ("replicas", "minReplicas", "maxReplicas"):
+            group.pop(key, None)
+        strategy = group.get("scaleStrategy")
+        if isinstance(strategy, dict):
+            strategy.pop("workersToDelete", None)
+        blank_template(group)
+    return s
+
+
+def cluster_hash_without_replicas(spec: Mapping[str, Any]) -> str:
+    """SHA-1 → base32hex (Go's base32.HexEncoding, 32 characters) of the spec minus the fields that change
+    without needing new pods (§4 item 1).
+
+    Go hashes `json.Marshal` of the typed struct (struct field order, zero values omitted). rayop hashes the
+    plain dict with sorted keys instead. The value is compared only with hashes rayop itself stamped (head pod
+    annotation for `upgradeStrategy: Recreate`), so it must be stable for rayop, not equal to KubeRay's; pods
+    stamped by KubeRay carry a different `ray.io/kuberay-version`, which only re-stamps the hash (§2.1).
+    """
+    blob = json.dumps(_blank_for_hash(spec), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    digest = hashlib.sha1(blob.encode(), usedforsecurity=False).digest()
+    return base64.b32hexencode(digest).decode()
+
+
+def upgrade_recreate_hash(spec: Mapping[str, Any]) -> str:
+    """The value of the head pod's `ray.io/upgrade-strategy-recreate-hash` annotation.
+
+    KubeRay compares the head pod annotation with the same replicas-blind hash, so scaling (the autoscaler's
+    patches) never triggers a Recreate, and neither do toleration/schedulingGates edits (Kueue) or a change of
+    `upgradeStrategy` itself.
+    """
+    return cluster_hash_without_replicas(spec)
+
+
+# Pod health ---------------------------------------------------------------------------------------------
+
+
+def should_delete_pod(pod: Mapping[str, Any], ray_container_name: str) -> tuple[bool, str]:
+    """§4 item 7: delete a pod that will never run Ray again on its own."""
+    status = pod.get("status") or {}
+    spec = pod.get("spec") or {}
+    name = (pod.get("metadata") or {}).get("name", "")
+    phase = status.get("phase", "")
+    node_type = ((pod.get("metadata") or {}).get("labels") or {}).get(C.LABEL_NODE_TYPE, "")
+    if phase in ("Failed", "Succeeded"):
+        return True, (
+            f"The {node_type} Pod {name} status is {phase} which is a terminal state. KubeRay will delete the Pod "
+            "and create new Pods in the next reconciliation if necessary."
+        )
+    if not ray_container_name:
+        containers = spec.get("containers") or []
+        ray_container_name = containers[0].get("name", "") if containers else ""
+    terminated = None
+    for cs in status.get("containerStatuses") or []:
+        if cs.get("name") == ray_container_name:
+            terminated = (cs.get("state") or {}).get("terminated")
+            break
+    if phase == "Running" and terminated is not None:
+        policy = spec.get("restartPolicy", "Always")
+        if policy == "Never":
+            return True, (
+                f"The Pod status of the {node_type} Pod {name} is Running, and the Ray container terminated "
+                "status is not nil and its restartPolicy is Never. KubeRay will delete the Pod."
+            )
+        return False, (
+            f"The Ray container of the {node_type} Pod {name} terminated, but restartPolicy is {policy}; "
+            "the kubelet restarts it."
+        )
+    return False, f"KubeRay does not need to delete the {node_type} Pod {name}. The Pod status is {phase}."
