@@ -625,20 +625,18 @@ class RayClusterReconciler:
             )
 
     async def reconcile_auth_secret(self, rc: Obj) -> None:
-        auth = spec_of(rc).get("authOptions") or {}
-        if auth.get("mode") != "token" or auth.get("secretName") or auth.get("enableK8sTokenAuth"):
+        if not self.b.secrets.needs_auth_secret(rc):
             return
-        ns, nm = md(rc)["namespace"], md(rc)["name"]
-        if await self.client.get_or_none(SECRETS, nm, ns) is not None:
-            return
+        # The token is drawn here, not in the builder: builders are pure. It is only used when the Secret
+        # does not exist yet, so an existing token is never rotated behind Ray's back.
+        secret = self.b.secrets.build_auth_secret(rc, new_auth_token())
         await self._ensure(
             rc,
             SECRETS,
-            self.b.secrets.build_auth_secret(rc, new_auth_token()),
+            secret,
             created=C.EV_CREATED_SECRET,
             failed="FailedToCreateSecret",
             what="secret",
-            existing=False,
         )
 
     def _head_services(self, rc: Obj) -> list[Obj]:
@@ -677,6 +675,8 @@ class RayClusterReconciler:
         if (md(rc).get("annotations") or {}).get(C.ANN_ENABLE_SERVE_SERVICE) != "true":
             return
         svc = self.b.service.build_serve_service(rc)
+        if svc is None:
+            raise ReconcileError("the serve service needs a port named serve on the head Ray container")
         await self._ensure_cached_service(rc, svc)
 
     async def _ensure_cached_service(self, rc: Obj, svc: Obj) -> None:
@@ -849,7 +849,9 @@ class RayClusterReconciler:
             raise ReconcileError(str(e), FAILED_DELETE_ALL_PODS) from e
         # Everything matching is gone at the server, including Pods the cache has not shown yet, so
         # pending expectations for them are moot; keeping them would stall the next scale-up for 30 s.
-        group = next((t.split("=", 1)[1] for t in selector.split(",") if t.startswith(f"{C.LABEL_GROUP}=")), None)
+        group = next(
+            (t.split("=", 1)[1] for t in selector.split(",") if t.startswith(f"{C.LABEL_GROUP}=")), None
+        )
         self.exp.forget((ns, name), group)
         await self._event(rc, NORMAL, reason_ok, action, f"Deleted Pods for RayCluster {ns}/{name} {why}")
 
@@ -1105,3 +1107,68 @@ def _should_delete(b: Builders, pod: Obj) -> tuple[bool, str]:
     if isinstance(res, tuple):
         return bool(res[0]), str(res[1])
     return bool(res), f"Pod {name_of(pod)} is in a terminal state" if res else ""
+
+
+# --- wiring ----------------------------------------------------------------------------------------
+
+# KubeRay's manager cache only holds Ray Pods (internal/managercache/cache.go): never every Pod of the cluster.
+POD_SELECTOR = f"{C.LABEL_NODE_TYPE} in ({C.NODE_TYPE_HEAD},{C.NODE_TYPE_WORKER},{C.NODE_TYPE_REDIS_CLEANUP})"
+JOB_SELECTOR = f"{C.LABEL_CREATED_BY}={C.CREATED_BY_VALUE}"
+
+
+def load_builders() -> Builders:
+    """The builder modules, imported when the operator starts (keeps this module importable alone)."""
+    import importlib
+    from types import SimpleNamespace
+
+    names = ("cluster", "pod", "service", "rbac", "ingress", "storage", "secrets", "jobs", "status")
+    return SimpleNamespace(**{n: importlib.import_module(f"rayop.builders.{n}") for n in names})
+
+
+def setup(manager: Any, config: Any = None) -> Any:
+    """Register the RayCluster controller, its caches and metrics on a runtime Manager.
+
+    `config` is duck-typed (the operator's settings): `environ`, `feature_gates`, `reconcile_concurrency`,
+    `pod_create_concurrency`, `pod_batch`, `build_options`, `enable_metrics` are read when present.
+    """
+    from rayop.api import features
+    from rayop.builders.options import BuildOptions
+    from rayop.runtime.cache import index_by_label
+    from rayop.validation import validate_raycluster
+
+    environ = dict(getattr(config, "environ", None) or os.environ)
+    gates = features.resolve_gates(getattr(config, "feature_gates", None))
+    cfg = RayClusterConfig(gates=gates, environ=environ)
+    for knob in ("pod_create_concurrency", "pod_batch", "reconcile_concurrency"):
+        value = getattr(config, knob, None)
+        if value:
+            setattr(cfg, knob, int(value))
+    opts = getattr(config, "build_options", None) or BuildOptions.from_env(environ, feature_gates=gates)
+
+    clusters = manager.informer(RAYCLUSTERS)
+    pods = manager.informer(PODS, label_selector=POD_SELECTOR)
+    pods.add_index(INDEX_CLUSTER, index_by_label(C.LABEL_CLUSTER))
+    services = manager.informer(SERVICES)
+    services.add_index(INDEX_CLUSTER, index_by_label(C.LABEL_CLUSTER))
+    jobs = manager.informer(JOBS, label_selector=JOB_SELECTOR)
+
+    reconciler = RayClusterReconciler(
+        manager.client,
+        Store(clusters, pods, services),
+        manager.events,
+        load_builders(),
+        validate_raycluster,
+        opts,
+        cfg,
+    )
+    concurrency = int(getattr(config, "reconcile_concurrency", 0) or cfg.reconcile_concurrency)
+    ctrl = manager.new_controller("raycluster", reconciler.reconcile, concurrency=concurrency)
+    ctrl.watch_primary(clusters)
+    for inf in (pods, services, jobs):
+        ctrl.watch_owned(inf, C.KIND_RAYCLUSTER, owner_group=C.GROUP)
+    if getattr(config, "enable_metrics", True):
+        from rayop.controllers import raycluster_metrics
+
+        raycluster_metrics.register(clusters)
+    ctrl.reconciler = reconciler
+    return ctrl

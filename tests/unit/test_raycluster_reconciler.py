@@ -163,6 +163,7 @@ def fake_builders() -> Any:
             build_gcs_pvc=lambda rc: {"metadata": {"name": f"{rc['metadata']['name']}-gcs-pvc"}, "spec": {}}
         ),
         secrets=SimpleNamespace(
+            needs_auth_secret=lambda rc: (rc["spec"].get("authOptions") or {}).get("mode") == "token",
             build_auth_secret=lambda rc, token: {
                 "metadata": {"name": rc["metadata"]["name"]},
                 "stringData": {"auth_token": token},
