@@ -15,7 +15,6 @@ K8sJobMode's submitter runs `ray job status` before `ray job submit`.
 from __future__ import annotations
 
 import copy
-import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,8 +22,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from rayop.api import constants as C
+from rayop.api import features
 from rayop.builders import job as B
 from rayop.ray.dashboard import JobInfo
+from rayop.validation import validate_rayjob, validate_rayjob_status
 
 Obj = dict[str, Any]
 
@@ -74,7 +75,6 @@ DELETE_NONE: Final = "DeleteNone"
 POLICY_IMPACT: Final = {DELETE_SELF: 3, DELETE_CLUSTER: 2, DELETE_WORKERS: 1, DELETE_NONE: 0}
 
 CLUSTER_SELECTOR_KEY: Final = C.LABEL_CLUSTER
-MAX_RAYJOB_NAME_LENGTH: Final = 47  # 53 (max RayCluster name) - 6 for "-<5 random>"
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,11 @@ class RayJobConfig:
     deletion_policy_gate: bool = True
     sidecar_submitter_restart: bool = False
     login_shell: bool = False
+    gates: Mapping[str, bool] = field(default_factory=dict)
+
+    @property
+    def deletion_gate(self) -> bool:
+        return bool(self.gates.get(features.RAY_JOB_DELETION_POLICY, self.deletion_policy_gate))
 
 
 @dataclass(frozen=True)
@@ -227,125 +232,28 @@ def fmt_ms(ms: int) -> str:
     return fmt_time(datetime.fromtimestamp(ms / 1000, tz=UTC))
 
 
-# Validation (the controller-side checks of ValidateRayJobSpec / Metadata) -----------------------------
+# Validation ---------------------------------------------------------------------------------------------
 
 
 def validate(rayjob: Mapping[str, Any], config: RayJobConfig) -> list[str]:
-    """Problems that make the RayJob unrunnable; each becomes ValidationFailed with this text."""
-    errs: list[str] = []
-    md = rayjob.get("metadata") or {}
+    """Problems that make the RayJob unrunnable; each becomes ValidationFailed with this text.
+
+    The shared rules (the webhook's, KubeRay's ValidateRayJobSpec/Status) plus what only the submission
+    needs: an entrypoint outside InteractiveMode and a Ray version that knows --metadata-json.
+    """
+    gates = dict(config.gates)
+    gates[features.RAY_JOB_DELETION_POLICY] = config.deletion_gate
+    errs = [str(e) for e in validate_rayjob(rayjob, gates=gates)]
+    errs += [str(e) for e in validate_rayjob_status(rayjob)]
     spec = rayjob.get("spec") or {}
-    name = str(md.get("name") or "")
-    if len(name) > MAX_RAYJOB_NAME_LENGTH:
-        errs.append(f"RayJob name should be no more than {MAX_RAYJOB_NAME_LENGTH} characters")
     mode = spec.get("submissionMode") or B.K8S_JOB_MODE
-    if mode not in B.SUBMISSION_MODES:
-        errs.append(f"submissionMode {mode!r} is not one of {', '.join(B.SUBMISSION_MODES)}")
-    selector = spec.get("clusterSelector") or {}
-    has_cluster_spec = bool(spec.get("rayClusterSpec"))
-    if selector and CLUSTER_SELECTOR_KEY not in selector:
-        errs.append(f"clusterSelector must contain the key {CLUSTER_SELECTOR_KEY}")
-    if not selector and not has_cluster_spec:
-        errs.append("one of rayClusterSpec or clusterSelector must be set")
-    if spec.get("suspend") and not spec.get("shutdownAfterJobFinishes"):
-        errs.append("a RayJob with shutdownAfterJobFinishes set to false is not allowed to be suspended")
-    if selector:
-        if spec.get("suspend"):
-            errs.append("the ClusterSelector mode doesn't support the suspend operation")
-        if int(spec.get("backoffLimit") or 0) > 0:
-            errs.append(
-                "backoffLimit > 0 is not supported with clusterSelector: retries need a new RayCluster"
-            )
-        if mode == B.SIDECAR_MODE:
-            errs.append("SidecarMode does not support clusterSelector")
-    if mode == B.SIDECAR_MODE and spec.get("submitterPodTemplate"):
-        errs.append("submitterPodTemplate is not allowed in SidecarMode")
-    if mode == B.HTTP_MODE and spec.get("submitterPodTemplate"):
-        errs.append("submitterPodTemplate is only used in K8sJobMode")
-    ttl = int(spec.get("ttlSecondsAfterFinished") or 0)
-    if ttl < 0:
-        errs.append("ttlSecondsAfterFinished must be a non-negative integer")
-    if ttl > 0 and not spec.get("shutdownAfterJobFinishes") and not spec.get("deletionStrategy"):
-        errs.append("a RayJob with shutdownAfterJobFinishes set to false cannot have ttlSecondsAfterFinished")
-    if spec.get("activeDeadlineSeconds") is not None and int(spec["activeDeadlineSeconds"]) <= 0:
-        errs.append("activeDeadlineSeconds must be a positive integer")
-    if spec.get("preRunningDeadlineSeconds") is not None and int(spec["preRunningDeadlineSeconds"]) < 1:
-        errs.append("preRunningDeadlineSeconds must be at least 1")
-    if int(spec.get("backoffLimit") or 0) < 0:
-        errs.append("backoffLimit must be a non-negative integer")
     if mode != B.INTERACTIVE_MODE and not str(spec.get("entrypoint") or "").strip():
-        errs.append(f"entrypoint must be set in {mode}")
-    if spec.get("runtimeEnvYAML"):
-        try:
-            B.runtime_env_yaml_to_dict(spec["runtimeEnvYAML"])
-        except B.JobSpecError as e:
-            errs.append(str(e))
-    try:
-        B.entrypoint_resources(spec)
-    except B.JobSpecError as e:
-        errs.append(str(e))
+        errs.append(f"spec.entrypoint: Required value: must be set in {mode}")
     if spec.get("metadata"):
         try:
             B._metadata(rayjob)
         except B.JobSpecError as e:
-            errs.append(str(e))
-    errs += _validate_deletion_strategy(spec, config)
-    return errs
-
-
-def _validate_deletion_strategy(spec: Mapping[str, Any], config: RayJobConfig) -> list[str]:
-    ds = spec.get("deletionStrategy")
-    if not ds:
-        return []
-    if not config.deletion_policy_gate:
-        return ["deletionStrategy requires the RayJobDeletionPolicy feature gate"]
-    errs: list[str] = []
-    selector = bool(spec.get("clusterSelector"))
-    rules = ds.get("deletionRules")
-    legacy = ds.get("onSuccess") is not None or ds.get("onFailure") is not None
-    if rules and legacy:
-        return ["deletionStrategy: use either onSuccess/onFailure or deletionRules, not both"]
-    if legacy:
-        if not (ds.get("onSuccess") or {}).get("policy") or not (ds.get("onFailure") or {}).get("policy"):
-            errs.append("deletionStrategy: both onSuccess.policy and onFailure.policy must be set")
-        for k in ("onSuccess", "onFailure"):
-            p = (ds.get(k) or {}).get("policy")
-            if selector and p in (DELETE_CLUSTER, DELETE_WORKERS):
-                errs.append(f"deletionStrategy.{k}.policy {p} is not allowed with clusterSelector")
-        return errs
-    if not rules:
-        return ["deletionStrategy: set deletionRules (or onSuccess and onFailure)"]
-    if spec.get("shutdownAfterJobFinishes"):
-        errs.append("deletionStrategy.deletionRules cannot be combined with shutdownAfterJobFinishes")
-    seen: set[tuple[str, str]] = set()
-    ttls: dict[str, dict[str, int]] = {}
-    for i, r in enumerate(rules):
-        policy = str(r.get("policy") or "")
-        cond = r.get("condition") or {}
-        if policy not in POLICY_IMPACT:
-            errs.append(f"deletionRules[{i}].policy {policy!r} is not supported")
-            continue
-        js, ds_ = cond.get("jobStatus"), cond.get("jobDeploymentStatus")
-        if bool(js) == bool(ds_):
-            errs.append(f"deletionRules[{i}].condition: set exactly one of jobStatus and jobDeploymentStatus")
-            continue
-        key = f"jobStatus={js}" if js else f"jobDeploymentStatus={ds_}"
-        if (key, policy) in seen:
-            errs.append(f"deletionRules[{i}]: duplicate rule for {key} with policy {policy}")
-        seen.add((key, policy))
-        if selector and policy in (DELETE_CLUSTER, DELETE_WORKERS):
-            errs.append(f"deletionRules[{i}].policy {policy} is not allowed with clusterSelector")
-        ttl = int(cond.get("ttlSeconds") or 0)
-        if ttl < 0:
-            errs.append(f"deletionRules[{i}].condition.ttlSeconds must be non-negative")
-        ttls.setdefault(key, {})[policy] = ttl
-    for key, by_policy in ttls.items():
-        order = [p for p in (DELETE_WORKERS, DELETE_CLUSTER, DELETE_SELF) if p in by_policy]
-        for a, b in itertools.pairwise(order):
-            if by_policy[a] > by_policy[b]:
-                errs.append(
-                    f"deletionRules for {key}: ttlSeconds of {a} ({by_policy[a]}) must not exceed {b} ({by_policy[b]})"
-                )
+            errs.append(f"spec.metadata: Invalid value: {e}")
     return errs
 
 
@@ -735,7 +643,7 @@ class _Step:
             return
         end = parse_time(self.st.get("endTime")) or self.now
         ds = self.spec.get("deletionStrategy")
-        if self.cfg.deletion_policy_gate and ds:
+        if self.cfg.deletion_gate and ds:
             if ds.get("deletionRules"):
                 self._deletion_rules(ds["deletionRules"], end)
                 return

@@ -27,7 +27,16 @@ def rayjob(status: dict[str, Any] | None = None, finalizers: bool = True, **spec
                 "rayStartParams": {},
                 "template": {"spec": {"containers": [{"name": "ray-head", "image": "ray:2.60.0"}]}},
             },
-            "workerGroupSpecs": [{"groupName": "w", "replicas": 1, "template": {"spec": {"containers": []}}}],
+            "workerGroupSpecs": [
+                {
+                    "groupName": "w",
+                    "replicas": 1,
+                    "minReplicas": 0,
+                    "maxReplicas": 2,
+                    "rayStartParams": {},
+                    "template": {"spec": {"containers": [{"name": "ray-worker", "image": "ray:2.60.0"}]}},
+                }
+            ],
         },
     }
     base.update(spec)
@@ -531,7 +540,7 @@ def test_selector_mode_never_deletes_the_cluster() -> None:
 
 def test_legacy_deletion_strategy() -> None:
     ds = {"onSuccess": {"policy": "DeleteWorkers"}, "onFailure": {"policy": "DeleteNone"}}
-    rj = rayjob(done_status(), deletionStrategy=ds, ttlSecondsAfterFinished=5)
+    rj = rayjob(done_status(), deletionStrategy=ds, ttlSecondsAfterFinished=5, shutdownAfterJobFinishes=True)
     assert kinds(M.decide(rj, world(now=T0 + timedelta(seconds=1), cluster=cluster()))) == []
     d = M.decide(rj, world(now=T0 + timedelta(seconds=5), cluster=cluster()))
     assert kinds(d) == ["SuspendWorkers"]
@@ -599,20 +608,20 @@ def test_external_manager_is_left_alone() -> None:
 @pytest.mark.parametrize(
     ("spec", "text"),
     [
-        ({"runtimeEnvYAML": "pip: [a\n"}, "runtimeEnvYAML is not valid YAML"),
+        ({"runtimeEnvYAML": "pip: [a\n"}, "spec.runtimeEnvYAML: Invalid value"),
         ({"runtimeEnvYAML": "- a\n"}, "mapping"),
         ({"entrypointResources": "{bad"}, "entrypointResources"),
         ({"submissionMode": "Nope"}, "submissionMode"),
-        ({"suspend": True}, "shutdownAfterJobFinishes set to false is not allowed to be suspended"),
+        ({"suspend": True}, "spec.suspend: Forbidden"),
         ({"ttlSecondsAfterFinished": 5}, "ttlSecondsAfterFinished"),
         ({"rayClusterSpec": None}, "one of rayClusterSpec or clusterSelector"),
         ({"clusterSelector": {"x": "y"}}, "ray.io/cluster"),
         ({"clusterSelector": {"ray.io/cluster": "c"}, "backoffLimit": 1}, "backoffLimit"),
-        ({"entrypoint": ""}, "entrypoint must be set"),
+        ({"entrypoint": ""}, "spec.entrypoint: Required value"),
         ({"activeDeadlineSeconds": 0}, "activeDeadlineSeconds"),
         (
             {"deletionStrategy": {"onSuccess": {"policy": "DeleteCluster"}}},
-            "both onSuccess.policy and onFailure.policy",
+            "onSuccess and onFailure must both be set",
         ),
         (
             {
@@ -621,7 +630,7 @@ def test_external_manager_is_left_alone() -> None:
                     "deletionRules": [{"policy": "DeleteCluster", "condition": {"jobStatus": "FAILED"}}]
                 },
             },
-            "cannot be combined with shutdownAfterJobFinishes",
+            "must not be used together with shutdownAfterJobFinishes",
         ),
         (
             {
@@ -632,7 +641,7 @@ def test_external_manager_is_left_alone() -> None:
                     ]
                 }
             },
-            "must not exceed",
+            "must be greater than or equal to the DeleteWorkers ttlSeconds",
         ),
     ],
 )
