@@ -1,11 +1,87 @@
-"""`rayop operator`."""
+"""`rayop operator`: run the operator with KubeRay's flags (kuberay-behaviour.md §9.1)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
+from rayop.operator.config import OperatorConfig, parse_bool, parse_feature_gates, parse_namespaces
 
-def run_operator() -> None:
-    """Run the operator (not built yet)."""
-    typer.echo("rayop operator: not implemented yet", err=True)
-    raise typer.Exit(2)
+
+def _bool_option(help_: str) -> object:
+    # Go-style booleans take `--flag=false` (what KubeRay's Helm chart passes) or `--flag false`.
+    # A bare `--flag` would need click's optional-value options, which typer does not expose.
+    return typer.Option(help=help_ + " (true|false)", metavar="BOOL")
+
+
+def run_operator(
+    metrics_addr: Annotated[
+        str, typer.Option(help="Address the metrics endpoint binds to ('0' disables).")
+    ] = ":8080",
+    health_probe_bind_address: Annotated[
+        str, typer.Option(help="Address the /healthz and /readyz endpoints bind to.")
+    ] = ":8082",
+    enable_leader_election: Annotated[
+        str, _bool_option("Hold the ray-operator-leader Lease so only one replica reconciles.")
+    ] = "true",
+    leader_election_namespace: Annotated[
+        str, typer.Option(help="Namespace of the Lease (default: the pod's, else the kubeconfig's).")
+    ] = "",
+    watch_namespace: Annotated[
+        str, typer.Option(help="Comma-separated namespaces to watch; empty watches all.")
+    ] = "",
+    reconcile_concurrency: Annotated[int, typer.Option(help="Workers per controller (KubeRay: 1).")] = 4,
+    qps: Annotated[float, typer.Option(help="Client-side API request rate limit.")] = 100.0,
+    burst: Annotated[int, typer.Option(help="Client-side API request burst.")] = 200,
+    log_stdout_encoder: Annotated[str, typer.Option(help="json or console.")] = "json",
+    log_file_path: Annotated[str, typer.Option(help="Also write logs to this file.")] = "",
+    log_file_encoder: Annotated[str, typer.Option(help="json or console.")] = "json",
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    feature_gates: Annotated[
+        str, typer.Option(help="e.g. RayClusterStatusConditions=true,RayCronJob=false")
+    ] = "",
+    kubeconfig: Annotated[
+        str, typer.Option(help="Kubeconfig path (default: $KUBECONFIG, ~/.kube/config, in-cluster).")
+    ] = "",
+    use_kubernetes_proxy: Annotated[
+        str, _bool_option("Reach Ray head dashboards through the API server's service proxy.")
+    ] = "false",
+    enable_metrics: Annotated[str, _bool_option("Export the kuberay_* metrics.")] = "false",
+    batch_scheduler: Annotated[
+        str, typer.Option(help="Batch scheduler name (not supported by rayop yet).")
+    ] = "",
+    config: Annotated[
+        str, typer.Option(help="config.ray.io/v1alpha1 Configuration file; flags are then ignored.")
+    ] = "",
+) -> None:
+    """Run the operator: reconcile RayClusters (and the other Ray kinds) until SIGTERM."""
+    from rayop.operator.main import main
+
+    try:
+        if config:
+            cfg = OperatorConfig.from_file(config, kubeconfig=kubeconfig or None, log_level=log_level)
+        else:
+            cfg = OperatorConfig(
+                metrics_addr=metrics_addr,
+                probe_addr=health_probe_bind_address,
+                enable_leader_election=parse_bool(enable_leader_election, "--enable-leader-election"),
+                leader_election_namespace=leader_election_namespace,
+                watch_namespaces=parse_namespaces(watch_namespace),
+                reconcile_concurrency=reconcile_concurrency,
+                qps=qps,
+                burst=burst,
+                log_stdout_encoder=log_stdout_encoder,
+                log_file_path=log_file_path,
+                log_file_encoder=log_file_encoder,
+                log_level=log_level,
+                feature_gates=parse_feature_gates(feature_gates),
+                kubeconfig=kubeconfig or None,
+                use_kubernetes_proxy=parse_bool(use_kubernetes_proxy, "--use-kubernetes-proxy"),
+                enable_metrics=parse_bool(enable_metrics, "--enable-metrics"),
+                batch_scheduler=batch_scheduler,
+            )
+    except (ValueError, OSError) as e:
+        typer.echo(f"rayop operator: {e}", err=True)
+        raise typer.Exit(2) from e
+    raise typer.Exit(main(cfg))

@@ -1,0 +1,181 @@
+"""Operator configuration: KubeRay's flags (`ray-operator/main.go`), its `--config` file and env vars.
+
+Flag names and defaults follow kuberay-behaviour.md §9.1, except `--reconcile-concurrency`, which
+defaults to 4 here (KubeRay: 1) so one slow RayCluster does not hold up the others. As in KubeRay, a
+`--config` file (config.ray.io/v1alpha1 Configuration) replaces the flags.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Feature gates KubeRay v1.7.0 knows, with their defaults (kuberay-behaviour.md §9.2).
+FEATURE_GATE_DEFAULTS: Mapping[str, bool] = {
+    "RayClusterStatusConditions": True,
+    "RayJobDeletionPolicy": True,
+    "RayMultiHostIndexing": True,
+    "RayServiceIncrementalUpgrade": True,
+    "RayCronJob": False,
+    "SidecarSubmitterRestart": False,
+    "RayClusterNetworkPolicy": False,
+    "GCSFaultToleranceEmbeddedStorage": False,
+    "RayClusterMTLS": False,
+    "RayClusterHistoryServer": False,
+    "KubernetesWAS": False,
+}
+
+_TRUE = {"true", "1", "yes", "on", "t"}
+_FALSE = {"false", "0", "no", "off", "f", ""}
+
+
+def parse_bool(value: str | bool, what: str = "value") -> bool:
+    if isinstance(value, bool):
+        return value
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ValueError(f"{what}: {value!r} is not a boolean")
+
+
+def parse_feature_gates(spec: str | Mapping[str, Any] | None) -> dict[str, bool]:
+    """Parse "A=true,B=false" (or a mapping) into overrides; unknown gates are an error, as in KubeRay."""
+    if not spec:
+        return {}
+    items: list[tuple[str, Any]]
+    if isinstance(spec, Mapping):
+        items = list(spec.items())
+    else:
+        items = []
+        for part in spec.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            name, sep, value = part.partition("=")
+            if not sep:
+                raise ValueError(f"feature gate {part!r}: want Name=true|false")
+            items.append((name.strip(), value))
+    out: dict[str, bool] = {}
+    for name, value in items:
+        if name not in FEATURE_GATE_DEFAULTS:
+            raise ValueError(f"unrecognized feature gate: {name}")
+        out[name] = parse_bool(value if isinstance(value, bool) else str(value), f"feature gate {name}")
+    return out
+
+
+def parse_namespaces(value: str | list[str] | None) -> list[str]:
+    if not value:
+        return []
+    parts = value.split(",") if isinstance(value, str) else value
+    return [p.strip() for p in parts if p and p.strip()]
+
+
+@dataclass
+class OperatorConfig:
+    metrics_addr: str = ":8080"
+    probe_addr: str = ":8082"
+    enable_leader_election: bool = True
+    leader_election_namespace: str = ""
+    leader_election_id: str = "ray-operator-leader"
+    watch_namespaces: list[str] = field(default_factory=list)
+    reconcile_concurrency: int = 4
+    qps: float = 100.0
+    burst: int = 200
+    log_stdout_encoder: str = "json"
+    log_file_path: str = ""
+    log_file_encoder: str = "json"
+    log_level: str = "info"
+    feature_gates: dict[str, bool] = field(default_factory=dict)
+    kubeconfig: str | None = None
+    use_kubernetes_proxy: bool = False
+    enable_metrics: bool = False
+    batch_scheduler: str = ""
+    config_file: str = ""
+    # Config-file-only settings (headSidecarContainers, defaultContainerEnvs, ...), as read.
+    extra: dict[str, Any] = field(default_factory=dict)
+    # The operator's environment (ENABLE_RANDOM_POD_DELETE, RAYCLUSTER_DEFAULT_REQUEUE_SECONDS_ENV, ...).
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    def __post_init__(self) -> None:
+        if self.reconcile_concurrency < 1:
+            raise ValueError("--reconcile-concurrency must be at least 1")
+        for enc in (self.log_stdout_encoder, self.log_file_encoder):
+            if enc not in ("json", "console"):
+                raise ValueError(f"invalid encoder {enc!r} (must be 'json' or 'console')")
+        unknown = set(self.feature_gates) - set(FEATURE_GATE_DEFAULTS)
+        if unknown:
+            raise ValueError(f"unrecognized feature gate: {', '.join(sorted(unknown))}")
+
+    def feature_enabled(self, name: str) -> bool:
+        if name not in FEATURE_GATE_DEFAULTS:
+            raise KeyError(f"unknown feature gate {name}")
+        return self.feature_gates.get(name, FEATURE_GATE_DEFAULTS[name])
+
+    def all_feature_gates(self) -> dict[str, bool]:
+        return {name: self.feature_enabled(name) for name in FEATURE_GATE_DEFAULTS}
+
+    def env_bool(self, name: str, default: bool = False) -> bool:
+        """KubeRay reads its boolean env vars as `== "true"` (case-insensitive in a few places)."""
+        value = self.env.get(name)
+        if value is None:
+            return default
+        return value.strip().lower() == "true"
+
+    def env_int(self, name: str, default: int) -> int:
+        value = self.env.get(name)
+        try:
+            return int(value) if value not in (None, "") else default
+        except ValueError:
+            return default
+
+    @classmethod
+    def from_file(cls, path: str, **overrides: Any) -> OperatorConfig:
+        """Read a config.ray.io/v1alpha1 Configuration (the flags it covers are then ignored)."""
+        doc = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(doc, dict):
+            raise ValueError(f"{path}: not a Configuration object")
+        known = {
+            "metricsAddr": "metrics_addr",
+            "probeAddr": "probe_addr",
+            "enableLeaderElection": "enable_leader_election",
+            "leaderElectionNamespace": "leader_election_namespace",
+            "reconcileConcurrency": "reconcile_concurrency",
+            "watchNamespace": "watch_namespaces",
+            "logFile": "log_file_path",
+            "logFileEncoder": "log_file_encoder",
+            "logStdoutEncoder": "log_stdout_encoder",
+            "useKubernetesProxy": "use_kubernetes_proxy",
+            "batchScheduler": "batch_scheduler",
+            "enableMetrics": "enable_metrics",
+            "qps": "qps",
+            "burst": "burst",
+            "featureGates": "feature_gates",
+        }
+        kw: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for k, v in doc.items():
+            if k in ("apiVersion", "kind"):
+                continue
+            if k in known:
+                kw[known[k]] = v
+            else:
+                extra[k] = v
+        if "watch_namespaces" in kw:
+            kw["watch_namespaces"] = parse_namespaces(kw["watch_namespaces"])
+        if "feature_gates" in kw:
+            fg = kw["feature_gates"]
+            if isinstance(fg, list):  # Helm-style [{name, enabled}]
+                fg = {str(i["name"]): i.get("enabled", False) for i in fg}
+            kw["feature_gates"] = parse_feature_gates(fg)
+        for b in ("enable_leader_election", "use_kubernetes_proxy", "enable_metrics"):
+            if b in kw:
+                kw[b] = parse_bool(kw[b], b)
+        kw.update(overrides)
+        return cls(config_file=path, extra=extra, **kw)
