@@ -15,6 +15,8 @@ from typing import Any, Final
 import yaml
 
 from rayop.api import constants as C
+from rayop.builders import cluster as cl
+from rayop.builders.pod import set_token_auth_env
 
 Obj = dict[str, Any]
 
@@ -139,9 +141,7 @@ def suffixed_name(base: str, suffix: str) -> str:
 
 def head_service_name(cluster: Mapping[str, Any]) -> str:
     """The head Service name: `spec.headGroupSpec.headService.metadata.name` or `<cluster>-head-svc`."""
-    spec = cluster.get("spec") or {}
-    custom = (((spec.get("headGroupSpec") or {}).get("headService") or {}).get("metadata") or {}).get("name")
-    return str(custom) if custom else f"{cluster['metadata']['name']}-head-svc"
+    return cl.head_service_name(cluster)
 
 
 def dashboard_url_from_service(
@@ -345,6 +345,9 @@ def build_submitter_template(
     # Users' own commands can use these to submit idempotently.
     env.append({"name": ENV_RAY_DASHBOARD_ADDRESS, "value": str(status.get("dashboardURL") or "")})
     env.append({"name": ENV_RAY_JOB_SUBMISSION_ID, "value": str(status.get("jobId") or "")})
+    if cl.is_auth_enabled(cluster):
+        # The `ray job` CLI reads RAY_AUTH_TOKEN when the head requires token auth.
+        set_token_auth_env(cluster, c)
     return template
 
 
@@ -438,6 +441,8 @@ def build_rayjob_cluster(
     }
     if annotations:
         out["metadata"]["annotations"] = annotations
+    if mode == SIDECAR_MODE and cl.is_auth_enabled(out):
+        set_token_auth_env(out, cluster_spec["headGroupSpec"]["template"]["spec"]["containers"][-1])
     return out
 
 

@@ -291,3 +291,18 @@ def test_names_and_dashboard_url() -> None:
     assert B.dashboard_url_from_service(svc, "k.test") == "c1-head-svc.ns.svc.k.test:8265"
     assert B.dashboard_url_from_service({"metadata": {}, "spec": {"ports": []}}) == ""
     assert B.suffixed_name("rj", "b2c4d") == "rj-b2c4d"
+
+
+def test_token_auth_reaches_the_submitter() -> None:
+    rj = rayjob()
+    rj["spec"]["rayClusterSpec"]["authOptions"] = {"mode": "token"}
+    rc = cluster_of(rj)
+    env = B.build_submitter_job(rj, rc)["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "RAY_AUTH_MODE", "value": "token"} in env
+    tok = next(e for e in env if e["name"] == "RAY_AUTH_TOKEN")
+    assert tok["valueFrom"]["secretKeyRef"] == {"name": "rj-abcde", "key": "auth_token"}
+    rj["spec"]["submissionMode"] = "SidecarMode"
+    side = B.build_rayjob_cluster(rj, "rj-abcde")["spec"]["headGroupSpec"]["template"]["spec"]["containers"][
+        1
+    ]
+    assert any(e["name"] == "RAY_AUTH_TOKEN" for e in side["env"])
