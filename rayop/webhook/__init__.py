@@ -1,1 +1,38 @@
+"""Validating admission webhook for ray.io RayCluster, RayJob and RayService (issue 4).
 
+``WebhookServer`` serves AdmissionReviews over HTTPS using ``rayop.validation``; ``certs`` supplies and
+rotates its certificates; ``ensure_webhook_configuration`` registers it with the API server.
+"""
+
+from rayop.webhook.admission import PATHS, review
+from rayop.webhook.certs import (
+    CertBundle,
+    CertSource,
+    FileCertSource,
+    SecretCertSource,
+    SelfSignedCertSource,
+)
+from rayop.webhook.registration import (
+    DEFAULT_NAME,
+    build_webhook_configuration,
+    delete_webhook_configuration,
+    ensure_webhook_configuration,
+)
+from rayop.webhook.server import DEFAULT_PORT, WebhookServer, make_app
+
+__all__ = [
+    "DEFAULT_NAME",
+    "DEFAULT_PORT",
+    "PATHS",
+    "CertBundle",
+    "CertSource",
+    "FileCertSource",
+    "SecretCertSource",
+    "SelfSignedCertSource",
+    "WebhookServer",
+    "build_webhook_configuration",
+    "delete_webhook_configuration",
+    "ensure_webhook_configuration",
+    "make_app",
+    "review",
+]

@@ -1,0 +1,513 @@
+"""Serving certificates for the admission webhook.
+
+Three sources, one interface (``CertSource``):
+
+* ``SelfSignedCertSource`` keeps a generated CA and serving certificate in memory (tests, ``rayop webhook``
+  without a cluster to store them in);
+* ``SecretCertSource`` stores the CA and serving certificate in a Secret, so every operator replica (and a
+  restarted one) serves the same certificate, and rotates them before they expire;
+* ``FileCertSource`` reads ``tls.crt``/``tls.key`` (and ``ca.crt``) from a directory that cert-manager or a
+  projected Secret keeps current, and notices when they change.
+
+The webhook server asks ``refresh()`` periodically; a returned bundle means "serve this from now on", and
+its ``ca_bundle`` is what the ValidatingWebhookConfiguration must trust.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import ipaddress
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from rayop.runtime.client import SECRETS, ApiClient, ApiError
+
+log = logging.getLogger("rayop.webhook.certs")
+
+Clock = Callable[[], dt.datetime]
+
+CA_VALIDITY = dt.timedelta(days=3650)
+SERVING_VALIDITY = dt.timedelta(days=365)
+# Rotate when less than this share of the validity is left: long enough to survive an outage of the
+# operator, short enough that a leaked key does not live for the whole year.
+ROTATE_REMAINING_FRACTION = 1 / 3
+BACKDATE = dt.timedelta(minutes=5)  # tolerate clock skew between the operator and the API server
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class CertBundle:
+    """What the server needs to serve TLS, plus what the API server needs to trust it."""
+
+    cert_pem: bytes
+    key_pem: bytes
+    ca_bundle: bytes  # one or more PEM CA certificates (two while a CA rotation is in progress)
+    not_before: dt.datetime
+    not_after: dt.datetime
+    ca_key_pem: bytes = b""  # only for generated certificates
+
+    def remaining(self, now: dt.datetime) -> dt.timedelta:
+        return self.not_after - now
+
+    def needs_rotation(self, now: dt.datetime, fraction: float = ROTATE_REMAINING_FRACTION) -> bool:
+        return self.remaining(now) < (self.not_after - self.not_before) * fraction
+
+    @property
+    def serial(self) -> int:
+        return x509.load_pem_x509_certificate(self.cert_pem).serial_number
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    # P-256: fast to generate and to handshake with; every Kubernetes API server accepts it.
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def generate_ca(
+    common_name: str = "rayop-webhook-ca",
+    *,
+    now: dt.datetime | None = None,
+    validity: dt.timedelta = CA_VALIDITY,
+) -> tuple[bytes, bytes]:
+    """(cert PEM, key PEM) of a new self-signed CA."""
+    now = now or utcnow()
+    key = _key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + validity)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+def _san(names: Sequence[str]) -> list[x509.GeneralName]:
+    out: list[x509.GeneralName] = []
+    for n in names:
+        try:
+            out.append(x509.IPAddress(ipaddress.ip_address(n)))
+        except ValueError:
+            out.append(x509.DNSName(n))
+    return out
+
+
+def generate_serving_cert(
+    ca_cert_pem: bytes,
+    ca_key_pem: bytes,
+    sans: Sequence[str],
+    *,
+    now: dt.datetime | None = None,
+    validity: dt.timedelta = SERVING_VALIDITY,
+) -> tuple[bytes, bytes, dt.datetime, dt.datetime]:
+    """(cert PEM, key PEM, not_before, not_after) of a serving certificate for ``sans`` signed by the CA."""
+    if not sans:
+        raise ValueError("a serving certificate needs at least one subject alternative name")
+    now = now or utcnow()
+    ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
+    ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError("the webhook CA key must be an EC key")
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    key = _key()
+    nb = now - BACKDATE
+    # A leaf must not outlive its CA, or the API server stops trusting it early.
+    na = min(now + validity, ca_cert.not_valid_after_utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, sans[0])]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(nb)
+        .not_valid_after(na)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_encipherment=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                content_commitment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(_san(sans)), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key), nb, na
+
+
+def cert_validity(cert_pem: bytes) -> tuple[dt.datetime, dt.datetime]:
+    c = x509.load_pem_x509_certificate(cert_pem)
+    return c.not_valid_before_utc, c.not_valid_after_utc
+
+
+def split_pems(bundle: bytes) -> list[bytes]:
+    marker = b"-----END CERTIFICATE-----"
+    out = []
+    for part in bundle.split(marker):
+        part = part.strip()
+        if part:
+            out.append(part + b"\n" + marker + b"\n")
+    return out
+
+
+def new_bundle(
+    sans: Sequence[str],
+    *,
+    now: dt.datetime | None = None,
+    ca: tuple[bytes, bytes] | None = None,
+    extra_trusted: bytes = b"",
+    serving_validity: dt.timedelta = SERVING_VALIDITY,
+    ca_validity: dt.timedelta = CA_VALIDITY,
+) -> CertBundle:
+    """A serving certificate (and a new CA unless ``ca`` is given); ``extra_trusted`` CAs stay trusted too."""
+    now = now or utcnow()
+    ca_cert, ca_key = ca or generate_ca(now=now, validity=ca_validity)
+    cert, key, nb, na = generate_serving_cert(ca_cert, ca_key, sans, now=now, validity=serving_validity)
+    return CertBundle(cert, key, ca_cert + extra_trusted, nb, na, ca_key)
+
+
+class CertSource(Protocol):
+    """Where the webhook's serving certificate comes from."""
+
+    async def load(self) -> CertBundle: ...
+
+    async def refresh(self) -> CertBundle | None:
+        """A new bundle when the certificate changed (rotated, or files replaced), else None."""
+        ...
+
+    async def rotate(self, *, ca: bool = False) -> CertBundle:
+        """Replace the serving certificate now (and the CA too with ``ca=True``)."""
+        ...
+
+
+class SelfSignedCertSource:
+    """Generated in memory; rotated by ``refresh()`` when due."""
+
+    def __init__(
+        self,
+        sans: Sequence[str],
+        *,
+        clock: Clock = utcnow,
+        serving_validity: dt.timedelta = SERVING_VALIDITY,
+        ca_validity: dt.timedelta = CA_VALIDITY,
+    ) -> None:
+        self.sans = list(sans)
+        self.clock = clock
+        self.serving_validity = serving_validity
+        self.ca_validity = ca_validity
+        self.bundle: CertBundle | None = None
+
+    async def load(self) -> CertBundle:
+        if self.bundle is None:
+            self.bundle = await asyncio.to_thread(
+                new_bundle,
+                self.sans,
+                now=self.clock(),
+                serving_validity=self.serving_validity,
+                ca_validity=self.ca_validity,
+            )
+        return self.bundle
+
+    async def refresh(self) -> CertBundle | None:
+        b = await self.load()
+        if b.needs_rotation(self.clock()):
+            return await self.rotate()
+        return None
+
+    async def rotate(self, *, ca: bool = False) -> CertBundle:
+        old = await self.load()
+        self.bundle = await asyncio.to_thread(
+            _rotated, old, self.sans, self.clock(), ca, self.serving_validity, self.ca_validity
+        )
+        return self.bundle
+
+
+def _rotated(
+    old: CertBundle,
+    sans: Sequence[str],
+    now: dt.datetime,
+    ca: bool,
+    serving_validity: dt.timedelta,
+    ca_validity: dt.timedelta,
+) -> CertBundle:
+    old_ca = split_pems(old.ca_bundle)[0] if old.ca_bundle else b""
+    ca_remaining_short = False
+    if old_ca:
+        nb, na = cert_validity(old_ca)
+        ca_remaining_short = (na - now) < (na - nb) * ROTATE_REMAINING_FRACTION or (
+            na - now
+        ) < serving_validity
+    if ca or ca_remaining_short or not old.ca_key_pem:
+        # The old CA stays trusted next to the new one, so certificates it signed keep working while the
+        # API server picks up the new caBundle.
+        return new_bundle(
+            sans, now=now, extra_trusted=old_ca, serving_validity=serving_validity, ca_validity=ca_validity
+        )
+    return new_bundle(sans, now=now, ca=(old_ca, old.ca_key_pem), serving_validity=serving_validity)
+
+
+class SecretCertSource:
+    """CA and serving certificate kept in a Secret (keys ``ca.crt``, ``ca.key``, ``tls.crt``, ``tls.key``).
+
+    Every replica reads the same Secret; whoever sees the certificate due for rotation writes the new one
+    with the Secret's resourceVersion, so concurrent rotations cannot both win.
+    """
+
+    def __init__(
+        self,
+        client: ApiClient,
+        namespace: str,
+        name: str,
+        sans: Sequence[str],
+        *,
+        clock: Clock = utcnow,
+        serving_validity: dt.timedelta = SERVING_VALIDITY,
+        ca_validity: dt.timedelta = CA_VALIDITY,
+    ) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.name = name
+        self.sans = list(sans)
+        self.clock = clock
+        self.serving_validity = serving_validity
+        self.ca_validity = ca_validity
+        self.bundle: CertBundle | None = None
+        self._rv: str | None = None
+
+    @staticmethod
+    def _decode(secret: dict[str, object]) -> CertBundle | None:
+        data = secret.get("data")
+        if not isinstance(data, dict):
+            return None
+        try:
+            got = {k: base64.b64decode(str(data[k])) for k in ("ca.crt", "tls.crt", "tls.key")}
+            ca_key = base64.b64decode(str(data.get("ca.key", "")))
+            nb, na = cert_validity(got["tls.crt"])
+        except (KeyError, ValueError) as e:
+            log.warning("webhook certificate Secret is unusable (%s); generating a new one", e)
+            return None
+        return CertBundle(got["tls.crt"], got["tls.key"], got["ca.crt"], nb, na, ca_key)
+
+    def _secret(self, b: CertBundle) -> dict[str, object]:
+        enc = {
+            "ca.crt": b.ca_bundle,
+            "ca.key": b.ca_key_pem,
+            "tls.crt": b.cert_pem,
+            "tls.key": b.key_pem,
+        }
+        md: dict[str, object] = {
+            "name": self.name,
+            "namespace": self.namespace,
+            "labels": {"app.kubernetes.io/name": "rayop", "app.kubernetes.io/component": "webhook"},
+        }
+        if self._rv:
+            md["resourceVersion"] = self._rv
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": md,
+            "data": {k: base64.b64encode(v).decode() for k, v in enc.items()},
+        }
+
+    def _covers_sans(self, b: CertBundle) -> bool:
+        c = x509.load_pem_x509_certificate(b.cert_pem)
+        try:
+            ext = c.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            return False
+        have = {str(v) for v in ext.get_values_for_type(x509.DNSName)}
+        have |= {str(v) for v in ext.get_values_for_type(x509.IPAddress)}
+        return all(str(ipaddress.ip_address(s)) in have if _is_ip(s) else s in have for s in self.sans)
+
+    async def _read(self) -> CertBundle | None:
+        s = await self.client.get_or_none(SECRETS, self.name, self.namespace)
+        if s is None:
+            self._rv = None
+            return None
+        self._rv = str(s.get("metadata", {}).get("resourceVersion") or "") or None
+        return self._decode(s)
+
+    async def _write(self, b: CertBundle) -> CertBundle:
+        body = self._secret(b)
+        try:
+            if self._rv:
+                saved = await self.client.replace(SECRETS, body)
+            else:
+                saved = await self.client.create(SECRETS, body, self.namespace)
+        except ApiError as e:
+            if not (e.conflict or e.already_exists):
+                raise
+            # Another replica wrote first: serve what it wrote.
+            current = await self._read()
+            if current is None:
+                raise
+            return current
+        self._rv = str(saved.get("metadata", {}).get("resourceVersion") or "") or None
+        return b
+
+    async def load(self) -> CertBundle:
+        b = await self._read()
+        now = self.clock()
+        if b is None or not self._covers_sans(b) or b.not_after <= now:
+            fresh = await asyncio.to_thread(
+                new_bundle,
+                self.sans,
+                now=now,
+                serving_validity=self.serving_validity,
+                ca_validity=self.ca_validity,
+            )
+            b = await self._write(fresh)
+        elif b.needs_rotation(now):
+            b = await self._write(
+                await asyncio.to_thread(
+                    _rotated, b, self.sans, now, False, self.serving_validity, self.ca_validity
+                )
+            )
+        self.bundle = b
+        return b
+
+    async def refresh(self) -> CertBundle | None:
+        before = self.bundle
+        b = await self.load()
+        if before is None or b.cert_pem != before.cert_pem or b.ca_bundle != before.ca_bundle:
+            return b
+        return None
+
+    async def rotate(self, *, ca: bool = False) -> CertBundle:
+        current = await self._read() or await self.load()
+        rotated = await asyncio.to_thread(
+            _rotated, current, self.sans, self.clock(), ca, self.serving_validity, self.ca_validity
+        )
+        self.bundle = await self._write(rotated)
+        return self.bundle
+
+
+def _is_ip(s: str) -> bool:
+    try:
+        ipaddress.ip_address(s)
+        return True
+    except ValueError:
+        return False
+
+
+class FileCertSource:
+    """Certificates mounted from a directory (cert-manager / projected Secret), re-read when they change."""
+
+    def __init__(
+        self,
+        cert_dir: str | Path,
+        cert_name: str = "tls.crt",
+        key_name: str = "tls.key",
+        ca_name: str = "ca.crt",
+    ) -> None:
+        self.dir = Path(cert_dir)
+        self.cert_path = self.dir / cert_name
+        self.key_path = self.dir / key_name
+        self.ca_path = self.dir / ca_name
+        self.bundle: CertBundle | None = None
+        self._stamp: tuple[float, ...] = ()
+
+    def _mtimes(self) -> tuple[float, ...]:
+        out = []
+        for p in (self.cert_path, self.key_path, self.ca_path):
+            try:
+                out.append(p.stat().st_mtime)
+            except OSError:
+                out.append(0.0)
+        return tuple(out)
+
+    def _read(self) -> CertBundle:
+        cert = self.cert_path.read_bytes()
+        key = self.key_path.read_bytes()
+        ca = self.ca_path.read_bytes() if self.ca_path.exists() else b""
+        nb, na = cert_validity(cert)
+        return CertBundle(cert, key, ca, nb, na)
+
+    async def load(self) -> CertBundle:
+        self._stamp = self._mtimes()
+        self.bundle = await asyncio.to_thread(self._read)
+        return self.bundle
+
+    async def refresh(self) -> CertBundle | None:
+        stamp = self._mtimes()
+        if stamp == self._stamp:
+            return None
+        try:
+            b = await asyncio.to_thread(self._read)
+        except (OSError, ValueError) as e:
+            # A half-written update (cert replaced, key not yet): keep serving, try again next tick.
+            log.info("webhook certificate files changing (%s); keeping the current certificate", e)
+            return None
+        self._stamp = stamp
+        if (
+            self.bundle is not None
+            and b.cert_pem == self.bundle.cert_pem
+            and b.key_pem == self.bundle.key_pem
+        ):
+            self.bundle = replace(self.bundle, ca_bundle=b.ca_bundle)
+            return None
+        self.bundle = b
+        return b
+
+    async def rotate(self, *, ca: bool = False) -> CertBundle:
+        raise NotImplementedError(
+            "mounted certificates are rotated by whoever writes them (e.g. cert-manager)"
+        )
+
+    def write(self, b: CertBundle) -> None:
+        """Write a bundle in the layout this source reads (used to hand generated certificates to files)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.ca_path.write_bytes(b.ca_bundle)
+        tmp = self.key_path.with_suffix(".tmp")
+        tmp.write_bytes(b.key_pem)
+        tmp.chmod(0o600)
+        tmp.replace(self.key_path)
+        self.cert_path.write_bytes(b.cert_pem)

@@ -1,0 +1,128 @@
+"""The ValidatingWebhookConfiguration that points the API server at this webhook."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+from rayop.api import constants as C
+from rayop.runtime.client import VALIDATING_WEBHOOKS, ApiClient, ApiError
+from rayop.webhook.admission import PATHS, PLURALS
+
+DEFAULT_NAME = "rayop-validating-webhook"
+# Short: a slow webhook stalls every kubectl apply, and failurePolicy Fail turns a timeout into a rejection.
+DEFAULT_TIMEOUT_SECONDS = 5
+WEBHOOK_NAMES = {kind: f"validate.{plural}.{C.GROUP}" for kind, plural in PLURALS.items()}
+
+UrlOrService = str | Mapping[str, Any]
+
+
+def _client_config(target: UrlOrService, path: str, ca_bundle: bytes) -> dict[str, Any]:
+    cfg: dict[str, Any]
+    if isinstance(target, str):
+        cfg = {"url": target.rstrip("/") + path}
+    else:
+        svc = {"namespace": target["namespace"], "name": target["name"], "path": path}
+        if target.get("port") is not None:
+            svc["port"] = int(target["port"])
+        cfg = {"service": svc}
+    if ca_bundle:
+        cfg["caBundle"] = base64.b64encode(ca_bundle).decode()
+    return cfg
+
+
+def build_webhook_configuration(
+    target: UrlOrService,
+    ca_bundle: bytes,
+    *,
+    name: str = DEFAULT_NAME,
+    timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS,
+    failure_policy: str = "Fail",
+) -> dict[str, Any]:
+    """``target`` is a base URL (``https://127.0.0.1:9443``) or a Service ``{namespace, name, port}``."""
+    hooks = []
+    for kind, path in PATHS.items():
+        hooks.append(
+            {
+                "name": WEBHOOK_NAMES[kind],
+                "admissionReviewVersions": ["v1"],
+                "clientConfig": _client_config(target, path, ca_bundle),
+                "failurePolicy": failure_policy,
+                "sideEffects": "None",
+                "timeoutSeconds": timeout_seconds,
+                "matchPolicy": "Equivalent",
+                "rules": [
+                    {
+                        "apiGroups": [C.GROUP],
+                        "apiVersions": [C.VERSION, C.ALPHA_VERSION],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": [PLURALS[kind]],
+                        "scope": "Namespaced",
+                    }
+                ],
+            }
+        )
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {
+            "name": name,
+            "labels": {"app.kubernetes.io/name": "rayop", "app.kubernetes.io/component": "webhook"},
+        },
+        "webhooks": hooks,
+    }
+
+
+async def ensure_webhook_configuration(
+    client: ApiClient,
+    url_or_service: UrlOrService,
+    ca_bundle: bytes,
+    *,
+    name: str = DEFAULT_NAME,
+    timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS,
+    failure_policy: str = "Fail",
+) -> dict[str, Any]:
+    """Create the configuration, or bring an existing one up to date (targets, rules, caBundle)."""
+    desired = build_webhook_configuration(
+        url_or_service, ca_bundle, name=name, timeout_seconds=timeout_seconds, failure_policy=failure_policy
+    )
+    for _ in range(5):
+        current = await client.get_or_none(VALIDATING_WEBHOOKS, name)
+        if current is None:
+            try:
+                return await client.create(VALIDATING_WEBHOOKS, desired)
+            except ApiError as e:
+                if e.already_exists:
+                    continue
+                raise
+        if _same(current, desired):
+            return current
+        body = dict(desired)
+        body["metadata"] = {**desired["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]}
+        try:
+            return await client.replace(VALIDATING_WEBHOOKS, body)
+        except ApiError as e:
+            if e.conflict:
+                continue
+            raise
+    raise RuntimeError(f"could not update ValidatingWebhookConfiguration {name}: too many conflicts")
+
+
+def _same(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    keys = (
+        "name",
+        "clientConfig",
+        "failurePolicy",
+        "sideEffects",
+        "timeoutSeconds",
+        "rules",
+        "admissionReviewVersions",
+    )
+    cur = [{k: h.get(k) for k in keys} for h in current.get("webhooks") or []]
+    want = [{k: h.get(k) for k in keys} for h in desired.get("webhooks") or []]
+    return bool(cur == want)
+
+
+async def delete_webhook_configuration(client: ApiClient, name: str = DEFAULT_NAME) -> None:
+    await client.delete(VALIDATING_WEBHOOKS, name, ignore_not_found=True)
