@@ -15,20 +15,10 @@ from typing import Any
 
 import yaml
 
-# Feature gates KubeRay v1.7.0 knows, with their defaults (kuberay-behaviour.md §9.2).
-FEATURE_GATE_DEFAULTS: Mapping[str, bool] = {
-    "RayClusterStatusConditions": True,
-    "RayJobDeletionPolicy": True,
-    "RayMultiHostIndexing": True,
-    "RayServiceIncrementalUpgrade": True,
-    "RayCronJob": False,
-    "SidecarSubmitterRestart": False,
-    "RayClusterNetworkPolicy": False,
-    "GCSFaultToleranceEmbeddedStorage": False,
-    "RayClusterMTLS": False,
-    "RayClusterHistoryServer": False,
-    "KubernetesWAS": False,
-}
+from rayop.api import features
+
+# One table of gates and defaults for the whole code base (kuberay-behaviour.md §9.2).
+FEATURE_GATE_DEFAULTS: Mapping[str, bool] = features.DEFAULT_GATES
 
 _TRUE = {"true", "1", "yes", "on", "t"}
 _FALSE = {"false", "0", "no", "off", "f", ""}
@@ -112,6 +102,11 @@ class OperatorConfig:
         unknown = set(self.feature_gates) - set(FEATURE_GATE_DEFAULTS)
         if unknown:
             raise ValueError(f"unrecognized feature gate: {', '.join(sorted(unknown))}")
+
+    @property
+    def environ(self) -> Mapping[str, str]:
+        """Alias of `env`, the name the controllers' setup reads."""
+        return self.env
 
     def feature_enabled(self, name: str) -> bool:
         if name not in FEATURE_GATE_DEFAULTS:
