@@ -294,7 +294,10 @@ def build_crds(documents: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, An
     return {file_name(kind): build_crd(kind, comps, version) for kind in s.SCHEMAS}
 
 
-class _Dumper(yaml.SafeDumper):
+_BaseDumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _Dumper(_BaseDumper):  # type: ignore[misc]
     # The same converted component appears many times; anchors/aliases would make the files unreadable
     # and are not what `kubectl` users expect.
     def ignore_aliases(self, data: Any) -> bool:
