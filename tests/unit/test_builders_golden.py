@@ -58,7 +58,11 @@ def diff(expected: Any, actual: Any, path: str = "") -> list[str]:
                 out += diff(expected[key], actual[key], p)
         return out
     if isinstance(expected, list) and isinstance(actual, list):
-        out = [f"{path}: length {len(actual)} != expected {len(expected)}"] if len(expected) != len(actual) else []
+        out = (
+            [f"{path}: length {len(actual)} != expected {len(expected)}"]
+            if len(expected) != len(actual)
+            else []
+        )
         for i, (e, a) in enumerate(zip(expected, actual, strict=False)):
             out += diff(e, a, f"{path}[{i}]")
         return out
