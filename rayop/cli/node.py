@@ -1,11 +1,91 @@
-"""`rayop node`."""
+"""`rayop node`: the local node agent (a small kubelet that runs Pods as processes)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
+from rayop.node.agent import NodeAgent, NodeConfig, default_python_env
 
-def run_node() -> None:
-    """Run the node (not built yet)."""
-    typer.echo("rayop node: not implemented yet", err=True)
-    raise typer.Exit(2)
+
+def _kv(items: list[str], what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for it in items:
+        k, sep, v = it.partition("=")
+        if not sep or not k:
+            raise typer.BadParameter(f"{what} must be KEY=VALUE, got {it!r}")
+        out[k] = v
+    return out
+
+
+def run_node(
+    kubeconfig: Annotated[str | None, typer.Option(help="Kubeconfig of the API server.")] = None,
+    name: Annotated[str, typer.Option(help="Node name.")] = "rayop-node",
+    state_dir: Annotated[
+        Path | None, typer.Option(help="Pod state and logs (default /var/lib/rayop/nodes/NAME).")
+    ] = None,
+    bridge: Annotated[str, typer.Option(help="Bridge interface the agent owns.")] = "rayop0",
+    pod_cidr: Annotated[
+        str, typer.Option(help="Private pod network; the bridge takes the first address.")
+    ] = ("10.213.0.0/24"),
+    python_env: Annotated[
+        Path | None, typer.Option(help="Python environment whose bin/ leads PATH in containers (has `ray`).")
+    ] = None,
+    cpu: Annotated[str | None, typer.Option(help="CPU capacity (default: the machine's cores).")] = None,
+    memory: Annotated[
+        str | None, typer.Option(help="Memory capacity, e.g. 16Gi (default: the machine's).")
+    ] = None,
+    max_pods: Annotated[int, typer.Option(help="Pod capacity.")] = 110,
+    api_host: Annotated[
+        str | None, typer.Option(help="API server address given to pods (default: gateway).")
+    ] = None,
+    api_port: Annotated[int | None, typer.Option(help="API server port given to pods.")] = None,
+    label: Annotated[list[str], typer.Option(help="Node label KEY=VALUE (repeatable).")] = [],  # noqa: B006
+    env: Annotated[
+        list[str], typer.Option(help="Default container env KEY=VALUE, like an image's ENV (repeatable).")
+    ] = [],  # noqa: B006
+    backoff: Annotated[float, typer.Option(help="Initial restart back-off in seconds.")] = 10.0,
+    no_cgroups: Annotated[bool, typer.Option(help="Do not enforce memory limits through cgroups.")] = False,
+    keep_pods: Annotated[
+        bool, typer.Option(help="On exit leave pods running for the next agent to re-adopt.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("-v", help="Debug logging.")] = False,
+) -> None:
+    """Run the local node agent: registers a Node and runs its Pods as real processes (needs root)."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    default_env = {"RAY_USAGE_STATS_ENABLED": "0", **_kv(env, "--env")}
+    cfg = NodeConfig(
+        name=name,
+        kubeconfig=kubeconfig,
+        state_dir=state_dir,
+        bridge=bridge,
+        pod_cidr=pod_cidr,
+        python_env=python_env or default_python_env(),
+        cpu=cpu,
+        memory=memory,
+        max_pods=max_pods,
+        api_host=api_host,
+        api_port=api_port,
+        labels=_kv(label, "--label"),
+        default_env=default_env,
+        backoff_initial=backoff,
+        cgroups=not no_cgroups,
+        cleanup_on_stop=not keep_pods,
+    )
+
+    async def main() -> None:
+        agent = NodeAgent(cfg)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, agent.stop)
+        await agent.run()
+
+    asyncio.run(main())

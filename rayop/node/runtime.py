@@ -1,0 +1,142 @@
+"""Starting, watching, signalling and exec'ing into the shim processes of one node (no API calls)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+SHIM = [sys.executable, "-m", "rayop.node.shim"]
+
+
+class RuntimeError_(Exception):
+    pass
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        # A zombie has exited already.
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+async def wait_exit(pid: int) -> None:
+    """Wait until a process (not necessarily our child) has exited, through a pidfd."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+
+    def ready() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    loop.add_reader(fd, ready)
+    try:
+        if not pid_alive(pid):
+            return
+        await fut
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+async def _spawn_shim(mode: str, spec_path: Path, stderr_path: Path) -> tuple[int, str]:
+    """Run the shim until it reports on stdout; returns (its exit code, its first output line)."""
+    with open(stderr_path, "ab") as err:
+        proc = await asyncio.create_subprocess_exec(
+            *SHIM,
+            mode,
+            str(spec_path),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=err,
+            # Pods must survive the agent: their shims are not in its session or process group.
+            start_new_session=True,
+        )
+    assert proc.stdout
+    line = (await proc.stdout.readline()).decode().strip()
+    if mode == "run":
+        code = await proc.wait()
+    else:
+        # The sandbox holder keeps running (it became `sleep infinity`); reap it in the background.
+        code = 0 if line == "ready" else await proc.wait()
+        if line == "ready":
+            asyncio.get_running_loop().create_task(proc.wait())
+            line = f"ready {proc.pid}"
+    return code, line
+
+
+async def start_sandbox(spec: dict[str, Any], pod_dir: Path) -> int:
+    path = pod_dir / "sandbox.json"
+    path.write_text(json.dumps(spec))
+    code, line = await _spawn_shim("sandbox", path, pod_dir / "shim.log")
+    if not line.startswith("ready "):
+        raise RuntimeError_(f"sandbox failed (exit {code}): {_tail(pod_dir / 'shim.log')}")
+    return int(line.split()[1])
+
+
+async def start_container(spec: dict[str, Any], run_dir: Path) -> int:
+    path = run_dir / "spec.json"
+    path.write_text(json.dumps(spec))
+    code, line = await _spawn_shim("run", path, run_dir / "shim.log")
+    if code != 0 or not line.startswith("started "):
+        raise RuntimeError_(f"container start failed (exit {code}): {_tail(run_dir / 'shim.log')}")
+    return int(line.split()[1])
+
+
+def _tail(p: Path, n: int = 5) -> str:
+    try:
+        return " | ".join(p.read_text(errors="replace").strip().splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def exec_argv(init_pid: int, spec_path: Path, argv: list[str]) -> list[str]:
+    return [*SHIM, "exec", str(init_pid), str(spec_path), "--", *argv]
+
+
+async def exec_in(init_pid: int, spec_path: Path, argv: list[str], timeout: float) -> tuple[int, bytes]:
+    """Run a command inside a container; output captured; exit code (-1 on timeout)."""
+    proc = await asyncio.create_subprocess_exec(
+        *exec_argv(init_pid, spec_path, argv),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        # The shim's child dies with it (PDEATHSIG).
+        kill(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        return -1, b""
+    return proc.returncode or 0, out
