@@ -29,6 +29,7 @@ import aiohttp
 
 from rayop.node import podspec, runtime
 from rayop.node.cgroups import Cgroups
+from rayop.node.locate import ANN_STATE_DIR
 from rayop.node.network import Network, PodNet
 from rayop.node.pod import TERMINAL, PodState, PodWorker, rfc3339
 from rayop.runtime.client import (
@@ -47,7 +48,6 @@ from rayop.runtime.client import (
 Obj = dict[str, Any]
 log = logging.getLogger("rayop.node")
 
-ANN_STATE_DIR = "node.rayop.io/state-dir"
 LEASE_NAMESPACE = "kube-node-lease"
 KUBELET_VERSION = "v1.36.3"
 
@@ -702,13 +702,18 @@ class NodeAgent:
                 await self.client.patch(
                     PODS,
                     md["name"],
-                    {"status": {"phase": "Pending", "conditions": [cond]}},
+                    # resourceVersion: another node agent may have bound it meanwhile; then this is a 409.
+                    {
+                        "metadata": {"resourceVersion": md.get("resourceVersion")},
+                        "status": {"phase": "Pending", "conditions": [cond]},
+                    },
                     md["namespace"],
                     sub="status",
                 )
             except ApiError as e:
-                if not e.not_found:
-                    raise
+                if e.not_found or e.conflict:
+                    continue
+                raise
             self.unschedulable[md["uid"]] = reason
             self.event(pod, "Warning", "FailedScheduling", reason)
 
