@@ -96,7 +96,7 @@ def test_patch_strategy_unions_readonly_and_gvk_are_dropped() -> None:
 
 
 def test_int_or_string_and_quantity_become_structural() -> None:
-    comps = {
+    comps: dict[str, Any] = {
         crdgen.INT_OR_STRING: {"format": "int-or-string", "oneOf": [{"type": "integer"}, {"type": "string"}]},
         s.QUANTITY: {"oneOf": [{"type": "string"}, {"type": "number"}]},
         "X": {
@@ -162,7 +162,7 @@ def test_ray_level_defaults_are_kept_even_on_required_fields() -> None:
 
 
 def test_object_meta_is_reduced() -> None:
-    meta_props = {
+    meta_props: dict[str, Any] = {
         k: {"type": "string"} for k in ("name", "namespace", "uid", "generateName", "resourceVersion")
     }
     meta_props |= {
