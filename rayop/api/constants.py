@@ -181,6 +181,21 @@ EV_CREATED_PVC: Final = "CreatedPersistentVolumeClaim"
 EV_FAILED_CREATE_PVC: Final = "FailedToCreatePersistentVolumeClaim"
 EV_CREATED_SECRET: Final = "CreatedSecret"
 EV_AUTOSCALER_SA_NOT_FOUND: Final = "AutoscalerServiceAccountNotFound"
+# RayJob (utils/constant.go K8sEventType)
+EV_INVALID_RAYJOB_SPEC: Final = "InvalidRayJobSpec"
+EV_INVALID_RAYJOB_METADATA: Final = "InvalidRayJobMetadata"
+EV_INVALID_RAYJOB_STATUS: Final = "InvalidRayJobStatus"
+EV_CREATED_RAYJOB_SUBMITTER: Final = "CreatedRayJobSubmitter"
+EV_DELETED_RAYJOB_SUBMITTER: Final = "DeletedRayJobSubmitter"
+EV_FAILED_CREATE_RAYJOB_SUBMITTER: Final = "FailedToCreateRayJobSubmitter"
+EV_FAILED_DELETE_RAYJOB_SUBMITTER: Final = "FailedToDeleteRayJobSubmitter"
+EV_CREATED_RAYCLUSTER: Final = "CreatedRayCluster"
+EV_UPDATED_RAYCLUSTER: Final = "UpdatedRayCluster"
+EV_DELETED_RAYCLUSTER: Final = "DeletedRayCluster"
+EV_FAILED_CREATE_RAYCLUSTER: Final = "FailedToCreateRayCluster"
+EV_FAILED_DELETE_RAYCLUSTER: Final = "FailedToDeleteRayCluster"
+EV_FAILED_UPDATE_RAYCLUSTER: Final = "FailedToUpdateRayCluster"
+EV_RAYCLUSTER_NOT_FOUND: Final = "RayClusterNotFound"
 
 # mTLS (gate RayClusterMTLS) and history collector names that users must not set themselves
 # (kuberay-behaviour.md §3.3, §8 rules 16 and 19).

@@ -62,10 +62,8 @@ REASON_VALIDATION_FAILED: Final = "ValidationFailed"
 # Failures that a retry cannot fix: the deadline is per RayJob, the status check failing means we lost the job.
 NO_RETRY_REASONS: Final = frozenset({REASON_DEADLINE_EXCEEDED, REASON_STATUS_CHECK_TIMEOUT})
 
-# Event reasons (utils/constant.go).
-EV_INVALID_RAYJOB_SPEC: Final = "InvalidRayJobSpec"
-EV_INVALID_RAYJOB_METADATA: Final = "InvalidRayJobMetadata"
-EV_RAYCLUSTER_NOT_FOUND: Final = "RayClusterNotFound"
+EV_INVALID_RAYJOB_SPEC: Final = C.EV_INVALID_RAYJOB_SPEC
+EV_RAYCLUSTER_NOT_FOUND: Final = C.EV_RAYCLUSTER_NOT_FOUND
 
 # Deletion policies, most far-reaching first (executed in this order when several are overdue).
 DELETE_SELF: Final = "DeleteSelf"
@@ -801,3 +799,17 @@ def decide(rayjob: Mapping[str, Any], world: World, config: RayJobConfig | None 
         status_changed=changed,
         old_deployment_status=old_dep,
     )
+
+
+def reject_submission(
+    rayjob: Mapping[str, Any], now: datetime, message: str, config: RayJobConfig | None = None
+) -> Obj:
+    """The status after the dashboard refused an HTTPMode submission outright (4xx: it will never succeed).
+
+    Failed/SubmissionFailed, counted as a failed attempt and retried on a new cluster within backoffLimit,
+    instead of resubmitting the same bad request every few seconds.
+    """
+    s = _Step(rayjob, World(now=now), config or RayJobConfig())
+    s.fail(REASON_SUBMISSION_FAILED, message)
+    s.after()
+    return s.st
