@@ -29,8 +29,8 @@ _EXPLICIT_BOOL_FLAGS = ("log-color", "include-dashboard", "include-log-monitor")
 _CUSTOM_ACCELERATORS = {"aws.amazon.com/neuroncore": "neuron_cores", "google.com/tpu": "TPU"}
 _MIG = re.compile(r"^nvidia\.com/mig-\d+g\.\d+gb$")
 
-RAY_TOKEN_VOLUME = "ray-token"
-RAY_TOKEN_MOUNT_PATH = "/var/run/secrets/ray.io/serviceaccount"
+RAY_TOKEN_VOLUME = C.RAY_TOKEN_VOLUME_NAME
+RAY_TOKEN_MOUNT_PATH = C.RAY_TOKEN_MOUNT_PATH
 PLASMA_DIRECTORY = "plasma-directory"
 RAY_HEALTH_PATH = "/api/healthz"
 RAYLET_HEALTH_PATH = "api/local_raylet_healthz"

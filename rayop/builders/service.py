@@ -13,7 +13,7 @@ from rayop.builders.options import BuildOptions
 Obj = dict[str, Any]
 
 APP_PROTOCOL = "tcp"
-LABEL_HEADLESS_WORKER_SVC = "ray.io/headless-worker-svc"
+LABEL_HEADLESS_WORKER_SVC = C.LABEL_HEADLESS_WORKER_SVC
 
 
 def _meta(cluster: Mapping[str, Any]) -> Mapping[str, Any]:
