@@ -123,6 +123,9 @@ def array(
     map_keys: Sequence[str] | None = None,
     min_items: int | None = None,
 ) -> Schema:
+    if description and "description" in items:
+        # kubectl explain prints both; the list's own description is the one users look for.
+        items = {k: v for k, v in items.items() if k != "description"}
     s: Schema = {"type": "array", "items": items}
     if list_type:
         s["x-kubernetes-list-type"] = list_type
