@@ -15,6 +15,10 @@ task keeps the cache in step with the API server:
   load balancers are the known failure mode (kopf#1276, #787).
 - Errors (429, 5xx, network) back off exponentially with full jitter, honouring Retry-After.
 
+Memory: the transform (default: strip metadata.managedFields, often half an object) runs before an object
+is stored, and lists are processed page by page (100 objects) so a full list never sits in memory in
+raw and parsed form at once; `compact` also interns strings (see bench/informer_memory.py for figures).
+
 Cached objects are shared, not copied: treat everything `get`/`list`/`by_index` return as read-only and
 deep-copy before changing it. Handlers run in the reflector task: keep them short (enqueue a key).
 """
@@ -24,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -56,6 +61,51 @@ def strip_managed_fields(obj: Obj) -> Obj:
     if isinstance(md, dict):
         md.pop("managedFields", None)
     return obj
+
+
+_INTERN_MAX = 64
+
+
+def _intern_dict(d: dict[str, Any]) -> dict[str, Any]:
+    # Hand-inlined type checks: this runs on every watch event, and function calls per scalar would
+    # double its cost.
+    intern = sys.intern
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        t = type(v)
+        if t is str:
+            if len(v) <= _INTERN_MAX:
+                v = intern(v)
+        elif t is dict:
+            v = _intern_dict(v)
+        elif t is list:
+            v = [_intern_item(x) for x in v]
+        out[intern(k)] = v
+    return out
+
+
+def _intern_item(x: Any) -> Any:
+    t = type(x)
+    if t is dict:
+        return _intern_dict(x)
+    if t is str and len(x) <= _INTERN_MAX:
+        return sys.intern(x)
+    if t is list:
+        return [_intern_item(y) for y in x]
+    return x
+
+
+def intern_strings(obj: Obj) -> Obj:
+    """Share equal keys and short strings between cached objects. Each watch event is parsed on its
+    own, so without this every cached Pod holds private copies of the same ~150 field names and of
+    values such as image names, label values and condition types."""
+    return _intern_dict(obj)
+
+
+def compact(obj: Obj) -> Obj:
+    """Strip managedFields, then intern strings: about a third less memory than stripping alone
+    (bench/informer_memory.py), for roughly 0.1-0.4 ms of CPU per event; opt-in for that reason."""
+    return intern_strings(strip_managed_fields(obj))
 
 
 def obj_key(obj: Mapping[str, Any]) -> ObjKey:
@@ -158,7 +208,7 @@ class Informer:
         label_selector: str | None = None,
         field_selector: str | None = None,
         transform: Transform | None = strip_managed_fields,
-        page_size: int = 500,
+        page_size: int = 100,
         stall_timeout: float = 70.0,
         watch_timeout: tuple[int, int] = (300, 600),
         backoff: Callable[[], Backoff] = Backoff,
@@ -384,32 +434,39 @@ class Informer:
 
     async def _list(self, scope: str | None) -> None:
         reason = "resync" if scope in self._synced_scopes else "initial"
-        result = await self.client.list(
+        self.relists += 1
+        metrics.INFORMER_RELISTS.labels(*self._metric_labels, reason).inc()
+        seen: set[ObjKey] = set()
+        list_rv = ""
+        # Page by page, so the raw and parsed form of the whole list never sit in memory together
+        # (that peak, not the cache, would set the process's RSS). A list that fails half-way leaves
+        # the cache updated but not pruned; the retry prunes.
+        async for page in self.client.list_pages(
             self.resource,
             scope,
             label_selector=self.label_selector,
             field_selector=self.field_selector,
             limit=self.page_size,
-        )
-        self.relists += 1
-        metrics.INFORMER_RELISTS.labels(*self._metric_labels, reason).inc()
-        items: list[Obj] = result.get("items") or []
-        seen: set[ObjKey] = set()
-        for item in items:
-            key = obj_key(item)
-            seen.add(key)
-            current = self._store.get(key)
-            if current is not None and rv_of(current) == rv_of(item):
-                continue
-            obj, old = self._put(item)
-            self._dispatch(MODIFIED if old is not None else ADDED, obj, old)
+        ):
+            items: list[Obj] = page.get("items") or []
+            page["items"] = None
+            for item in items:
+                key = obj_key(item)
+                seen.add(key)
+                current = self._store.get(key)
+                if current is not None and rv_of(current) == rv_of(item):
+                    continue
+                obj, old = self._put(item)
+                self._dispatch(MODIFIED if old is not None else ADDED, obj, old)
+            del items
+            list_rv = str((page.get("metadata") or {}).get("resourceVersion") or "")
         # Replace semantics: whatever this scope held that the list no longer has was deleted while
         # we were not watching; tell the handlers with the last state we knew.
         for key in [k for k in self._store if self._in_scope(k, scope) and k not in seen]:
             old = self._remove(key)
             if old is not None:
                 self._dispatch(DELETED, old, None)
-        self.resource_versions[scope] = str((result.get("metadata") or {}).get("resourceVersion") or "")
+        self.resource_versions[scope] = list_rv
         self._m_objects.set(len(self._store))
         self._synced_scopes.add(scope)
         if len(self._synced_scopes) == len(self.scopes):

@@ -403,9 +403,34 @@ class ApiClient:
     ) -> Obj:
         """List all pages; the result has `items` and the list's `metadata.resourceVersion`."""
         items: list[Obj] = []
+        async for page in self.list_pages(
+            res,
+            namespace,
+            label_selector=label_selector,
+            field_selector=field_selector,
+            resource_version=resource_version,
+            limit=limit,
+        ):
+            items.extend(page.get("items") or [])
+            last = page
+        last["items"] = items
+        return last
+
+    async def list_pages(
+        self,
+        res: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        resource_version: str | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[Obj]:
+        """Yield the list page by page (so a large list never sits in memory twice); the last page
+        carries the list's `metadata.resourceVersion`. An expired continue token raises ApiError(410)."""
         cont: str | None = None
         while True:
-            page = await self.request(
+            page: Obj = await self.request(
                 "GET",
                 res.path(namespace),
                 params={
@@ -421,11 +446,10 @@ class ApiClient:
                 # Lists omit kind/apiVersion per item; restore them so items look like GETs.
                 it.setdefault("kind", res.kind)
                 it.setdefault("apiVersion", res.api_version)
-                items.append(it)
-            cont = page.get("metadata", {}).get("continue")
+            cont = (page.get("metadata") or {}).get("continue")
+            yield page
             if not cont:
-                page["items"] = items
-                return dict(page)
+                return
 
     async def create(self, res: Resource, obj: Obj, namespace: str | None = None, **params: Any) -> Obj:
         ns = namespace or obj.get("metadata", {}).get("namespace")
