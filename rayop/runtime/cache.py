@@ -400,10 +400,16 @@ class Informer:
                     await self._list(scope)
                     need_list = False
                     backoff.reset()
+                started = asyncio.get_running_loop().time()
                 got_events = await self._watch(scope)
                 if got_events:
                     backoff.reset()
-                continue
+                    continue
+                if asyncio.get_running_loop().time() - started >= 1.0:
+                    continue  # a quiet watch that ran its course
+                # An empty stream that closed at once (a misbehaving proxy, an overloaded server):
+                # back off instead of spinning.
+                reason, delay = "empty", backoff.next()
             except asyncio.CancelledError:
                 raise
             except _Stalled:

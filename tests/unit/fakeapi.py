@@ -137,6 +137,8 @@ class FakeApi:
         gen = self._gen
         loop = asyncio.get_running_loop()
         deadline = loop.time() + float(q.get("timeoutSeconds") or 300)
+        if directive == "empty":
+            return resp
         if directive == "hang":
             while self._gen == gen:  # noqa: ASYNC110 - polling keeps the fake free of lost wake-ups
                 await asyncio.sleep(0.02)

@@ -290,3 +290,15 @@ async def test_handler_added_late_gets_replay_and_bad_handler_is_contained(
         await eventually(lambda: len(late) == 2, what="event past a failing handler")
     finally:
         await inf.wait_stopped()
+
+
+async def test_streams_that_close_at_once_back_off_and_recover(fake: FakeApi, client: ApiClient) -> None:
+    fake.plan.extend(["empty"] * 4)
+    inf, _ = await started(client)
+    try:
+        fake.put("configmaps", cm("x"))
+        await eventually(lambda: inf.get("ns1", "x") is not None, what="event after empty streams")
+        assert inf.watch_restarts >= 4
+        assert fake.count("list") == 1
+    finally:
+        await inf.wait_stopped()
