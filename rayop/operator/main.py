@@ -11,7 +11,7 @@ import rayop.controllers as controllers
 from rayop.operator.config import OperatorConfig
 from rayop.runtime.client import ApiClient, load_config
 from rayop.runtime.logs import setup_logging
-from rayop.runtime.manager import CacheSyncTimeout, LeaderElectionLost, Manager
+from rayop.runtime.manager import CacheSyncTimeout, LeaderElectionLost, Manager, RunnableFailed
 
 log = logging.getLogger("rayop.operator")
 
@@ -69,7 +69,7 @@ async def run(config: OperatorConfig, **manager_kw: Any) -> int:
     except LeaderElectionLost as e:
         log.error("exiting: %s", e)
         return 1
-    except CacheSyncTimeout as e:
+    except (CacheSyncTimeout, RunnableFailed) as e:
         log.error("exiting: %s", e)
         return 1
     finally:

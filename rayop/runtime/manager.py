@@ -38,6 +38,10 @@ class CacheSyncTimeout(RuntimeError):
     """Informers did not finish their first LIST in time."""
 
 
+class RunnableFailed(RuntimeError):
+    """A controller or runnable crashed; the manager stopped everything."""
+
+
 def default_lease_namespace(client: ApiClient) -> str:
     ns_file = SA_DIR / "namespace"
     try:
@@ -181,12 +185,13 @@ class Manager:
         return installed
 
     async def run(self) -> None:
-        """Run until stop() or a signal; raises LeaderElectionLost or CacheSyncTimeout."""
+        """Run until stop() or a signal; raises LeaderElectionLost, CacheSyncTimeout or RunnableFailed."""
         installed = self._install_signals()
         tasks: dict[str, asyncio.Task[Any]] = {}
         leader_task: asyncio.Task[bool] | None = None
         stop_task: asyncio.Task[Any] | None = None
         lost = False
+        crashed: list[str] = []
         try:
             await self.servers.start()
             self._started_informers = True
@@ -239,6 +244,7 @@ class Manager:
                         continue
                     if t.exception() is not None:
                         log.error("%s crashed", name, exc_info=t.exception())
+                        crashed.append(name)
                         self._stop.set()
         finally:
             self.leading.clear()
@@ -248,6 +254,8 @@ class Manager:
             for sig in installed:
                 with contextlib.suppress(Exception):
                     asyncio.get_running_loop().remove_signal_handler(sig)
+        if crashed:
+            raise RunnableFailed(f"crashed: {', '.join(crashed)}")
         if lost:
             raise LeaderElectionLost(
                 f"lost lease {self.elector.namespace}/{self.elector.name}" if self.elector else ""

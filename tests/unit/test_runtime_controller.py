@@ -296,3 +296,35 @@ async def test_servers_metrics_health_ready() -> None:
                 assert r.status == 200
     finally:
         await servers.stop()
+
+
+# -- manager without leader election --------------------------------------------------------------
+
+
+async def test_manager_runs_controllers_and_stops_on_crash(fake: FakeApi, client: ApiClient) -> None:
+    from rayop.runtime.manager import Manager, RunnableFailed
+
+    fake.put("configmaps", cm("a"))
+    seen: list[Key] = []
+
+    async def reconcile(key: Key) -> Result | None:
+        seen.append(key)
+        return None
+
+    m = Manager(
+        client, leader_election=False, metrics_addr="0", probe_addr="127.0.0.1:0", handle_signals=False
+    )
+    m.new_controller("t-mgr", reconcile).watch_primary(m.informer(CONFIGMAPS))
+    crash = asyncio.Event()
+
+    async def runnable() -> None:
+        await crash.wait()
+        raise RuntimeError("runnable broke")
+
+    m.add_runnable("breaker", runnable)
+    task = asyncio.create_task(m.run())
+    await eventually(lambda: ("ns", "a") in seen, what="reconcile under the manager")
+    assert m.is_leader and m.caches_synced()
+    crash.set()
+    with pytest.raises(RunnableFailed):
+        await asyncio.wait_for(task, 20)
