@@ -160,6 +160,19 @@ async def test_every_field_manifest_applies_and_nothing_is_pruned(
         assert_contained(obj["spec"], stored["spec"], "spec")
 
 
+@pytest.mark.parametrize("example", sorted(p.name for p in (REPO / "examples").glob("*.yaml")))
+async def test_examples_apply_unchanged(
+    plane: ControlPlane, kube: ApiClient, namespace: str, example: str
+) -> None:
+    objects = docs(REPO / "examples" / example)
+    plane.kubectl("apply", "--server-side", "-n", namespace, "-f", str(REPO / "examples" / example))
+    ray_objects = [o for o in objects if o["apiVersion"] == C.API_VERSION]
+    assert ray_objects
+    for obj in ray_objects:
+        stored = await kube.get(V1[obj["kind"]], obj["metadata"]["name"], namespace)
+        assert_contained(obj["spec"], stored["spec"], "spec")
+
+
 async def test_crd_defaults_are_applied(kube: ApiClient, namespace: str) -> None:
     cluster = await kube.create(V1[C.KIND_RAYCLUSTER], minimal_cluster("defaults"), namespace)
     group = cluster["spec"]["workerGroupSpecs"][0]
