@@ -129,7 +129,7 @@ def components(documents: Iterable[Mapping[str, Any]]) -> dict[str, Schema]:
 
 
 def kubernetes_version(documents: Iterable[Mapping[str, Any]]) -> str:
-    """The Kubernetes release the documents come from (their `info.version`, e.g. `v1.36.3`)."""
+    """The Kubernetes minor release the documents describe (their `info.version`, e.g. `1.36`)."""
     versions = {str((doc.get("info") or {}).get("version", "")) for doc in documents}
     versions.discard("")
     if len(versions) != 1:
