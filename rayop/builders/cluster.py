@@ -155,6 +155,18 @@ def is_k8s_auth_enabled(cluster: Mapping[str, Any]) -> bool:
 # Replicas -------------------------------------------------------------------------------------------
 
 
+def as_int(value: Any, default: int = 0) -> int:
+    """An integer field as the schema promises it; anything else (webhook off, hand-edited) falls back."""
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        return default
+
+
 def num_of_hosts(group: Mapping[str, Any]) -> int:
     n = group.get("numOfHosts")
     return int(n) if isinstance(n, int) and n > 0 else 1
@@ -162,17 +174,15 @@ def num_of_hosts(group: Mapping[str, Any]) -> int:
 
 def _replica_count(group: Mapping[str, Any]) -> int:
     """clamp(replicas, min, max); nil replicas → min; min > max → max (a spec validation rejects)."""
-    lo = int(group.get("minReplicas") or 0)
+    lo = as_int(group.get("minReplicas"))
     hi_raw = group.get("maxReplicas")
-    hi = int(hi_raw) if hi_raw is not None else MAX_INT32
-    replicas = group.get("replicas")
+    hi = as_int(hi_raw, MAX_INT32) if hi_raw is not None else MAX_INT32
     if lo > hi:
         return hi
-    if replicas is None or int(replicas) < lo:
+    if group.get("replicas") is None:
         return lo
-    if int(replicas) > hi:
-        return hi
-    return int(replicas)
+    replicas = as_int(group.get("replicas"), lo)
+    return min(max(replicas, lo), hi)
 
 
 def desired_worker_replicas(group: Mapping[str, Any]) -> int:

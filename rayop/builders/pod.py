@@ -707,7 +707,7 @@ def _param_port(params: Mapping[str, str], key: str, default: int) -> int:
 def _container_port(container: Mapping[str, Any], name: str, default: int) -> int:
     for p in container.get("ports") or []:
         if p.get("name") == name:
-            return int(p.get("containerPort", default))
+            return cl.as_int(p.get("containerPort"), default)
     return default
 
 

@@ -66,7 +66,11 @@ def parse_quantity(text: str | int | float | Quantity) -> Quantity:
     if isinstance(text, int):
         return Quantity(Decimal(text))
     if isinstance(text, float):
+        if text != text or text in (float("inf"), float("-inf")):
+            raise QuantityError(f"not a quantity: {text!r}")
         return _round_nano(Quantity(Decimal(repr(text))))
+    if not isinstance(text, str):
+        raise QuantityError(f"not a quantity: {text!r}")
     s = text.strip()
     m = _RE.match(s)
     if not m:

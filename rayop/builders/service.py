@@ -30,7 +30,7 @@ def service_ports(cluster: Mapping[str, Any]) -> dict[str, int]:
     ports: dict[str, int] = {}
     if containers and isinstance(containers[0], dict):
         for p in containers[0].get("ports") or []:
-            number = int(p.get("containerPort", 0))
+            number = cl.as_int(p.get("containerPort"))
             ports[str(p.get("name") or f"{number}-port")] = number
     if not ports:
         ports = dict(C.DEFAULT_HEAD_PORTS)

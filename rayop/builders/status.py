@@ -33,6 +33,15 @@ def format_time(now: datetime | str) -> str:
     return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _d(value: Any) -> Mapping[str, Any]:
+    """A mapping field, or empty when a malformed object has something else there (status must not fail)."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def _l(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 # Conditions (apimachinery meta.SetStatusCondition semantics) -----------------------------------------------
 
 
@@ -148,10 +157,10 @@ def _add(total: dict[str, Quantity], name: str, q: Quantity) -> None:
 def pod_resources(pod_spec: Mapping[str, Any]) -> dict[str, Quantity]:
     """Requests, with limits filling the names that have no request, summed over the template's containers."""
     total: dict[str, Quantity] = {}
-    for container in pod_spec.get("containers") or []:
-        resources = container.get("resources") or {}
-        merged: dict[str, Any] = dict(resources.get("requests") or {})
-        for name, value in (resources.get("limits") or {}).items():
+    for container in _l(pod_spec.get("containers")):
+        resources = _d(_d(container).get("resources"))
+        merged: dict[str, Any] = dict(_d(resources.get("requests")))
+        for name, value in _d(resources.get("limits")).items():
             merged.setdefault(name, value)
         for name, value in merged.items():
             q = _q(value)
@@ -161,21 +170,25 @@ def pod_resources(pod_spec: Mapping[str, Any]) -> dict[str, Quantity]:
 
 
 def desired_resources(cluster: Mapping[str, Any]) -> dict[str, Quantity]:
-    spec = cluster.get("spec") or {}
+    spec = _d(cluster.get("spec"))
     total: dict[str, Quantity] = {}
-    head_spec = ((spec.get("headGroupSpec") or {}).get("template") or {}).get("spec") or {}
+    head_spec = _d(_d(_d(spec.get("headGroupSpec")).get("template")).get("spec"))
     for name, q in pod_resources(head_spec).items():
         _add(total, name, q)
-    for group in spec.get("workerGroupSpecs") or []:
+    for group in _groups(spec):
         if group.get("suspend") is True:
             continue
         # KubeRay multiplies by the raw `replicas` (not clamped) times numOfHosts.
-        count = int(group.get("replicas") or 0) * cl.num_of_hosts(group)
+        count = cl.as_int(group.get("replicas")) * cl.num_of_hosts(group)
         if count <= 0:
             continue
-        for name, q in pod_resources((group.get("template") or {}).get("spec") or {}).items():
+        for name, q in pod_resources(_d(_d(group.get("template")).get("spec"))).items():
             _add(total, name, q * count)
     return total
+
+
+def _groups(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [g for g in _l(spec.get("workerGroupSpecs")) if isinstance(g, Mapping)]
 
 
 def _sum_gpus(total: Mapping[str, Quantity]) -> Quantity:
@@ -213,9 +226,9 @@ def calculate_status(
     ts = format_time(now)
     resolved = features.resolve_gates(gates)
     conditions_on = resolved.get(features.RAY_CLUSTER_STATUS_CONDITIONS, True)
-    spec = cluster.get("spec") or {}
-    meta = cluster.get("metadata") or {}
-    old: Mapping[str, Any] = cluster.get("status") or {}
+    spec = _d(cluster.get("spec"))
+    meta = _d(cluster.get("metadata"))
+    old: Mapping[str, Any] = _d(cluster.get("status"))
     new: Obj = copy.deepcopy(dict(old))
     conditions: list[Obj] = copy.deepcopy(list(old.get("conditions") or []))
 
@@ -227,11 +240,11 @@ def calculate_status(
         else:
             remove_condition(conditions, C.COND_REPLICA_FAILURE)
 
-    generation = int(meta.get("generation") or 0)
+    generation = cl.as_int(meta.get("generation"))
     _set_or_drop(new, "observedGeneration", generation)
 
     workers = [p for p in pods if _labels(p).get(C.LABEL_NODE_TYPE) == C.NODE_TYPE_WORKER]
-    groups = [g for g in spec.get("workerGroupSpecs") or [] if isinstance(g, dict)]
+    groups = _groups(spec)
     desired = _cap32(sum(cl.desired_worker_replicas(g) for g in groups))
     _set_or_drop(new, "readyWorkerReplicas", sum(1 for p in workers if is_running_and_ready(p)))
     _set_or_drop(new, "availableWorkerReplicas", sum(1 for p in workers if _phase(p) == "Running"))
@@ -240,18 +253,12 @@ def calculate_status(
     _set_or_drop(
         new,
         "minWorkerReplicas",
-        _cap32(sum(int(g.get("minReplicas") or 0) * cl.num_of_hosts(g) for g in active)),
+        _cap32(sum(cl.as_int(g.get("minReplicas")) * cl.num_of_hosts(g) for g in active)),
     )
     _set_or_drop(
         new,
         "maxWorkerReplicas",
-        _cap32(
-            sum(
-                int(g["maxReplicas"] if g.get("maxReplicas") is not None else cl.MAX_INT32)
-                * cl.num_of_hosts(g)
-                for g in active
-            )
-        ),
+        _cap32(sum(cl.as_int(g.get("maxReplicas"), cl.MAX_INT32) * cl.num_of_hosts(g) for g in active)),
     )
 
     totals = desired_resources(cluster)
@@ -410,7 +417,7 @@ def status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None)
     o, n = old or {}, new or {}
     if (o.get("state") or "") != (n.get("state") or "") or (o.get("reason") or "") != (n.get("reason") or ""):
         return True
-    if any(int(o.get(k) or 0) != int(n.get(k) or 0) for k in _COUNTERS):
+    if any(cl.as_int(o.get(k)) != cl.as_int(n.get(k)) for k in _COUNTERS):
         return True
     if dict(o.get("endpoints") or {}) != dict(n.get("endpoints") or {}):
         return True

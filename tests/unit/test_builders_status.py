@@ -574,3 +574,50 @@ def test_steady_cluster_needs_no_write() -> None:
         cluster(status=st), [HEAD, WORKER], None, reconcile_error=None, now="2027-01-01T00:00:00Z"
     )
     assert not S.status_changed(st, again)
+
+
+# --- robustness: the status step runs outside the reconciler's per-step error handling ------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as hs  # noqa: E402
+
+_GARBAGE = hs.one_of(
+    hs.none(),
+    hs.booleans(),
+    hs.integers(-5, 5),
+    hs.text(max_size=5),
+    hs.lists(hs.integers(), max_size=2),
+    hs.dictionaries(hs.text(max_size=3), hs.integers(), max_size=2),
+)
+
+
+def _paths(obj: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix] if prefix else []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            out += _paths(v, (*prefix, i))
+    return out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=hs.data())
+def test_status_never_raises_on_malformed_spec(data: Any) -> None:
+    c = cluster(status={"state": "ready", "conditions": [{"type": "HeadPodReady", "status": "True"}]})
+    c["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resources"]["requests"] = {
+        "memory": "1Gi"
+    }
+    paths = _paths(c["spec"])
+    for _ in range(data.draw(hs.integers(1, 3))):
+        path = data.draw(hs.sampled_from(paths))
+        cur: Any = c["spec"]
+        try:
+            for key in path[:-1]:
+                cur = cur[key]
+            cur[path[-1]] = data.draw(_GARBAGE)
+        except (KeyError, IndexError, TypeError):
+            continue
+    st = calc(c, [HEAD, WORKER])
+    assert isinstance(st, dict) and st["lastUpdateTime"] == NOW
