@@ -7,6 +7,8 @@ import copy
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hs
 
 from rayop.builders import status as S
 
@@ -578,8 +580,6 @@ def test_steady_cluster_needs_no_write() -> None:
 
 # --- robustness: the status step runs outside the reconciler's per-step error handling ------------------------
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as hs  # noqa: E402
 
 _GARBAGE = hs.one_of(
     hs.none(),
