@@ -42,7 +42,12 @@ MINOR=$(echo "$K8S_VERSION" | cut -d. -f2)
 echo ">> resolving k8s.io/kubernetes@$K8S_VERSION"
 cd "$WORK/k8s"
 go mod init local.invalid/rayop-k8s-testbin >/dev/null 2>&1
-KGOMOD=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | python3 -c 'import json,sys;print(json.load(sys.stdin)["GoMod"])')
+KGOMOD=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+if "GoMod" not in d:
+    sys.exit("error: cannot fetch k8s.io/kubernetes: " + d.get("Error", "no go.mod in the answer"))
+print(d["GoMod"])')
 go mod edit -go="$(awk '$1=="go"{print $2;exit}' "$KGOMOD")"
 GODEBUG_LINE=$(awk '$1=="godebug"{print $2;exit}' "$KGOMOD")
 if [[ -n "$GODEBUG_LINE" && "$GODEBUG_LINE" != "(" ]]; then go mod edit -godebug="$GODEBUG_LINE"; fi
