@@ -107,6 +107,7 @@ async def test_two_replicas_one_leader_takeover_on_kill(
     os.killpg(first.proc.pid, signal.SIGKILL)  # no chance to release the lease
     first.proc.wait(10)
     took = await poll(lambda: _changed(kube, namespace, leader1), 25, "takeover by op2")
+    print(f"takeover after SIGKILL: {took:.1f}s")
     assert took < 20, f"takeover took {took:.1f}s"
     assert second.proc.poll() is None
 
