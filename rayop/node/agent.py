@@ -785,3 +785,21 @@ class NodeAgent:
 
     def pod_memory(self, uid: str) -> int:
         return self.cgroups.usage(uid)
+
+    def pod_processes(self, uid: str) -> list[int]:
+        """Host PIDs of everything running in a pod's containers (their PID namespaces)."""
+        w = self.workers.get(uid)
+        if w is None:
+            return []
+        namespaces = set()
+        for r in w.state.containers.values():
+            with contextlib.suppress(OSError):
+                if r.pid:
+                    namespaces.add(os.readlink(f"/proc/{r.pid}/ns/pid"))
+        out = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{entry}/ns/pid") in namespaces:
+                        out.append(int(entry))
+        return out

@@ -256,6 +256,11 @@ def run(spec: dict[str, Any]) -> None:
     pid = os.fork()
     if pid == 0:
         os.close(ready_r)
+        # The agent waits for the shim's stdout to close; the init must not keep it open.
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        os.close(devnull)
         code = 1
         try:
             code = _init(spec, ready_w, log, exit_dir)

@@ -1,0 +1,564 @@
+"""The node agent against a real control plane: hand-written Pods run as processes, like on a kubelet.
+
+The plane here is this module's own: pods need the ServiceAccount admission plugin (token volumes) and the
+bridge gateway in the API server's certificate, which the session `plane` fixture does not enable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rayop.local.plane import ControlPlane, PlaneOptions
+from rayop.node import runtime
+from rayop.node.agent import NodeAgent, NodeConfig
+from rayop.node.locate import locate
+from rayop.runtime.client import (
+    CONFIGMAPS,
+    JOBS,
+    NAMESPACES,
+    PODS,
+    SECRETS,
+    SERVICEACCOUNTS,
+    SERVICES,
+    ApiClient,
+    load_kubeconfig,
+)
+from tests.helpers import eventually
+
+Obj = dict[str, Any]
+REPO = Path(__file__).resolve().parents[2]
+RAY_ENV = Path(os.environ.get("RAYOP_RAY_ENV") or Path.home() / ".cache/rayop/ray/2.60.0")
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"), reason="needs root and iproute2")
+
+
+def _free_subnet() -> int:
+    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True, check=True).stdout
+    for x in range(120, 250):
+        if f"10.213.{x}." not in routes:
+            return x
+    raise RuntimeError("no free 10.213.x.0/24")
+
+
+@pytest.fixture(scope="module")
+def node_net() -> dict[str, str]:
+    x = _free_subnet()
+    tag = f"{os.getpid() % 100000}"
+    return {
+        "cidr": f"10.213.{x}.0/24",
+        "gateway": f"10.213.{x}.1",
+        "bridge": f"rt{tag}",
+        "name": f"e2e-{tag}",
+    }
+
+
+@pytest.fixture(scope="module")
+def node_plane(node_net: dict[str, str]) -> Iterator[ControlPlane]:
+    state = Path(tempfile.mkdtemp(prefix="rayop-nodeplane-"))
+    cp = ControlPlane(
+        PlaneOptions(state_dir=state, extra_ips=[node_net["gateway"]], service_account_admission=True)
+    )
+    cp.start()
+    try:
+        yield cp
+    finally:
+        cp.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _cleanup_names(prefix: str, bridge: str) -> None:
+    netns = Path("/run/netns")
+    if netns.is_dir():
+        for p in netns.iterdir():
+            if p.name.startswith(f"{prefix}-"):
+                subprocess.run(["ip", "netns", "del", p.name], check=False)
+    subprocess.run(["ip", "link", "del", bridge], check=False, capture_output=True)
+
+
+async def start_agent(
+    plane: ControlPlane, net: dict[str, str], state: Path, **kw: Any
+) -> tuple[NodeAgent, Any]:
+    client = ApiClient(load_kubeconfig(plane.kubeconfig))
+    cfg = NodeConfig(
+        name=net["name"],
+        state_dir=state,
+        bridge=net["bridge"],
+        pod_cidr=net["cidr"],
+        python_env=RAY_ENV,
+        backoff_initial=1.0,
+        stop_grace=5.0,
+        **kw,
+    )
+    agent = NodeAgent(cfg, client=client)
+    task = asyncio.get_running_loop().create_task(agent.run())
+    await eventually(lambda: agent.ready.is_set() or task.done(), 60, what="node agent ready")
+    if task.done():
+        task.result()
+    return agent, task
+
+
+async def stop_agent(agent: NodeAgent, task: Any) -> list[str]:
+    """Stop, then remove by name whatever is left (and say what was left)."""
+    agent.stop()
+    await asyncio.wait_for(task, 120)
+    leftovers = agent.network.own_netns() if agent.cfg.cleanup_on_stop else []
+    if agent.cfg.cleanup_on_stop:
+        _cleanup_names(agent.network.prefix, agent.cfg.bridge)
+    await agent.client.close()
+    return leftovers
+
+
+@pytest.fixture(scope="module")
+async def node(node_plane: ControlPlane, node_net: dict[str, str]) -> AsyncIterator[NodeAgent]:
+    state = Path(tempfile.mkdtemp(prefix="rayop-node-", dir="/var/tmp"))
+    agent, task = await start_agent(node_plane, node_net, state, cpu="16", memory="16Gi")
+    try:
+        yield agent
+    finally:
+        leftovers = await stop_agent(agent, task)
+        shutil.rmtree(state, ignore_errors=True)
+        assert leftovers == [], f"netns left behind: {leftovers}"
+
+
+@pytest.fixture
+async def kube(node_plane: ControlPlane) -> AsyncIterator[ApiClient]:
+    client = ApiClient(load_kubeconfig(node_plane.kubeconfig))
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def ns(node: NodeAgent, kube: ApiClient) -> AsyncIterator[str]:
+    name = f"n-{uuid.uuid4().hex[:8]}"
+    await kube.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    # Pods need the namespace's default ServiceAccount (admission) and its CA ConfigMap (token volume).
+    await eventually(lambda: kube.get(SERVICEACCOUNTS, "default", name), 30, what="default SA")
+    await eventually(lambda: kube.get(CONFIGMAPS, "kube-root-ca.crt", name), 30, what="kube-root-ca.crt")
+    yield name
+    await kube.delete(NAMESPACES, name, ignore_not_found=True)
+
+
+def pod(name: str, script: str, *, restart: str = "Never", **spec: Any) -> Obj:
+    c: Obj = {"name": "main", "image": "rayproject/ray:2.60.0", "command": ["bash", "-c", script]}
+    c.update(spec.pop("container", {}))
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": spec.pop("labels", {"test": name})},
+        "spec": {"restartPolicy": restart, "terminationGracePeriodSeconds": 5, "containers": [c], **spec},
+    }
+
+
+async def phase(kube: ApiClient, ns: str, name: str, *want: str, timeout: float = 60) -> Obj:
+    async def check() -> Obj | None:
+        p = await kube.get(PODS, name, ns)
+        return p if (p.get("status") or {}).get("phase") in want else None
+
+    result: Obj = await eventually(check, timeout, 0.2, what=f"pod {name} in {want}")
+    return result
+
+
+async def logs(kube: ApiClient, ns: str, name: str, container: str | None = None) -> str:
+    loc = await locate(kube, ns, name, container)
+    return loc.log_path.read_text(errors="replace")
+
+
+def ready(p: Obj) -> bool:
+    return any(
+        c["type"] == "Ready" and c["status"] == "True"
+        for c in (p.get("status") or {}).get("conditions") or []
+    )
+
+
+# --- plain pods --------------------------------------------------------------------------------------
+
+
+async def test_pod_runs_and_reports_exit_codes(node: NodeAgent, kube: ApiClient, ns: str) -> None:
+    await kube.create(PODS, pod("ok", "echo hello from $(hostname)"), ns)
+    await kube.create(PODS, pod("bad", "echo failing; exit 3"), ns)
+    ok = await phase(kube, ns, "ok", "Succeeded")
+    st = ok["status"]
+    assert st["podIP"].startswith(node.network.cidr.rsplit(".", 1)[0])
+    assert st["hostIP"] == node.network.gateway
+    assert st["startTime"]
+    term = st["containerStatuses"][0]["state"]["terminated"]
+    assert (term["exitCode"], term["reason"]) == (0, "Completed")
+    assert ok["spec"]["nodeName"] == node.cfg.name
+    assert "hello from ok" in await logs(kube, ns, "ok")
+    bad = await phase(kube, ns, "bad", "Failed")
+    term = bad["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert (term["exitCode"], term["reason"]) == (3, "Error")
+    assert "failing" in await logs(kube, ns, "bad")
+
+
+async def test_env_volumes_and_service_account(node: NodeAgent, kube: ApiClient, ns: str) -> None:
+    await kube.create(
+        CONFIGMAPS,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "cfg"},
+            "data": {"k1": "v1", "app.conf": "x=1"},
+        },
+        ns,
+    )
+    await kube.create(
+        SECRETS,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "sec"},
+            "data": {"password": base64.b64encode(b"s3cret").decode()},
+        },
+        ns,
+    )
+    check_sa = (
+        "import json,os,ssl,urllib.request;"
+        "d='/var/run/secrets/kubernetes.io/serviceaccount/';"
+        "ctx=ssl.create_default_context(cafile=d+'ca.crt');"
+        "h,p=os.environ['KUBERNETES_SERVICE_HOST'],os.environ['KUBERNETES_SERVICE_PORT'];"
+        "req=urllib.request.Request(f'https://{h}:{p}/apis/authentication.k8s.io/v1/selfsubjectreviews',"
+        "data=json.dumps({'apiVersion':'authentication.k8s.io/v1','kind':'SelfSubjectReview'}).encode(),"
+        "headers={'Authorization':'Bearer '+open(d+'token').read(),'Content-Type':'application/json'});"
+        "print('WHOAMI', json.load(urllib.request.urlopen(req,context=ctx))['status']['userInfo']['username'])"
+    )
+    script = "; ".join(
+        [
+            "echo HOST $(hostname)",
+            "echo PWD $(pwd)",
+            "echo ENV $GREETING $MY_NAME $MY_IP $MEM_MI $PW $CM_k1 $K1",
+            "echo CM $(cat /etc/cfg/app.conf)",
+            "echo SEC $(cat /etc/sec/password)",
+            "echo LABELS $(cat /etc/podinfo/labels)",
+            "echo SHM $(stat -f -c %T /dev/shm) CACHE $(stat -f -c %T /cache)",
+            "echo SHARED $(cat /shared/from-init)",
+            "echo TMP $(ls -A /tmp | wc -l)",
+            f'python -c "{check_sa}"',
+            "echo PY $(command -v python)",
+        ]
+    )
+    spec = pod(
+        "env",
+        script,
+        serviceAccountName="default",
+        container={
+            "workingDir": "/work/dir",
+            "env": [
+                {"name": "WHO", "value": "world"},
+                {"name": "GREETING", "value": "hello-$(WHO)"},
+                {"name": "MY_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "MY_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                {
+                    "name": "MEM_MI",
+                    "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}},
+                },
+                {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "password"}}},
+                {"name": "K1", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "k1"}}},
+            ],
+            "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "CM_"}],
+            "resources": {"limits": {"memory": "256Mi", "cpu": "500m"}},
+            "volumeMounts": [
+                {"name": "cfg", "mountPath": "/etc/cfg"},
+                {"name": "sec", "mountPath": "/etc/sec", "readOnly": True},
+                {"name": "podinfo", "mountPath": "/etc/podinfo"},
+                {"name": "shm", "mountPath": "/dev/shm"},
+                {"name": "cache", "mountPath": "/cache"},
+                {"name": "shared", "mountPath": "/shared"},
+            ],
+        },
+        initContainers=[
+            {
+                "name": "init",
+                "image": "busybox",
+                "command": ["bash", "-c", "echo written-by-init > /shared/from-init; touch /tmp/init-only"],
+                "volumeMounts": [{"name": "shared", "mountPath": "/shared"}],
+            }
+        ],
+        volumes=[
+            {"name": "cfg", "configMap": {"name": "cfg", "items": [{"key": "app.conf", "path": "app.conf"}]}},
+            {"name": "sec", "secret": {"secretName": "sec"}},
+            {
+                "name": "podinfo",
+                "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]},
+            },
+            {"name": "shm", "emptyDir": {"medium": "Memory"}},
+            {"name": "cache", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+            {"name": "shared", "emptyDir": {}},
+        ],
+    )
+    created = await kube.create(PODS, spec, ns)
+    # The ServiceAccount admission plugin added the token volume; the agent fills it through TokenRequest.
+    assert any(v["name"].startswith("kube-api-access-") for v in created["spec"]["volumes"])
+    done = await phase(kube, ns, "env", "Succeeded", "Failed")
+    out = await logs(kube, ns, "env")
+    assert done["status"]["phase"] == "Succeeded", out
+    ip = done["status"]["podIP"]
+    lines = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+    assert lines["HOST"] == "env"
+    assert lines["PWD"] == "/work/dir"
+    assert lines["ENV"] == f"hello-world env {ip} 256 s3cret v1 v1"
+    assert lines["CM"] == "x=1"
+    assert lines["SEC"] == "s3cret"
+    assert 'test="env"' in lines["LABELS"]
+    assert lines["SHM"] == "tmpfs CACHE tmpfs"
+    assert lines["SHARED"] == "written-by-init"
+    assert lines["TMP"] == "0", "each container has its own /tmp"
+    assert lines["WHOAMI"] == f"system:serviceaccount:{ns}:default"
+    assert lines["PY"] == str(RAY_ENV / "bin" / "python")
+    init = done["status"]["initContainerStatuses"][0]["state"]["terminated"]
+    assert init["exitCode"] == 0
+
+
+async def test_missing_secret_is_a_config_error(node: NodeAgent, kube: ApiClient, ns: str) -> None:
+    spec = pod(
+        "nosecret",
+        "true",
+        container={"env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "k"}}}]},
+    )
+    await kube.create(PODS, spec, ns)
+
+    async def waiting() -> str | None:
+        p = await kube.get(PODS, "nosecret", ns)
+        for cs in (p.get("status") or {}).get("containerStatuses") or []:
+            return str(cs["state"].get("waiting", {}).get("reason") or "") or None
+        return None
+
+    assert await eventually(waiting, 30, what="waiting reason") == "CreateContainerConfigError"
+
+
+async def test_service_names_resolve_inside_pods(node: NodeAgent, kube: ApiClient, ns: str) -> None:
+    server = pod(
+        "web",
+        "exec python -m http.server 8080",
+        restart="Always",
+        labels={"app": "web"},
+        container={
+            "ports": [{"containerPort": 8080, "name": "http"}],
+            "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1},
+        },
+    )
+    await kube.create(PODS, server, ns)
+    for name, cluster_ip in (("web", None), ("web-headless", "None")):
+        svc: Obj = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 8080, "targetPort": 8080}]},
+        }
+        if cluster_ip:
+            svc["spec"]["clusterIP"] = cluster_ip
+        await kube.create(SERVICES, svc, ns)
+    names = ["web", f"web.{ns}", f"web.{ns}.svc", f"web.{ns}.svc.cluster.local", f"web-headless.{ns}.svc"]
+    fetch = "; ".join(
+        f"until python -c \"import urllib.request; urllib.request.urlopen('http://{n}:8080/', timeout=2)\" "
+        f"2>/dev/null; do sleep 0.3; done; echo OK {n} $(getent hosts {n} | awk '{{print $1}}')"
+        for n in names
+    )
+    await kube.create(PODS, pod("client", fetch), ns)
+    done = await phase(kube, ns, "client", "Succeeded", "Failed", timeout=90)
+    web = await kube.get(PODS, "web", ns)
+    assert ready(web)
+    out = await logs(kube, ns, "client")
+    assert done["status"]["phase"] == "Succeeded", out
+    for n in names:
+        assert f"OK {n} {web['status']['podIP']}" in out
+
+
+async def test_readiness_probe_and_exec(
+    node: NodeAgent, node_plane: ControlPlane, kube: ApiClient, ns: str
+) -> None:
+    spec = pod(
+        "probe",
+        "exec sleep 600",
+        restart="Always",
+        container={
+            "readinessProbe": {"exec": {"command": ["test", "-f", "/tmp/ready"]}, "periodSeconds": 1},
+        },
+    )
+    await kube.create(PODS, spec, ns)
+    p = await phase(kube, ns, "probe", "Running")
+    assert not ready(p)
+    loc = await locate(kube, ns, "probe", None)
+    code, out = await runtime.exec_in(
+        loc.pid, loc.spec_path, ["bash", "-c", "hostname; touch /tmp/ready"], 10
+    )
+    assert (code, out.decode().strip()) == (0, "probe")
+
+    async def is_ready() -> bool:
+        return ready(await kube.get(PODS, "probe", ns))
+
+    await eventually(is_ready, 30, 0.2, what="Ready after the probe passes")
+    # The same through the command line, as a user runs it: exit codes pass through.
+    cli = [
+        sys.executable,
+        "-c",
+        "import typer; from rayop.cli import podcmds; a=typer.Typer(); podcmds.register(a); a()",
+    ]
+    env = {**os.environ, "KUBECONFIG": str(node_plane.kubeconfig)}
+    proc = await asyncio.create_subprocess_exec(
+        *cli,
+        "exec",
+        "probe",
+        "-n",
+        ns,
+        "--",
+        "bash",
+        "-c",
+        "rm /tmp/ready; echo $HOSTNAME; exit 7",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out_b, err_b = await asyncio.wait_for(proc.communicate(), 60)
+    assert (proc.returncode, out_b.decode().strip()) == (7, "probe"), err_b.decode()
+
+    async def unready() -> bool:
+        return not ready(await kube.get(PODS, "probe", ns))
+
+    await eventually(unready, 30, 0.2, what="not Ready once the probe fails")
+
+
+async def test_restart_on_failure_with_back_off(node: NodeAgent, kube: ApiClient, ns: str) -> None:
+    # Fails on its first run only: the marker lives in an emptyDir, which survives container restarts.
+    script = "if [ -f /state/ran ]; then echo second; exit 0; fi; touch /state/ran; echo first; exit 1"
+    spec = pod(
+        "flaky",
+        script,
+        restart="OnFailure",
+        container={"volumeMounts": [{"name": "state", "mountPath": "/state"}]},
+        volumes=[{"name": "state", "emptyDir": {}}],
+    )
+    await kube.create(PODS, spec, ns)
+    p = await phase(kube, ns, "flaky", "Succeeded", timeout=60)
+    cs = p["status"]["containerStatuses"][0]
+    assert cs["restartCount"] == 1
+    assert cs["lastState"]["terminated"]["exitCode"] == 1
+    assert "second" in await logs(kube, ns, "flaky")
+
+
+async def test_unschedulable_pod_stays_pending(node: NodeAgent, kube: ApiClient, ns: str) -> None:
+    spec = pod("huge", "true", container={"resources": {"requests": {"cpu": "100"}}})
+    await kube.create(PODS, spec, ns)
+
+    async def unschedulable() -> Obj | None:
+        p = await kube.get(PODS, "huge", ns)
+        for c in (p.get("status") or {}).get("conditions") or []:
+            if c["type"] == "PodScheduled" and c["status"] == "False":
+                found: Obj = c
+                return found
+        return None
+
+    cond = await eventually(unschedulable, 30, 0.2, what="PodScheduled=False")
+    assert cond["reason"] == "Unschedulable"
+    assert "Insufficient cpu" in cond["message"]
+    assert not (await kube.get(PODS, "huge", ns))["spec"].get("nodeName")
+
+
+async def test_deletion_terminates_gracefully_and_cleans_up(
+    node: NodeAgent, kube: ApiClient, ns: str, tmp_path: Path
+) -> None:
+    # A daemonised child in its own session, as Ray's start command leaves them: it must not survive.
+    script = "setsid sleep 900 & trap 'echo got SIGTERM > /out/term; exit 0' TERM; sleep 900 & wait"
+    spec = pod(
+        "victim",
+        script,
+        restart="Always",
+        container={"volumeMounts": [{"name": "out", "mountPath": "/out"}]},
+        volumes=[{"name": "out", "hostPath": {"path": str(tmp_path)}}],
+    )
+    await kube.create(PODS, spec, ns)
+    p = await phase(kube, ns, "victim", "Running")
+    uid = p["metadata"]["uid"]
+    netns = node.workers[uid].state.netns
+    pids = await eventually(lambda: len(node.pod_processes(uid)) >= 4 and node.pod_processes(uid), 10)
+    await kube.delete(PODS, "victim", ns, grace_period=10)
+
+    async def gone() -> bool:
+        return await kube.get_or_none(PODS, "victim", ns) is None
+
+    await eventually(gone, 30, 0.2, what="pod object removed")
+    assert not any(runtime.pid_alive(pid) for pid in pids)
+    assert netns not in node.network.own_netns()
+    # SIGTERM reached the process group first (the trap ran), the rest went with the PID namespace.
+    assert (tmp_path / "term").read_text() == "got SIGTERM\n"
+
+
+async def test_job_runs_to_complete(node: NodeAgent, kube: ApiClient, ns: str) -> None:
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "hello"},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {"name": "main", "image": "x", "command": ["python", "-c", "print(sum(range(10)))"]}
+                    ],
+                }
+            },
+        },
+    }
+    await kube.create(JOBS, job, ns)
+
+    async def complete() -> bool:
+        j = await kube.get(JOBS, "hello", ns)
+        return any(
+            c["type"] == "Complete" and c["status"] == "True"
+            for c in (j.get("status") or {}).get("conditions") or []
+        )
+
+    await eventually(complete, 90, 0.3, what="Job Complete")
+    pods = await kube.list(PODS, ns, label_selector="job-name=hello")
+    assert await logs(kube, ns, pods["items"][0]["metadata"]["name"]) == "45\n"
+
+
+async def test_agent_restart_readopts_running_pods(
+    node_plane: ControlPlane, kube: ApiClient, ns: str
+) -> None:
+    # A second node of its own, so stopping its agent leaves the module's node alone.
+    x = _free_subnet()
+    tag = f"{(os.getpid() + 1) % 100000}"
+    net = {"cidr": f"10.213.{x}.0/24", "gateway": f"10.213.{x}.1", "bridge": f"rt{tag}", "name": f"e2e-{tag}"}
+    state = Path(tempfile.mkdtemp(prefix="rayop-node2-", dir="/var/tmp"))
+    agent, task = await start_agent(node_plane, net, state, cleanup_on_stop=False)
+    try:
+        spec = pod(
+            "survivor",
+            "exec sleep 900",
+            restart="Always",
+            nodeSelector={"kubernetes.io/hostname": net["name"]},
+        )
+        await kube.create(PODS, spec, ns)
+        p = await phase(kube, ns, "survivor", "Running")
+        uid = p["metadata"]["uid"]
+        before = agent.workers[uid].state.containers["main"].pid
+        await stop_agent(agent, task)
+        assert runtime.pid_alive(before), "pods outlive an agent stopped with cleanup_on_stop=False"
+        agent, task = await start_agent(node_plane, net, state)
+        w = await eventually(lambda: agent.workers.get(uid), 30, what="re-adopted worker")
+        assert w.state.containers["main"].pid == before
+        await kube.delete(PODS, "survivor", ns, grace_period=1)
+        await eventually(lambda: not runtime.pid_alive(before), 30, what="container stopped")
+        p2 = await kube.get_or_none(PODS, "survivor", ns)
+        assert p2 is None or p2["status"]["containerStatuses"][0]["restartCount"] == 0
+    finally:
+        agent.cfg.cleanup_on_stop = True
+        leftovers = await stop_agent(agent, task)
+        shutil.rmtree(state, ignore_errors=True)
+    assert leftovers == []
