@@ -26,6 +26,7 @@ RESULTS = BENCH / "results"
 # Script name -> result section file; order is the order in BENCHMARKS.md.
 SCRIPTS = {
     "raycluster_scale": "raycluster.md",
+    "informer_memory": "informer.md",
     "webhook_latency": "webhook.md",
     "node_agent": "node.md",
     "rayjob_latency": "rayjob.md",
