@@ -308,6 +308,11 @@ class PodWorker:
         self.watchers.clear()
         for name in list(self.probes):
             self.stop_probes(name)
+        # Safety net: any container init of this pod the state does not know about (a start that was
+        # interrupted after the shim forked) is found by its spec path and killed with its namespace.
+        for pid in runtime.find_shims(str(self.dir) + "/"):
+            runtime.kill(pid, signal.SIGKILL)
+            await runtime.wait_exit(pid)
         if self.state.sandbox_pid:
             runtime.kill(self.state.sandbox_pid, signal.SIGKILL)
             await runtime.wait_exit(self.state.sandbox_pid)
@@ -320,9 +325,42 @@ class PodWorker:
         if remove_dir:
             if self.state.ip:
                 self.agent.network.release(self.state.ip)
+            self.remove_created_paths()
             shutil.rmtree(self.dir, ignore_errors=True)
         elif self.dir.exists():
             self.persist()
+
+    def claimed_paths(self) -> set[str]:
+        """Mount targets and working directories of this pod's containers."""
+        out: set[str] = set()
+        for c in (self.spec.get("initContainers") or []) + (self.spec.get("containers") or []):
+            out.update(m["mountPath"].rstrip("/") for m in c.get("volumeMounts") or [])
+            if c.get("workingDir"):
+                out.add(str(c["workingDir"]).rstrip("/"))
+        return out
+
+    def remove_created_paths(self) -> None:
+        """Remove the (empty) directories the shims created on the host for mount targets and working
+        directories, unless another pod of this node still needs them."""
+        created: set[str] = set()
+        for f in self.dir.glob("containers/*/*/created.json"):
+            with contextlib.suppress(OSError, ValueError):
+                created.update(json.loads(f.read_text()).get("paths") or [])
+        if not created:
+            return
+        others = [w for w in self.agent.workers.values() if w is not self and not w.gone]
+        claimed = set().union(*(w.claimed_paths() for w in others)) if others else set()
+        for top in sorted(created, key=len, reverse=True):
+            if top in ("", "/") or any(c == top or c.startswith(top + "/") for c in claimed):
+                continue
+            p = Path(top)
+            with contextlib.suppress(OSError):
+                if p.is_file() and not p.is_symlink() and p.stat().st_size == 0:
+                    p.unlink()
+                    continue
+                for d in sorted((x for x in p.rglob("*") if x.is_dir()), key=lambda x: -len(x.parts)):
+                    d.rmdir()
+                p.rmdir()
 
     # --- containers --------------------------------------------------------------------------------
 

@@ -39,6 +39,17 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+def find_shims(marker: str) -> list[int]:
+    """Live shim processes whose command line mentions `marker` (a pod's directory)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            cl = cmdline(int(entry))
+            if "rayop.node.shim" in cl and marker in cl and pid_alive(int(entry)):
+                out.append(int(entry))
+    return out
+
+
 def kill(pid: int, sig: int) -> None:
     try:
         os.kill(pid, sig)

@@ -89,15 +89,24 @@ def _pdeathsig(sig: int) -> None:
     _libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
+# Paths this process created for mount targets or the working directory. There is no image root
+# filesystem: they exist on the host's, and the agent removes them with the pod (see pod.py).
+CREATED: list[str] = []
+
+
 def _ensure_target(target: str, is_dir: bool) -> None:
     p = Path(target)
     if p.exists() or p.is_symlink():
         return
+    top = p
+    while not top.parent.exists():
+        top = top.parent
     if is_dir:
         p.mkdir(parents=True, exist_ok=True)
     else:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.touch()
+    CREATED.append(str(top))
 
 
 def apply_mounts(mounts: list[dict[str, Any]]) -> None:
@@ -189,10 +198,7 @@ def _init(spec: dict[str, Any], ready_w: int, log: int, exit_dir: int) -> int:
             for s in FORWARDED:
                 signal.signal(s, signal.SIG_DFL)
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-            cwd = spec.get("cwd") or "/"
-            # Like container runtimes: a missing workingDir is created.
-            os.makedirs(cwd, exist_ok=True)
-            os.chdir(cwd)
+            os.chdir(spec.get("cwd") or "/")
             argv = spec["argv"]
             os.execvpe(argv[0], argv, spec["env"])
         except BaseException as e:
@@ -251,6 +257,8 @@ def run(spec: dict[str, Any]) -> None:
     _setns_fds(fds)
     _unshare(CLONE_NEWNS | CLONE_NEWPID)
     apply_mounts(spec.get("mounts") or [])
+    _ensure_target(spec.get("cwd") or "/", True)
+    _write_json_atomic("created.json", {"paths": CREATED}, exit_dir)
     _raise_nofile()
     ready_r, ready_w = os.pipe()
     pid = os.fork()
