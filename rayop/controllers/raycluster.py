@@ -328,7 +328,7 @@ class RayClusterReconciler:
                 reconcile_err = e
             except ApiError as e:
                 reconcile_err = e
-            except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            except Exception as e:
                 # A malformed user object that got past the schema (webhook off) must not take down the
                 # operator or the other clusters: surface it on this RayCluster and retry later.
                 log.warning("%s: %s failed on malformed input: %r", _ref(rc), step.__name__, e, exc_info=True)
@@ -338,7 +338,17 @@ class RayClusterReconciler:
                 log.info("%s: %s: %s", _ref(rc), step.__name__, reconcile_err)
                 break
 
-        changed = await self._update_status(original, rc, reconcile_err)
+        try:
+            changed = await self._update_status(original, rc, reconcile_err)
+        except ApiError:
+            raise
+        except Exception as e:
+            # The status is derived from the user's templates too (desired CPU, memory...): a value that
+            # slipped past the schema must show up on the object, and must not stop other clusters.
+            log.warning("%s: status calculation failed: %r", _ref(rc), e, exc_info=True)
+            await self._event(rc, WARNING, C.EV_INVALID_SPEC, ACT_VALIDATE, f"calculating the status: {e!r}")
+            await self._write_reason(original, f"{C.EV_INVALID_SPEC}: {e!r}")
+            return Result(requeue=True)
         if reconcile_err is not None or changed:
             return Result(DEFAULT_REQUEUE)
         if self._more_work:
@@ -353,7 +363,10 @@ class RayClusterReconciler:
         gates = dict(self.cfg.gates)
         try:
             errors = list(self.validate(rc, gates=gates))
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        except Exception as e:
+            # Validation is pure and total by contract; if it still trips on some input, refuse the
+            # object visibly rather than reconcile what could not be checked.
+            log.warning("%s: validation failed: %r", _ref(rc), e, exc_info=True)
             errors = [f"spec: Invalid value: {e!r}"]
         if errors:
             meta_errs = [e for e in errors if str(getattr(e, "path", "") or e).startswith("metadata")]

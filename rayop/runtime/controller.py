@@ -251,7 +251,7 @@ class Controller:
 
     async def _process(self, key: Key) -> None:
         rid = next(self._ids)
-        extra = {"controller": self.name, "namespace": key[0], "name": key[1], "reconcileID": rid}
+        extra = {"controller": self.name, "namespace": key[0], "object": key[1], "reconcileID": rid}
         start = time.monotonic()
         self._m_active.inc()
         try:

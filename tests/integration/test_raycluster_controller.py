@@ -327,13 +327,12 @@ async def test_malformed_pod_template_never_crashes_the_operator(kube: ApiClient
     ns = namespace
     async with operator(kube, ns) as mgr:
         bad = raycluster("weird", ns, replicas=1)
-        # Accepted by the schema (quantities are int-or-string) but not a quantity.
+        # Matches the schema's quantity pattern, but no quantity parser can represent it.
         bad["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resources"] = {
-            "limits": {"cpu": "lots", "memory": "1Gi"}
+            "limits": {"cpu": "1e400", "memory": "1Gi"}
         }
-        bad["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"] = [
-            {"name": "X", "value": "1"}
-        ]
+        # And a container name that is not a DNS label: the schema does not check it, the Pod API does.
+        bad["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["name"] = "Ray_Head"
         await kube.create(RAYCLUSTERS, bad)
         await kube.create(RAYCLUSTERS, raycluster("fine", ns, replicas=2))
         await eventually(
