@@ -39,6 +39,7 @@ def build_webhook_configuration(
     name: str = DEFAULT_NAME,
     timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS,
     failure_policy: str = "Fail",
+    namespace_selector: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``target`` is a base URL (``https://127.0.0.1:9443``) or a Service ``{namespace, name, port}``."""
     hooks = []
@@ -52,6 +53,7 @@ def build_webhook_configuration(
                 "sideEffects": "None",
                 "timeoutSeconds": timeout_seconds,
                 "matchPolicy": "Equivalent",
+                "namespaceSelector": dict(namespace_selector or {}),
                 "rules": [
                     {
                         "apiGroups": [C.GROUP],
@@ -82,10 +84,16 @@ async def ensure_webhook_configuration(
     name: str = DEFAULT_NAME,
     timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS,
     failure_policy: str = "Fail",
+    namespace_selector: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Create the configuration, or bring an existing one up to date (targets, rules, caBundle)."""
     desired = build_webhook_configuration(
-        url_or_service, ca_bundle, name=name, timeout_seconds=timeout_seconds, failure_policy=failure_policy
+        url_or_service,
+        ca_bundle,
+        name=name,
+        timeout_seconds=timeout_seconds,
+        failure_policy=failure_policy,
+        namespace_selector=namespace_selector,
     )
     for _ in range(5):
         current = await client.get_or_none(VALIDATING_WEBHOOKS, name)

@@ -219,12 +219,20 @@ class WebhookServer:
         *,
         name: str = DEFAULT_NAME,
         timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS,
+        namespace_selector: Mapping[str, Any] | None = None,
     ) -> None:
         """Point the API server at this server (URL defaults to ``self.url``) and keep its caBundle current."""
         target: UrlOrService = url_or_service if url_or_service is not None else self.url
 
         async def publish(ca: bytes) -> None:
-            await ensure_webhook_configuration(client, target, ca, name=name, timeout_seconds=timeout_seconds)
+            await ensure_webhook_configuration(
+                client,
+                target,
+                ca,
+                name=name,
+                timeout_seconds=timeout_seconds,
+                namespace_selector=namespace_selector,
+            )
 
         self.on_ca_bundle.append(publish)
         if self.bundle is not None:

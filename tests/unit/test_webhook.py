@@ -275,7 +275,7 @@ def test_webhook_configuration_shape() -> None:
         "caBundle": base64.b64encode(b"CA").decode(),
     }
     assert h["failurePolicy"] == "Fail" and h["sideEffects"] == "None" and h["timeoutSeconds"] == 5
-    assert h["admissionReviewVersions"] == ["v1"]
+    assert h["admissionReviewVersions"] == ["v1"] and h["namespaceSelector"] == {}
     assert h["rules"] == [
         {
             "apiGroups": ["ray.io"],
