@@ -1156,7 +1156,20 @@ def setup(manager: Any, config: Any = None) -> Any:
         value = getattr(config, knob, None)
         if value:
             setattr(cfg, knob, int(value))
-    opts = getattr(config, "build_options", None) or BuildOptions.from_env(environ, feature_gates=gates)
+    opts = getattr(config, "build_options", None)
+    if opts is None:
+        # Config-file-only knobs (KubeRay's Configuration) reach the builders through BuildOptions.
+        extra = getattr(config, "extra", None) or {}
+        file_knobs = {
+            "head_sidecar_containers": extra.get("headSidecarContainers"),
+            "worker_sidecar_containers": extra.get("workerSidecarContainers"),
+            "default_container_envs": extra.get("defaultContainerEnvs"),
+            "default_pod_labels": extra.get("defaultPodLabels"),
+            "default_pod_annotations": extra.get("defaultPodAnnotations"),
+        }
+        opts = BuildOptions.from_env(
+            environ, feature_gates=gates, **{k: v for k, v in file_knobs.items() if v}
+        )
 
     clusters = manager.informer(RAYCLUSTERS)
     pods = manager.informer(PODS, label_selector=POD_SELECTOR)
