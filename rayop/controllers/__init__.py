@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from rayop.controllers import raycluster
+from rayop.controllers import raycluster, rayjob
 
 # Each entry registers one controller: setup(manager, config). Keep it a plain list.
 SETUPS: list[Callable[[Any, Any], Any]] = [
     raycluster.setup,
+    rayjob.setup,
 ]
 
 

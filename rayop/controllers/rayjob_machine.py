@@ -367,7 +367,25 @@ class _Step:
             f"The RayJob has passed the activeDeadlineSeconds. StartTime: {fmt_time(start)}. "
             f"ActiveDeadlineSeconds: {int(ads)}",
         )
+        self.stop_ray_job()
         return True
+
+    def stop_ray_job(self) -> None:
+        """Stop a Ray job we give up on. Deleting its cluster would kill it too, but a selected (shared) or
+        kept cluster would run it on after the RayJob already says Failed."""
+        if (
+            self.old.get("jobDeploymentStatus") == RUNNING
+            and self.st.get("jobStatus") not in JOB_TERMINAL
+            and self.st.get("jobId")
+            and self.st.get("dashboardURL")
+        ):
+            self.actions.append(
+                StopJob(
+                    str(self.st["jobId"]),
+                    str(self.st["dashboardURL"]),
+                    str(self.st.get("rayClusterName") or ""),
+                )
+            )
 
     def check_pre_running_deadline(self) -> bool:
         prd = self.spec.get("preRunningDeadlineSeconds")

@@ -201,6 +201,7 @@ async def run_script(pod: dict[str, Any], address_map: dict[str, str], ray_bin: 
     env.update({k: v for k, v in pod_env(pod).items()})
     env["PATH"] = f"{ray_bin}:{env.get('PATH', '')}"
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env.setdefault("RAY_AUTH_MODE", "disabled")
     proc = await asyncio.create_subprocess_exec(
         *argv,
         env=env,

@@ -385,6 +385,7 @@ def test_running_active_deadline() -> None:
     )
     assert (d.status["jobDeploymentStatus"], d.status["reason"]) == ("Failed", "DeadlineExceeded")
     assert "activeDeadlineSeconds" in d.status["message"]
+    assert kinds(d) == ["StopJob"]
 
 
 def test_running_selector_missing_cluster_and_recreate_when_owned() -> None:
