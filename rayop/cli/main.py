@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from rayop.cli import dev, local, node, operator, user, webhook
+from rayop.cli import dev, local, node, operator, podcmds, user, webhook
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="rayop: KubeRay rebuilt in Python.")
 app.add_typer(
@@ -15,6 +15,7 @@ app.command("operator")(operator.run_operator)
 app.command("webhook")(webhook.run_webhook)
 app.command("node")(node.run_node)
 user.register(app)
+podcmds.register(app)
 
 if __name__ == "__main__":
     app()

@@ -59,6 +59,8 @@ def default_bin_dir() -> Path:
     return cache_dir() / "k8s" / default_k8s_version()
 
 
+STOP_GRACE = {"node-agent": 90.0, "operator": 20.0}
+
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
 
 
@@ -507,6 +509,32 @@ class ControlPlane:
             return False
 
 
+def start_daemon(
+    state_dir: Path, name: str, args: list[str], *, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a long-running companion (operator, node agent) detached from the caller and record its
+    PID in the plane's state file, so `rayop local down` stops it before the plane. Its command line
+    must mention state_dir (e.g. through --kubeconfig): stop_pid checks that before signalling."""
+    state_dir = state_dir.resolve()
+    log_dir = state_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / f"{name}.log", "ab") as log:
+        p = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=state_dir,
+            env=env,
+        )
+    sf = state_dir / "plane.json"
+    st = PlaneState.load(sf)
+    st.pids[name] = p.pid
+    sf.write_text(st.to_json())
+    return p
+
+
 def running_plane(state_dir: Path) -> PlaneState | None:
     """The plane recorded in state_dir if its processes are still alive."""
     sf = state_dir / "plane.json"
@@ -533,7 +561,8 @@ def stop_recorded(state_dir: Path) -> list[str]:
     stopped = []
     for name, pid in reversed(list(st.pids.items())):
         if _pid_alive(pid):
-            stop_pid(pid, str(state_dir.resolve()))
+            # The node agent stops its pods (with their grace periods) before it exits.
+            stop_pid(pid, str(state_dir.resolve()), grace=STOP_GRACE.get(name, 10.0))
             stopped.append(name)
     sf.unlink()
     return stopped

@@ -81,13 +81,13 @@ def test_apiserver_dying_at_startup_is_reported_with_its_log(tmp_path: Path) -> 
 
 def test_local_up_twice_starts_one_plane(tmp_path: Path) -> None:
     state = tmp_path / "local"
-    first = _cli("local", "up", "--dir", str(state), "--no-controller-manager")
+    first = _cli("local", "up", "--dir", str(state), "--no-controller-manager", "--no-operator", "--no-node")
     try:
         assert first.returncode == 0, first.stderr
         assert "export KUBECONFIG=" in first.stdout
         pids = running_plane(state)
         assert pids is not None
-        second = _cli("local", "up", "--dir", str(state), "--no-controller-manager")
+        second = _cli("local", "up", "--dir", str(state), "--no-controller-manager", "--no-operator", "--no-node")
         assert second.returncode == 0, second.stderr
         assert "already running" in second.stdout
         again = running_plane(state)
