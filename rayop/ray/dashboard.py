@@ -41,6 +41,18 @@ JOB_TERMINAL = frozenset({"STOPPED", "SUCCEEDED", "FAILED"})
 _BODY_IN_MESSAGE = 2000
 
 
+def _apiserver_status(text: str) -> bool:
+    """A Kubernetes Status body: the API server's proxy answered (e.g. the head Service is gone), not Ray.
+    Its 404 says nothing about the job."""
+    if not text.startswith("{"):
+        return False
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("kind") == "Status" and body.get("apiVersion") == "v1"
+
+
 class DashboardError(Exception):
     """A call to the Ray dashboard failed. `status` is None when no HTTP answer arrived."""
 
@@ -235,7 +247,7 @@ class DashboardClient:
         self, method: str, path: str, *, body: Any = None, not_found: type[DashboardError] | None = None
     ) -> Any:
         status, text, url = await self._call(method, path, body=body)
-        if status == 404 and not_found is not None:
+        if status == 404 and not_found is not None and not _apiserver_status(text):
             raise not_found(method, url, status, text)
         if status >= 300:
             raise DashboardError(method, url, status, text)

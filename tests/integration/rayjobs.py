@@ -62,6 +62,7 @@ async def operator(
     resolver: Callable[[str], str] | None = None,
     config: M.RayJobConfig | None = None,
     environ: dict[str, str] | None = None,
+    use_proxy: bool = False,
 ) -> AsyncIterator[Manager]:
     """RayCluster + RayJob controllers in this process, watching one namespace."""
     mgr = Manager(
@@ -80,6 +81,7 @@ async def operator(
         SimpleNamespace(
             environ=env,
             dashboard_resolver=resolver,
+            use_kubernetes_proxy=use_proxy,
             rayjob_config=config or M.RayJobConfig(requeue_seconds=0.5),
         ),
     )

@@ -163,3 +163,37 @@ async def test_via_proxy_builds_service_proxy_url(fake: FakeDashboard) -> None:
         assert not api.session.closed
     finally:
         await api.close()
+
+
+async def test_proxy_404_for_a_missing_service_is_not_job_not_found(fake: FakeDashboard) -> None:
+    api = ApiClient(ClientConfig(server=fake.url))
+    try:
+        c = DashboardClient.via_proxy(api, "ns1", "gone-head-svc")
+        # the fake answers any unknown path with aiohttp's plain 404; emulate the API server's Status body
+        status_body = (
+            '{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
+            '"message":"services \\"gone-head-svc\\" not found","reason":"NotFound","code":404}'
+        )
+        from aiohttp import web
+
+        async def status404(_: web.Request) -> web.Response:
+            return web.Response(status=404, text=status_body, content_type="application/json")
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", status404)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        c.base_url = f"http://127.0.0.1:{port}/api/v1/namespaces/ns1/services/gone-head-svc:dashboard/proxy"
+        try:
+            with pytest.raises(DashboardError) as e:
+                await c.get_job("x")
+            assert not isinstance(e.value, JobNotFound)
+            assert "gone-head-svc" in str(e.value)
+        finally:
+            await runner.cleanup()
+        await c.close()
+    finally:
+        await api.close()
