@@ -238,6 +238,9 @@ def validate_rayjob(
     rc = as_map(rc_any)
     backoff = as_int(spec.get("backoffLimit"))
 
+    # KubeRay accepts an empty entrypoint and then fails the submission; only InteractiveMode needs none.
+    if mode != "InteractiveMode" and not (as_str(spec.get("entrypoint")) or "").strip():
+        errs.append(required("spec.entrypoint", f"must be set in {mode}"))
     if suspend and not shutdown:
         errs.append(
             forbidden("spec.suspend", "a RayJob can be suspended only when shutdownAfterJobFinishes is true")

@@ -336,9 +336,6 @@ def warnings_rayjob(obj: Any, old: Any = None) -> list[str]:
         rc = spec.get("rayClusterSpec")
         if isinstance(rc, dict):
             out += _cluster_warnings(rc, _annotations(o), "spec.rayClusterSpec")
-        mode = as_str(spec.get("submissionMode")) or "K8sJobMode"
-        if mode != "InteractiveMode" and not (as_str(spec.get("entrypoint")) or "").strip():
-            out.append(f"spec.entrypoint: is empty; {mode} has nothing to submit and the job will fail")
         renv = as_str(spec.get("runtimeEnvYAML"))
         if renv:
             data, err = parse_runtime_env_yaml(renv)

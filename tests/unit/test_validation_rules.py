@@ -883,9 +883,23 @@ CASES: list[Case] = [
     (
         "rj interactive",
         "RayJob",
-        {"spec.submissionMode": "InteractiveMode", "spec.backoffLimit": 0},
+        {"spec.submissionMode": "InteractiveMode", "spec.backoffLimit": 0, "spec.entrypoint": DEL},
         None,
         [],
+    ),
+    (
+        "rj no entrypoint",
+        "RayJob",
+        {"spec.entrypoint": " "},
+        None,
+        ["spec.entrypoint: Required value: must be set in K8sJobMode"],
+    ),
+    (
+        "rj no entrypoint http",
+        "RayJob",
+        {"spec.entrypoint": DEL, "spec.submissionMode": "HTTPMode"},
+        None,
+        ["spec.entrypoint: Required value: must be set in HTTPMode"],
     ),
     (
         "rj sidecar misuse",
