@@ -389,3 +389,52 @@ async def test_fuzzed_manifests_through_the_live_webhook(kube: ApiClient, hook: 
     assert all(code < 500 for code in statuses), statuses
     assert st.allowed + st.denied >= 500, (sent, statuses)
     assert st.denied > 0 and st.bad_requests == 0
+
+
+async def test_secret_certificates_are_shared_and_rotated(kube: ApiClient, namespace: str) -> None:
+    import datetime as dt
+
+    from rayop.runtime.client import SECRETS
+    from rayop.webhook import SecretCertSource
+    from rayop.webhook.certs import split_pems
+
+    name = "rayop-webhook-cert"
+    a = SecretCertSource(kube, namespace, name, ["127.0.0.1", "rayop-webhook.rayop-system.svc"])
+    b = SecretCertSource(kube, namespace, name, ["127.0.0.1", "rayop-webhook.rayop-system.svc"])
+    first = await a.load()
+    secret = await kube.get(SECRETS, name, namespace)
+    assert secret["type"] == "kubernetes.io/tls" and set(secret["data"]) == {
+        "ca.crt",
+        "ca.key",
+        "tls.crt",
+        "tls.key",
+    }
+    # A second replica (or a restarted operator) serves the same certificate instead of minting its own.
+    assert (await b.load()).cert_pem == first.cert_pem
+    assert await b.refresh() is None
+    rotated = await a.rotate(ca=True)
+    seen = await b.refresh()
+    assert seen is not None and seen.cert_pem == rotated.cert_pem and seen.ca_bundle == rotated.ca_bundle
+    assert split_pems(rotated.ca_bundle)[1] == split_pems(first.ca_bundle)[0]  # old CA still trusted
+    # Due for rotation (less than a third of its validity left): whoever loads it first renews it.
+    later = SecretCertSource(
+        kube,
+        namespace,
+        name,
+        ["127.0.0.1", "rayop-webhook.rayop-system.svc"],
+        clock=lambda: dt.datetime.now(dt.UTC) + dt.timedelta(days=300),
+    )
+    renewed = await later.load()
+    assert renewed.cert_pem != rotated.cert_pem
+    assert split_pems(renewed.ca_bundle)[0] == split_pems(rotated.ca_bundle)[0]  # same CA, new leaf
+    # Two replicas rotating at once: the Secret's resourceVersion lets one win; both end up agreeing.
+    await asyncio.gather(a.rotate(), b.rotate())
+    final = (await kube.get(SECRETS, name, namespace))["data"]["tls.crt"]
+    await a.refresh()
+    await b.refresh()
+    import base64
+
+    assert a.bundle is not None and b.bundle is not None
+    assert (
+        base64.b64encode(a.bundle.cert_pem).decode() == final == base64.b64encode(b.bundle.cert_pem).decode()
+    )
