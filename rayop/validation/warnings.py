@@ -241,9 +241,8 @@ def _cluster_warnings(spec: Mapping[str, Any], annotations: Mapping[str, str], b
             )
             if _RAY_START.search(cmd):
                 out.append(
-                    f"{gpath}.template.spec.containers[0]: the command runs 'ray start' itself, so the operator will not "
-                    "generate it and rayStartParams, ports and resources are not applied; set the annotation "
-                    f'{C.ANN_OVERWRITE_CONTAINER_CMD}: "true" to say this is intended, or drop the command'
+                    f"{gpath}.template.spec.containers[0].command: runs 'ray start' itself, so rayStartParams "
+                    f'are ignored; annotate {C.ANN_OVERWRITE_CONTAINER_CMD}: "true" if that is intended'
                 )
     rv = as_str(spec.get("rayVersion"))
     parsed_rv = parse_generic_version(rv) if rv else None

@@ -130,6 +130,7 @@ class WebhookServer:
         self.check_interval = check_interval
         self.ca_propagation_seconds = ca_propagation_seconds
         self.on_ca_bundle: list[CaBundleHook] = []
+        self.on_certificate: list[Callable[[CertBundle], None]] = []
         self.stats = Stats()
         self.bundle: CertBundle | None = None
         self._ssl: ssl.SSLContext | None = None
@@ -210,6 +211,8 @@ class WebhookServer:
         if self._ssl is not None:
             self._load_into(self._ssl, b)
         self.bundle = b
+        for fn in self.on_certificate:
+            fn(b)
         log.info("webhook certificate now valid until %s", b.not_after.isoformat())
 
     async def register(

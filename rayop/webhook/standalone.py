@@ -88,8 +88,10 @@ async def serve(opts: WebhookOptions, stop: asyncio.Event | None = None) -> None
         )
         await server.start()
         if opts.cert_dir and not isinstance(source, FileCertSource) and server.bundle is not None:
-            # Hand the generated certificate to whoever reads the directory (e.g. `rayop local up`).
-            FileCertSource(opts.cert_dir).write(server.bundle)
+            # Hand the generated certificate (and each rotation) to whoever reads the directory.
+            files = FileCertSource(opts.cert_dir)
+            files.write(server.bundle)
+            server.on_certificate.append(files.write)
         if opts.register:
             assert client is not None
             target: UrlOrService = parse_service(opts.service) if opts.service else (opts.url or server.url)

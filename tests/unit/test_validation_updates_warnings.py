@@ -123,7 +123,10 @@ def test_ray_start_command_warns_without_annotation() -> None:
     }
     obj = build("RayCluster", changes)
     (w,) = warnings_for("RayCluster", obj)
-    assert w.startswith(f"{W0}.template.spec.containers[0]: the command runs 'ray start' itself")
+    assert w == (
+        f"{W0}.template.spec.containers[0].command: runs 'ray start' itself, so rayStartParams are ignored; "
+        'annotate ray.io/overwrite-container-cmd: "true" if that is intended'
+    )
     assert 'ray.io/overwrite-container-cmd: "true"' in w
     annotated = build(
         "RayCluster", {**changes, "metadata.annotations.'ray.io/overwrite-container-cmd'": "true"}

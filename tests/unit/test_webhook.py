@@ -356,3 +356,35 @@ async def test_server_requires_a_certificate_source() -> None:
     with pytest.raises(ValueError, match="cert_dir or cert_source"):
         WebhookServer("127.0.0.1", 0)
     await asyncio.sleep(0)
+
+
+def test_standalone_sans_and_service_parsing(tmp_path: Path) -> None:
+    from rayop.webhook.standalone import WebhookOptions, default_sans, make_cert_source, parse_service
+
+    assert parse_service("rayop-system/rayop-webhook:443") == {
+        "namespace": "rayop-system",
+        "name": "rayop-webhook",
+        "port": 443,
+    }
+    with pytest.raises(ValueError, match="namespace/name"):
+        parse_service("just-a-name")
+    sans = default_sans(
+        WebhookOptions(
+            service="rayop-system/rayop-webhook", url="https://10.0.0.5:9443", sans=["extra.example"]
+        )
+    )
+    assert sans == [
+        "extra.example",
+        "rayop-webhook.rayop-system.svc",
+        "rayop-webhook.rayop-system.svc.cluster.local",
+        "rayop-webhook.rayop-system",
+        "rayop-webhook",
+        "10.0.0.5",
+        "127.0.0.1",
+        "localhost",
+    ]
+    assert isinstance(make_cert_source(WebhookOptions(), None), SelfSignedCertSource)
+    FileCertSource(tmp_path).write(new_bundle(["127.0.0.1"]))
+    assert isinstance(make_cert_source(WebhookOptions(cert_dir=str(tmp_path)), None), FileCertSource)
+    with pytest.raises(ValueError, match="--secret needs"):
+        make_cert_source(WebhookOptions(secret="ns/name"), None)
