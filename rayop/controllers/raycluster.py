@@ -742,7 +742,6 @@ class RayClusterReconciler:
 
     async def reconcile_pods(self, rc: Obj) -> None:
         ns, name = md(rc)["namespace"], md(rc)["name"]
-        ckey = (ns, name)
         spec = spec_of(rc)
         pods = self.store.cluster_pods(ns, name)
         conditions_gate = self.cfg.gate("RayClusterStatusConditions", True)
@@ -767,8 +766,14 @@ class RayClusterReconciler:
         if await self._recreate_upgrade(rc, pods, heads):
             return
 
-        await self._reconcile_head(rc, heads)
+        # A missing head is created alongside the workers rather than before them: workers wait for the
+        # GCS in their init container anyway, and one round trip less per cluster matters at scale.
+        head_create = await self._reconcile_head(rc, heads)
+        await _gather_first_error([*([head_create] if head_create else []), self._reconcile_groups(rc, pods)])
 
+    async def _reconcile_groups(self, rc: Obj, pods: list[Obj]) -> None:
+        ckey = (md(rc)["namespace"], md(rc)["name"])
+        spec = spec_of(rc)
         random_delete = self.cfg.env_true(C.OPENV_ENABLE_RANDOM_POD_DELETE)
         autoscaling = self._autoscaling(rc)
         indexing = self.cfg.gate("RayMultiHostIndexing", True)
@@ -868,17 +873,19 @@ class RayClusterReconciler:
         self.exp.forget((ns, name), group)
         await self._event(rc, NORMAL, reason_ok, action, f"Deleted Pods for RayCluster {ns}/{name} {why}")
 
-    async def _reconcile_head(self, rc: Obj, heads: list[Obj]) -> None:
+    async def _reconcile_head(self, rc: Obj, heads: list[Obj]) -> Awaitable[None] | None:
+        """Deletes what must go (raising to stop this pass); returns the creation of a missing head, for
+        the caller to run alongside the workers."""
         ns, name = md(rc)["namespace"], md(rc)["name"]
         ckey = (ns, name)
         if not self.exp.satisfied(ckey, C.HEAD_GROUP_NAME, self.store.pods):
             self._more_work = True
-            return
+            return None
         if len(heads) == 1:
             head = heads[0]
             dele, reason = _should_delete(self.b, head)
             if not dele:
-                return
+                return None
             try:
                 await self.client.delete(PODS, name_of(head), ns, ignore_not_found=True)
             except ApiError as e:
@@ -905,24 +912,9 @@ class RayClusterReconciler:
                 condition_true(rc, C.COND_PROVISIONED)
                 and ann.get(C.ANN_DISABLE_PROVISIONED_HEAD_RESTART) == "true"
             ):
-                return
+                return None
             pod = ensure_owned(self.b.pod.build_head_pod(rc, self.opts), rc)
-            try:
-                created = await self.client.create(PODS, pod, ns)
-            except ApiError as e:
-                await self._event(
-                    rc,
-                    WARNING,
-                    C.EV_FAILED_CREATE_HEAD_POD,
-                    ACT_CREATE,
-                    f"Failed to create head Pod {ns}/{name_of(pod) or md(pod).get('generateName')}, {e}",
-                )
-                raise ReconcileError(str(e), FAILED_CREATE_HEAD_POD) from e
-            self.exp.expect_create(ckey, C.HEAD_GROUP_NAME, name_of(created), uid=md(created).get("uid"))
-            await self._event(
-                rc, NORMAL, C.EV_CREATED_HEAD_POD, ACT_CREATE, f"Created head Pod {ns}/{name_of(created)}"
-            )
-            return
+            return self._create_head(rc, pod)
         # More than one head: keep the healthy ones out of harm's way, delete the rest (KubeRay).
         extras = [p for p in heads if (p.get("status") or {}).get("phase") not in ("Running", "Pending")]
         for p in extras:
@@ -935,6 +927,26 @@ class RayClusterReconciler:
             self.exp.expect_delete(ckey, C.HEAD_GROUP_NAME, name_of(p))
         if len(heads) - len(extras) > 1:
             raise ReconcileError(f"{len(heads) - len(extras)} head Pods found for RayCluster {ckey}")
+        return None
+
+    async def _create_head(self, rc: Obj, pod: Obj) -> None:
+        ns = md(rc)["namespace"]
+        ckey = (ns, md(rc)["name"])
+        try:
+            created = await self.client.create(PODS, pod, ns)
+        except ApiError as e:
+            await self._event(
+                rc,
+                WARNING,
+                C.EV_FAILED_CREATE_HEAD_POD,
+                ACT_CREATE,
+                f"Failed to create head Pod {ns}/{name_of(pod) or md(pod).get('generateName')}, {e}",
+            )
+            raise ReconcileError(str(e), FAILED_CREATE_HEAD_POD) from e
+        self.exp.expect_create(ckey, C.HEAD_GROUP_NAME, name_of(created), uid=md(created).get("uid"))
+        await self._event(
+            rc, NORMAL, C.EV_CREATED_HEAD_POD, ACT_CREATE, f"Created head Pod {ns}/{name_of(created)}"
+        )
 
     async def _execute(
         self, rc: Obj, group: Mapping[str, Any], group_pods: list[Obj], plan: GroupPlan
