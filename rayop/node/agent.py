@@ -740,7 +740,7 @@ class NodeAgent:
     def adopt(self, pod: Obj, state: PodState) -> None:
         if state.ip:
             self.network.reserve(state.ip)
-        if state.sandbox_pid and "sleep infinity" not in runtime.cmdline(state.sandbox_pid):
+        if state.sandbox_pid and "rayop-sandbox:" not in runtime.cmdline(state.sandbox_pid):
             state.sandbox_pid = 0
         w = PodWorker(self, pod, state)
         w.sandbox_ready = bool(state.sandbox_pid)
@@ -768,12 +768,15 @@ class NodeAgent:
         log.info("re-adopted pod %s/%s", *w.key)
 
     async def cleanup_leftover(self, d: Path, state: PodState | None) -> None:
+        for pid in runtime.find_pod_processes(str(d) + "/"):
+            runtime.kill(pid, signal.SIGKILL)
+            await runtime.wait_exit(pid)
         if state is not None:
             for r in state.containers.values():
                 if r.pid and "rayop.node.shim" in runtime.cmdline(r.pid):
                     runtime.kill(r.pid, signal.SIGKILL)
                     await runtime.wait_exit(r.pid)
-            if state.sandbox_pid and "sleep infinity" in runtime.cmdline(state.sandbox_pid):
+            if state.sandbox_pid and "rayop-sandbox:" in runtime.cmdline(state.sandbox_pid):
                 runtime.kill(state.sandbox_pid, signal.SIGKILL)
                 await runtime.wait_exit(state.sandbox_pid)
             if state.netns:

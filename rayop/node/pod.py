@@ -271,7 +271,7 @@ class PodWorker:
         for v in vols.values():
             if v.tmpfs_options is not None:
                 mounts.append({"type": "tmpfs", "target": str(v.path), "options": v.tmpfs_options})
-        spec = {"netns": net.netns, "hostname": self.hostname, "mounts": mounts}
+        spec = {"netns": net.netns, "hostname": self.hostname, "mounts": mounts, "podDir": str(self.dir)}
         self.state.sandbox_pid = await runtime.start_sandbox(spec, self.dir)
         self.sandbox_ready = True
         self.persist()
@@ -310,7 +310,7 @@ class PodWorker:
             self.stop_probes(name)
         # Safety net: any container init of this pod the state does not know about (a start that was
         # interrupted after the shim forked) is found by its spec path and killed with its namespace.
-        for pid in runtime.find_shims(str(self.dir) + "/"):
+        for pid in runtime.find_pod_processes(str(self.dir) + "/"):
             runtime.kill(pid, signal.SIGKILL)
             await runtime.wait_exit(pid)
         if self.state.sandbox_pid:

@@ -39,13 +39,14 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def find_shims(marker: str) -> list[int]:
-    """Live shim processes whose command line mentions `marker` (a pod's directory)."""
+def find_pod_processes(marker: str) -> list[int]:
+    """Live shims, container inits and sandbox holders whose command line names `marker` (a pod's
+    directory); container commands themselves die with their init's PID namespace."""
     out = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             cl = cmdline(int(entry))
-            if "rayop.node.shim" in cl and marker in cl and pid_alive(int(entry)):
+            if ("rayop.node.shim" in cl or "rayop-sandbox:" in cl) and marker in cl and pid_alive(int(entry)):
                 out.append(int(entry))
     return out
 

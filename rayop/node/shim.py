@@ -173,7 +173,8 @@ def sandbox(spec: dict[str, Any]) -> None:
     for n in (0, 1):
         os.dup2(devnull, n)
     sleep = shutil.which("sleep") or "/bin/sleep"
-    os.execv(sleep, [sleep, "infinity"])
+    # argv[0] names the pod, so the agent can tell its holders from any other `sleep`.
+    os.execv(sleep, [f"rayop-sandbox:{spec.get('podDir', '')}/", "infinity"])
 
 
 # --- run -------------------------------------------------------------------------------------------

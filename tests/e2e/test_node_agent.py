@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import shutil
 import subprocess
@@ -19,7 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from rayop.builders.options import BuildOptions
+from rayop.builders.pod import build_head_pod, build_worker_pod
+from rayop.builders.service import build_head_service
 from rayop.local.plane import ControlPlane, PlaneOptions
 from rayop.node import runtime
 from rayop.node.agent import NodeAgent, NodeConfig
@@ -46,7 +51,10 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"), rea
 
 def _free_subnet() -> int:
     routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True, check=True).stdout
-    for x in range(120, 250):
+    # Start at a per-process offset so test processes starting together do not pick the same /24.
+    start = os.getpid() % 120
+    for i in range(120):
+        x = 120 + (start + i) % 120
         if f"10.213.{x}." not in routes:
             return x
     raise RuntimeError("no free 10.213.x.0/24")
@@ -562,3 +570,93 @@ async def test_agent_restart_readopts_running_pods(
         leftovers = await stop_agent(agent, task)
         shutil.rmtree(state, ignore_errors=True)
     assert leftovers == []
+
+
+# --- a real Ray cluster ------------------------------------------------------------------------------
+
+
+def ray_cluster_objects(ns: str) -> tuple[Obj, Obj, list[Obj]]:
+    """The example RayCluster's head Service, head Pod and two worker Pods, as the operator builds them
+    (without owner references: no RayCluster object exists here, and the GC would delete orphans)."""
+    cluster = yaml.safe_load((REPO / "examples" / "raycluster.yaml").read_text())
+    cluster["metadata"].update(namespace=ns, uid=str(uuid.uuid4()))
+    opts = BuildOptions()
+
+    def strip(o: Obj) -> Obj:
+        o["metadata"].pop("ownerReferences", None)
+        o["metadata"]["namespace"] = ns
+        return o
+
+    group = cluster["spec"]["workerGroupSpecs"][0]
+    svc = strip(build_head_service(cluster, opts))
+    head = strip(build_head_pod(cluster, opts))
+    workers = [strip(build_worker_pod(cluster, group, opts, replica_index=i)) for i in range(2)]
+    return svc, head, workers
+
+
+async def diagnose(kube: ApiClient, ns: str, names: list[str]) -> str:
+    out = []
+    for n in names:
+        p = await kube.get(PODS, n, ns)
+        conds = {c["type"]: c["status"] for c in p["status"].get("conditions") or []}
+        out.append(f"{n}: {p['status'].get('phase')} {conds}")
+        for c in p["spec"].get("initContainers", []) + p["spec"]["containers"]:
+            with contextlib.suppress(Exception):
+                text = (await logs(kube, ns, n, c["name"]))[-1500:]
+                out.append(f"--- {c['name']}:\n{text}")
+    return "\n".join(out)
+
+
+TASK_ON_WORKERS = """
+import socket, ray
+ray.init()
+@ray.remote(num_cpus=1)
+def where():
+    import time; time.sleep(1)
+    return socket.gethostname()
+hosts = ray.get([where.options(scheduling_strategy="SPREAD").remote() for _ in range(6)])
+print("HOSTS", " ".join(sorted(set(hosts))))
+"""
+
+
+@pytest.mark.skipif(not (RAY_ENV / "bin" / "ray").exists(), reason="no Ray environment")
+async def test_ray_cluster_forms_from_kuberay_pods(node: NodeAgent, kube: ApiClient, ns: str) -> None:
+    svc, head, workers = ray_cluster_objects(ns)
+    await kube.create(SERVICES, svc, ns)
+    names = [(await kube.create(PODS, p, ns))["metadata"]["name"] for p in (head, *workers)]
+
+    async def all_ready() -> bool:
+        return all([ready(await kube.get(PODS, n, ns)) for n in names])
+
+    try:
+        # Generous: the machine is shared, and three Ray nodes starting at once on 2 cores take a while.
+        await eventually(all_ready, 420, 1.0, what="head and workers Ready")
+    except AssertionError:
+        raise AssertionError(await diagnose(kube, ns, names)) from None
+    loc = await locate(kube, ns, names[0], "ray-head")
+    code, out = await runtime.exec_in(loc.pid, loc.spec_path, ["ray", "status"], 60)
+    text = out.decode(errors="replace")
+    assert code == 0, text
+    # "Active:" / "Idle:" list "<count> <node type>" lines: 1 headgroup + 2 workers.
+    nodes = text.split("Active:", 1)[1].split("Pending:", 1)[0]
+    counts = [int(line.split()[0]) for line in nodes.splitlines() if line.strip()[:1].isdigit()]
+    assert sum(counts) == 3, text
+    code, out = await runtime.exec_in(loc.pid, loc.spec_path, ["python", "-c", TASK_ON_WORKERS], 120)
+    text = out.decode(errors="replace")
+    assert code == 0, text
+    hosts = text.split("HOSTS", 1)[1].split()
+    assert any(h in names[1:] for h in hosts), text
+    # Deleting the pods stops every Ray process and removes their network namespaces.
+    uids = [(await kube.get(PODS, n, ns))["metadata"]["uid"] for n in names]
+    procs = [pid for uid in uids for pid in node.pod_processes(uid)]
+    netns = [node.workers[uid].state.netns for uid in uids]
+    assert len(procs) > 20
+    for n in names:
+        await kube.delete(PODS, n, ns)
+
+    async def all_gone() -> bool:
+        return all([await kube.get_or_none(PODS, n, ns) is None for n in names])
+
+    await eventually(all_gone, 120, 0.5, what="pods gone")
+    assert not any(runtime.pid_alive(p) for p in procs)
+    assert not set(netns) & set(node.network.own_netns())
