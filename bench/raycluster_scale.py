@@ -320,7 +320,7 @@ async def main_async(args: argparse.Namespace) -> str:
         "etcd + kube-apiserver + kube-controller-manager on the same machine as the operator. No kubelet: once "
         "all pods exist the bench marks them Running/Ready through the status subresource (32 in flight), as "
         "KubeRay's envtest does. `rayop operator` runs as its own process "
-        "(pod creation {cfg.pod_create_concurrency} in flight per "
+        f"(pod creation {cfg.pod_create_concurrency} in flight per "
         f"reconcile, at most {cfg.pod_batch} per reconcile); times are from the first apply.",
         "",
         "| reconcile concurrency | operator client limit | all pods exist | pods marked ready (bench) | all RayClusters `ready` "
