@@ -120,10 +120,7 @@ def _not_a_map(obj: Any) -> list[FieldError] | None:
     return None
 
 
-@_safe
-def validate_raycluster(
-    obj: Any, *, gates: Mapping[str, bool] | None = None, old: Any = None
-) -> list[FieldError]:
+def _raycluster(obj: Any, gates: Mapping[str, bool] | None, old: Any) -> list[FieldError]:
     """All errors of a RayCluster; with ``old``, also the update rules."""
     bad = _not_a_map(obj)
     if bad:
@@ -212,10 +209,7 @@ def parse_serve_config(text: str) -> tuple[Any, str | None]:
         return None, f"is not valid YAML: {type(e).__name__}"
 
 
-@_safe
-def validate_rayjob(
-    obj: Any, *, gates: Mapping[str, bool] | None = None, old: Any = None
-) -> list[FieldError]:
+def _rayjob(obj: Any, gates: Mapping[str, bool] | None, old: Any) -> list[FieldError]:
     """All errors of a RayJob (KubeRay ``ValidateRayJobSpec``, kuberay-behaviour.md §8)."""
     bad = _not_a_map(obj)
     if bad:
@@ -512,10 +506,7 @@ def _initializing_timeout(annotations: Mapping[str, str], errs: list[FieldError]
     )
 
 
-@_safe
-def validate_rayservice(
-    obj: Any, *, gates: Mapping[str, bool] | None = None, old: Any = None
-) -> list[FieldError]:
+def _rayservice(obj: Any, gates: Mapping[str, bool] | None, old: Any) -> list[FieldError]:
     """All errors of a RayService (KubeRay ``ValidateRayServiceMetadata`` and ``ValidateRayServiceSpec``)."""
     bad = _not_a_map(obj)
     if bad:
@@ -608,6 +599,55 @@ def _incremental(errs: list[FieldError], spec: Mapping[str, Any], rc: Mapping[st
         errs.append(invalid(f"{opath}.intervalSeconds", interval, "must be greater than 0"))
     if not as_str(opts_any.get("gatewayClassName")):
         errs.append(required(f"{opath}.gatewayClassName", f"is required for {INCREMENTAL}"))
+
+
+def _being_deleted(obj: Any) -> bool:
+    return bool(as_map(as_map(obj).get("metadata")).get("deletionTimestamp"))
+
+
+def _ratchet(
+    check: Callable[[Any, Mapping[str, bool] | None, Any], list[FieldError]],
+    obj: Any,
+    gates: Mapping[str, bool] | None,
+    old: Any,
+) -> list[FieldError]:
+    """On update, report only problems the update introduces (Kubernetes' "ratcheting").
+
+    Objects created before a rule existed (or while the webhook was off, or under other feature gates)
+    must stay updatable: the Ray autoscaler patches replicas, controllers add and remove finalizers, and
+    a deletion must never be blocked. An object being deleted is always admitted.
+    """
+    errs = check(obj, gates, old)
+    if old is None or not errs:
+        return errs
+    if _being_deleted(obj):
+        return []
+    before = {str(e) for e in check(old, gates, None)}
+    return [e for e in errs if str(e) not in before]
+
+
+@_safe
+def validate_raycluster(
+    obj: Any, *, gates: Mapping[str, bool] | None = None, old: Any = None
+) -> list[FieldError]:
+    """All errors of a RayCluster; with ``old`` (an update), the update rules and only new problems."""
+    return _ratchet(_raycluster, obj, gates, old)
+
+
+@_safe
+def validate_rayjob(
+    obj: Any, *, gates: Mapping[str, bool] | None = None, old: Any = None
+) -> list[FieldError]:
+    """All errors of a RayJob (KubeRay ``ValidateRayJobSpec``, kuberay-behaviour.md §8); see validate_raycluster."""
+    return _ratchet(_rayjob, obj, gates, old)
+
+
+@_safe
+def validate_rayservice(
+    obj: Any, *, gates: Mapping[str, bool] | None = None, old: Any = None
+) -> list[FieldError]:
+    """All errors of a RayService (KubeRay ``ValidateRayServiceMetadata``/``Spec``); see validate_raycluster."""
+    return _ratchet(_rayservice, obj, gates, old)
 
 
 VALIDATORS = {

@@ -318,3 +318,43 @@ def test_parse_feature_gates() -> None:
 
 def test_serve_config_constant_is_valid() -> None:
     assert "import_path" in SERVE_CONFIG
+
+
+# ---- ratcheting: updates report only the problems they introduce
+
+
+def test_update_of_an_already_invalid_object_is_allowed() -> None:
+    # Created while the webhook was off (or before a rule existed): min > max.
+    old = build("RayCluster", {f"{W0}.minReplicas": 5, f"{W0}.maxReplicas": 3})
+    assert validate("RayCluster", old)  # invalid on its own
+    # The autoscaler patches replicas, a controller adds a finalizer: neither may be blocked.
+    new = build(
+        "RayCluster",
+        {f"{W0}.minReplicas": 5, f"{W0}.maxReplicas": 3, f"{W0}.replicas": 4, "metadata.finalizers": ["x"]},
+    )
+    assert validate("RayCluster", new, old=old) == []
+
+
+def test_update_that_adds_a_problem_is_rejected() -> None:
+    old = build("RayCluster", {f"{W0}.minReplicas": 5, f"{W0}.maxReplicas": 3})
+    new = build(
+        "RayCluster",
+        {f"{W0}.minReplicas": 5, f"{W0}.maxReplicas": 3, "spec.headGroupSpec.rayStartParams.labels": "a=b"},
+    )
+    assert [str(e) for e in validate("RayCluster", new, old=old)] == [
+        "spec.headGroupSpec.rayStartParams[labels]: Forbidden: use headGroupSpec.labels instead"
+    ]
+
+
+def test_objects_being_deleted_are_always_admitted() -> None:
+    old = build("RayJob", {"spec.suspend": True})
+    new = build(
+        "RayJob",
+        {
+            "spec.suspend": True,
+            "metadata.deletionTimestamp": "2026-01-01T00:00:00Z",
+            "metadata.finalizers": [],
+        },
+    )
+    assert validate("RayJob", new, old=old) == []
+    assert validate("RayJob", new) != []  # a create (or a controller's check) still sees the problem
