@@ -632,7 +632,7 @@ class RayClusterReconciler:
             await self._event(
                 rc,
                 NORMAL,
-                "UpdatedIngress",
+                C.EV_UPDATED_INGRESS,
                 ACT_UPDATE,
                 f"Updated ingress {have_md.get('namespace')}/{have_md.get('name')}",
             )
@@ -648,7 +648,7 @@ class RayClusterReconciler:
             SECRETS,
             secret,
             created=C.EV_CREATED_SECRET,
-            failed="FailedToCreateSecret",
+            failed=C.EV_FAILED_CREATE_SECRET,
             what="secret",
         )
 
@@ -960,7 +960,7 @@ class RayClusterReconciler:
                 group_pods,
                 f"{C.LABEL_CLUSTER}={name},{C.LABEL_GROUP}={gname}",
                 reason_ok=C.EV_DELETED_WORKER_POD,
-                reason_fail="FailedToDeleteWorkerPodCollection",
+                reason_fail=C.EV_FAILED_DELETE_WORKER_POD_COLLECTION,
                 why=f"of suspended worker group {gname}",
                 action=ACT_SUSPEND,
             )
