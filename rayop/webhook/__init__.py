@@ -19,6 +19,7 @@ from rayop.webhook.registration import (
     ensure_webhook_configuration,
 )
 from rayop.webhook.server import DEFAULT_PORT, WebhookServer, make_app
+from rayop.webhook.standalone import WebhookOptions, start_webhook
 
 __all__ = [
     "DEFAULT_NAME",
@@ -29,10 +30,12 @@ __all__ = [
     "FileCertSource",
     "SecretCertSource",
     "SelfSignedCertSource",
+    "WebhookOptions",
     "WebhookServer",
     "build_webhook_configuration",
     "delete_webhook_configuration",
     "ensure_webhook_configuration",
     "make_app",
     "review",
+    "start_webhook",
 ]

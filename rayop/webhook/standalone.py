@@ -78,25 +78,40 @@ def make_cert_source(opts: WebhookOptions, client: ApiClient | None) -> CertSour
     return SelfSignedCertSource(sans)
 
 
-async def serve(opts: WebhookOptions, stop: asyncio.Event | None = None) -> None:
-    stop = stop or asyncio.Event()
-    client = ApiClient(load_config(opts.kubeconfig)) if _needs_client(opts) else None
+async def start_webhook(opts: WebhookOptions, client: ApiClient | None) -> WebhookServer:
+    """Start a WebhookServer as ``opts`` describe (and register it); the operator embeds it this way.
+
+    ``client`` is needed for ``opts.register`` and ``opts.secret``. The caller stops the returned server.
+    """
+    source = make_cert_source(opts, client)
+    server = WebhookServer(
+        opts.host, opts.port, cert_source=source, gates=opts.gates, check_interval=opts.check_interval
+    )
+    await server.start()
     try:
-        source = make_cert_source(opts, client)
-        server = WebhookServer(
-            opts.host, opts.port, cert_source=source, gates=opts.gates, check_interval=opts.check_interval
-        )
-        await server.start()
         if opts.cert_dir and not isinstance(source, FileCertSource) and server.bundle is not None:
             # Hand the generated certificate (and each rotation) to whoever reads the directory.
             files = FileCertSource(opts.cert_dir)
             files.write(server.bundle)
             server.on_certificate.append(files.write)
         if opts.register:
-            assert client is not None
+            if client is None:
+                raise ValueError("--register needs a kubeconfig or an in-cluster service account")
             target: UrlOrService = parse_service(opts.service) if opts.service else (opts.url or server.url)
             await server.register(client, target, name=opts.config_name)
             log.info("registered ValidatingWebhookConfiguration %s -> %s", opts.config_name, target)
+    except BaseException:
+        await server.stop()
+        raise
+    return server
+
+
+async def serve(opts: WebhookOptions, stop: asyncio.Event | None = None) -> None:
+    """``rayop webhook``: serve until ``stop`` is set or SIGINT/SIGTERM."""
+    stop = stop or asyncio.Event()
+    client = ApiClient(load_config(opts.kubeconfig)) if _needs_client(opts) else None
+    try:
+        server = await start_webhook(opts, client)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):

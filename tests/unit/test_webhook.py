@@ -388,3 +388,25 @@ def test_standalone_sans_and_service_parsing(tmp_path: Path) -> None:
     assert isinstance(make_cert_source(WebhookOptions(cert_dir=str(tmp_path)), None), FileCertSource)
     with pytest.raises(ValueError, match="--secret needs"):
         make_cert_source(WebhookOptions(secret="ns/name"), None)
+
+
+async def test_start_webhook_writes_generated_certificates_to_cert_dir(tmp_path: Path) -> None:
+    from rayop.webhook import WebhookOptions, start_webhook
+
+    server = await start_webhook(
+        WebhookOptions(host="127.0.0.1", port=0, cert_dir=str(tmp_path / "certs")), None
+    )
+    try:
+        assert server.ready
+        files = FileCertSource(tmp_path / "certs")
+        assert (await files.load()).cert_pem == server.bundle.cert_pem if server.bundle else False
+        rotated = await server.rotate()
+        assert (await files.refresh() or await files.load()).cert_pem == rotated.cert_pem
+        out, _ = await _https_review(
+            server.url, server.ca_bundle, review("RayCluster", build("RayCluster", {}))
+        )
+        assert out["response"]["allowed"] is True
+    finally:
+        await server.stop()
+    with pytest.raises(ValueError, match="--register needs"):
+        await start_webhook(WebhookOptions(host="127.0.0.1", port=0, register=True), None)
