@@ -298,7 +298,8 @@ async def main_async(args: argparse.Namespace) -> str:
     try:
         cfg = RayClusterConfig()
         cases = []
-        for conc, qps, burst in ((args.concurrency, 2000, 2000), (4, 2000, 2000), (4, 100, 200)):
+        variants = [(args.concurrency, 2000, 2000), (4, 2000, 2000), (4, 100, 200)]
+        for conc, qps, burst in variants[:1] if args.quick else variants:
             ns = f"bench-c{conc}-q{qps}"
             print(f"operator case concurrency={conc} qps={qps}", flush=True)
             cases.append(
@@ -355,6 +356,7 @@ def main() -> int:
     ap.add_argument("--clusters", type=int, default=100)
     ap.add_argument("--workers", type=int, default=10)
     ap.add_argument("--concurrency", type=int, default=16, help="--reconcile-concurrency of the main case")
+    ap.add_argument("--quick", action="store_true", help="only the main operator case and the plain client")
     args = ap.parse_args()
     text = asyncio.run(main_async(args))
     RESULT.parent.mkdir(parents=True, exist_ok=True)

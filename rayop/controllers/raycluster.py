@@ -297,9 +297,12 @@ class RayClusterReconciler:
 
         rc = set_defaults(copy.deepcopy(rc))
 
-        invalid = await self._validate(rc, original)
-        if invalid is not None:
-            return invalid
+        # A cluster on its way out is not validated: its finalizer must still be handled, or an object that
+        # became invalid (say, under stricter rules of a newer operator) would hang in Terminating.
+        if not md(rc).get("deletionTimestamp"):
+            invalid = await self._validate(rc, original)
+            if invalid is not None:
+                return invalid
 
         gcs = await self._gcs_ft_finalizer(rc)
         if gcs is not None:
@@ -1036,11 +1039,25 @@ class RayClusterReconciler:
                     )
                     raise ReconcileError(str(e), FAILED_CREATE_WORKER_POD) from e
             self.exp.expect_create(ckey, gname, name_of(created), uid=md(created).get("uid"))
-            await self._event(
-                rc, NORMAL, C.EV_CREATED_WORKER_POD, ACT_CREATE, f"Created worker Pod {ns}/{name_of(created)}"
-            )
+            created_names.append(name_of(created))
 
-        await _gather_first_error([create_one(s) for s in todo])
+        created_names: list[str] = []
+        try:
+            await _gather_first_error([create_one(s) for s in todo])
+        finally:
+            if created_names:
+                # One Event per batch, not per Pod as KubeRay does: at scale the per-Pod Events doubled the
+                # API writes of a scale-up and slowed the Pod creations they describe. The reason is
+                # KubeRay's; the note names every Pod (the recorder truncates past 1 KiB).
+                what = "worker Pod" if len(created_names) == 1 else f"{len(created_names)} worker Pods"
+                await self._event(
+                    rc,
+                    NORMAL,
+                    C.EV_CREATED_WORKER_POD,
+                    ACT_CREATE,
+                    f"Created {what} in group {gname}: "
+                    + ", ".join(f"{ns}/{n}" for n in sorted(created_names)),
+                )
 
     # -- status -------------------------------------------------------------------------------------
 

@@ -9,7 +9,17 @@ from __future__ import annotations
 from typing import Any
 
 from rayop.api import constants as C
-from rayop.runtime.client import EVENTS, JOBS, PODS, ROLEBINDINGS, ROLES, SERVICEACCOUNTS, SERVICES, ApiClient
+from rayop.runtime.client import (
+    EVENTS,
+    JOBS,
+    PODS,
+    ROLEBINDINGS,
+    ROLES,
+    SERVICEACCOUNTS,
+    SERVICES,
+    ApiClient,
+    load_kubeconfig,
+)
 from tests.helpers import eventually
 from tests.integration.rayclusters import (
     RAYCLUSTERS,
@@ -372,3 +382,34 @@ async def _first(aw: Any) -> Any:
 async def _has_status(kube: ApiClient, ns: str, name: str, field: str, want: Any) -> bool:
     rc = await get_rc(kube, ns, name)
     return bool((rc.get("status") or {}).get(field) == want)
+
+
+async def test_a_large_scale_up_does_not_hold_up_other_clusters(
+    plane: Any, kube: ApiClient, namespace: str
+) -> None:
+    ns = namespace
+    # One worker only and a slow client: without batching, the big cluster's 150 creations and their
+    # Events (about 6 s at 50 requests/s) would hold the only worker until they were all done.
+    cfg = load_kubeconfig(plane.kubeconfig)
+    cfg.qps, cfg.burst = 50.0, 10
+    slow = ApiClient(cfg)
+    try:
+        async with operator(slow, ns, reconcile_concurrency=1, pod_batch=50):
+            await kube.create(RAYCLUSTERS, raycluster("big", ns, replicas=150))
+            await eventually(
+                lambda: _at_least(count(kube, ns, "big", "worker"), 1), T, what="big scale-up started"
+            )
+            await kube.create(RAYCLUSTERS, raycluster("small", ns, replicas=1))
+            await eventually(
+                lambda: _eq(count(kube, ns, "small", "worker"), 1), T, what="small cluster served"
+            )
+            assert await count(kube, ns, "big", "worker") < 150, "the small cluster waited for the big one"
+            await eventually(
+                lambda: _eq(count(kube, ns, "big", "worker"), 150), 120, what="big cluster completes"
+            )
+    finally:
+        await slow.close()
+
+
+async def _at_least(aw: Any, n: int) -> bool:
+    return bool(await aw >= n)

@@ -265,7 +265,8 @@ async def test_creates_head_service_and_pods_then_becomes_ready() -> None:
     assert res.requeue_after == 2.0  # status changed
     pod = next(iter(env.kube._kind(PODS).values()))
     assert pod["metadata"]["ownerReferences"][0]["kind"] == "RayCluster"
-    assert env.recorder.reasons().count(C.EV_CREATED_WORKER_POD) == 3
+    assert env.recorder.reasons().count(C.EV_CREATED_WORKER_POD) == 1  # one Event per batch
+    assert "3 worker Pods" in next(e[3] for e in env.recorder.events if e[1] == C.EV_CREATED_WORKER_POD)
     env.set_phase("Running")
     await env.reconcile()
     assert env.rc()["status"]["state"] == "ready"
