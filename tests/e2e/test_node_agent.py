@@ -32,7 +32,9 @@ from rayop.node.locate import locate
 from rayop.runtime.client import (
     CONFIGMAPS,
     JOBS,
+    LEASES,
     NAMESPACES,
+    NODES,
     PODS,
     SECRETS,
     SERVICEACCOUNTS,
@@ -438,6 +440,49 @@ async def test_readiness_probe_and_exec(
         return not ready(await kube.get(PODS, "probe", ns))
 
     await eventually(unready, 30, 0.2, what="not Ready once the probe fails")
+
+
+async def test_node_is_ready_with_a_fresh_lease(node: NodeAgent, kube: ApiClient) -> None:
+    n = await kube.get(NODES, node.cfg.name)
+    conds = {c["type"]: c["status"] for c in n["status"]["conditions"]}
+    assert conds["Ready"] == "True"
+    assert n["status"]["allocatable"]["cpu"] == "16"
+    assert {"type": "InternalIP", "address": node.network.gateway} in n["status"]["addresses"]
+    lease = await kube.get(LEASES, node.cfg.name, "kube-node-lease")
+    assert lease["spec"]["holderIdentity"] == node.cfg.name
+    first = lease["spec"]["renewTime"]
+
+    async def renewed() -> bool:
+        return bool((await kube.get(LEASES, node.cfg.name, "kube-node-lease"))["spec"]["renewTime"] != first)
+
+    await eventually(renewed, node.cfg.lease_seconds, 0.5, what="lease renewal")
+
+
+async def test_liveness_failure_restarts_the_container(node: NodeAgent, kube: ApiClient, ns: str) -> None:
+    spec = pod(
+        "sick",
+        "touch /tmp/alive; exec sleep 600",
+        restart="Always",
+        container={
+            "livenessProbe": {
+                "exec": {"command": ["bash", "-c", "test -f /tmp/alive && rm /tmp/alive"]},
+                "periodSeconds": 1,
+                "failureThreshold": 1,
+            }
+        },
+    )
+    await kube.create(PODS, spec, ns)
+
+    async def restarted() -> Obj | None:
+        p = await kube.get(PODS, "sick", ns)
+        for cs in (p.get("status") or {}).get("containerStatuses") or []:
+            if cs["restartCount"] >= 1:
+                found: Obj = cs
+                return found
+        return None
+
+    cs = await eventually(restarted, 60, 0.2, what="restart after a failed liveness probe")
+    assert cs["lastState"]["terminated"]["exitCode"] == 143  # SIGTERM to the process group
 
 
 async def test_restart_on_failure_with_back_off(node: NodeAgent, kube: ApiClient, ns: str) -> None:
