@@ -139,7 +139,17 @@ def ray_objects(ns: str) -> tuple[Obj, Obj, list[Obj]]:
     )
 
 
+async def namespace(kube: ApiClient, ns: str) -> None:
+    await kube.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+
+    async def sa() -> bool:
+        return await kube.get_or_none(SERVICEACCOUNTS, "default", ns) is not None
+
+    await poll(sa, 60, 0.2)
+
+
 async def ray_cluster(kube: ApiClient, agent: NodeAgent, ns: str, settle: float) -> dict[str, Any]:
+    await namespace(kube, ns)
     svc, head, workers = ray_objects(ns)
     t0 = time.monotonic()
     await kube.create(SERVICES, svc, ns)
@@ -210,15 +220,9 @@ async def main(args: argparse.Namespace) -> str:
     task = asyncio.get_running_loop().create_task(agent.run())
     try:
         await asyncio.wait_for(agent.ready.wait(), 60)
-        ns = "bench"
-        await kube.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-
-        async def sa() -> bool:
-            return await kube.get_or_none(SERVICEACCOUNTS, "default", ns) is not None
-
-        await poll(sa, 60, 0.2)
-        plain = await plain_pods(kube, agent, ns, args.pods)
-        runs = [await ray_cluster(kube, agent, ns, args.settle) for _ in range(args.ray_runs)]
+        await namespace(kube, "bench")
+        plain = await plain_pods(kube, agent, "bench", args.pods)
+        runs = [await ray_cluster(kube, agent, f"bench-ray-{i}", args.settle) for i in range(args.ray_runs)]
         load = os.getloadavg()
     finally:
         agent.stop()

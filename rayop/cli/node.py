@@ -50,9 +50,11 @@ def run_node(
         list[str], typer.Option(help="Default container env KEY=VALUE, like an image's ENV (repeatable).")
     ] = [],  # noqa: B006
     backoff: Annotated[float, typer.Option(help="Initial restart back-off in seconds.")] = 10.0,
-    no_cgroups: Annotated[bool, typer.Option(help="Do not enforce memory limits through cgroups.")] = False,
+    cgroups: Annotated[
+        bool, typer.Option("--cgroups/--no-cgroups", help="Enforce memory limits through cgroups (v1).")
+    ] = True,
     keep_pods: Annotated[
-        bool, typer.Option(help="On exit leave pods running for the next agent to re-adopt.")
+        bool, typer.Option("--keep-pods", help="On exit leave pods running for the next agent to re-adopt.")
     ] = False,
     verbose: Annotated[bool, typer.Option("-v", help="Debug logging.")] = False,
 ) -> None:
@@ -77,7 +79,7 @@ def run_node(
         labels=_kv(label, "--label"),
         default_env=default_env,
         backoff_initial=backoff,
-        cgroups=not no_cgroups,
+        cgroups=cgroups,
         cleanup_on_stop=not keep_pods,
     )
 

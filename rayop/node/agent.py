@@ -129,6 +129,7 @@ class NodeAgent:
         self.workers: dict[str, PodWorker] = {}
         self.pending: dict[str, Obj] = {}
         self.unschedulable: dict[str, str] = {}
+        self.bound: dict[str, tuple[Obj, float]] = {}
         self.services: dict[tuple[str, str], Obj] = {}
         self.slices: dict[tuple[str, str], Obj] = {}
         self.records: dict[tuple[str, str], list[str]] = {}
@@ -640,6 +641,14 @@ class NodeAgent:
     def used(self) -> tuple[dict[str, int], int]:
         total = {"cpu": 0, "memory": 0}
         n = 0
+        now = time.monotonic()
+        # Bound, but this agent's watch has not delivered them yet: they count already.
+        self.bound = {u: b for u, b in self.bound.items() if u not in self.workers and now - b[1] < 60}
+        for pod, _ in self.bound.values():
+            n += 1
+            r = podspec.pod_requests(pod)
+            for k in total:
+                total[k] += r[k]
         for w in self.workers.values():
             if w.state.phase in TERMINAL or w.gone:
                 continue
@@ -683,6 +692,7 @@ class NodeAgent:
                         raise
                 self.pending.pop(md["uid"], None)
                 self.unschedulable.pop(md["uid"], None)
+                self.bound[md["uid"]] = (pod, time.monotonic())
                 req = podspec.pod_requests(pod)
                 for k in used:
                     used[k] += req[k]
@@ -738,8 +748,8 @@ class NodeAgent:
                 await self.network.delete_pod_net(PodNet(ns, veth, ""))
 
     def adopt(self, pod: Obj, state: PodState) -> None:
-        if state.ip:
-            self.network.reserve(state.ip)
+        if state.ip and state.phase not in TERMINAL:
+            self.network.reserve(state.ip, state.uid)
         if state.sandbox_pid and "rayop-sandbox:" not in runtime.cmdline(state.sandbox_pid):
             state.sandbox_pid = 0
         w = PodWorker(self, pod, state)

@@ -56,7 +56,9 @@ class Network:
         self.gateway = str(hosts[0])
         self._pool = [str(h) for h in hosts[1:]]
         self.prefix = prefix
-        self._used: set[str] = set()
+        # IP -> pod UID: a finished pod gives its IP back while its status still shows it, so a release
+        # must only free an IP its pod still owns.
+        self._used: dict[str, str] = {}
 
     @property
     def cidr(self) -> str:
@@ -79,16 +81,17 @@ class Network:
         # Interface names are limited to 15 characters.
         return f"{self.prefix}-{uid}", f"rv{h[:11]}"
 
-    def reserve(self, ip: str) -> None:
-        self._used.add(ip)
+    def reserve(self, ip: str, uid: str) -> None:
+        self._used.setdefault(ip, uid)
 
-    def release(self, ip: str) -> None:
-        self._used.discard(ip)
+    def release(self, ip: str, uid: str) -> None:
+        if self._used.get(ip) == uid:
+            del self._used[ip]
 
-    def allocate(self) -> str:
+    def allocate(self, uid: str) -> str:
         for ip in self._pool:
             if ip not in self._used:
-                self._used.add(ip)
+                self._used[ip] = uid
                 return ip
         raise NetworkError(f"no free pod IP left in {self.cidr}")
 

@@ -192,6 +192,13 @@ class PodWorker:
             if grace is None:
                 grace = self.spec.get("terminationGracePeriodSeconds", 30)
             await self.kill_all(float(grace))
+            if self.state.phase not in TERMINAL:
+                # Like the kubelet, a deleted pod ends in a terminal phase that reflects how it stopped.
+                self.state.phase = podspec.pod_phase(
+                    "Never", True, False, [self.container_status(r) for r in self.runs(False)]
+                )
+                if self.state.phase not in TERMINAL:
+                    self.state.phase = "Failed"
             await self.teardown(remove_dir=False)
             await self.push_status()
             try:
@@ -255,7 +262,7 @@ class PodWorker:
             self.agent.event(self.pod, "Warning", "FailedMount", str(e))
             return 5.0
         if not self.state.ip:
-            self.state.ip = self.agent.network.allocate()
+            self.state.ip = self.agent.network.allocate(self.uid)
         net = await self.agent.network.create_pod_net(self.uid, self.state.ip)
         self.state.netns, self.state.veth = net.netns, net.veth
         self.write_hosts()
@@ -322,9 +329,10 @@ class PodWorker:
             await self.agent.network.delete_pod_net(PodNet(self.state.netns, self.state.veth, self.state.ip))
             self.state.netns = ""
         self.agent.cgroups.remove(self.uid)
+        if self.state.ip and (remove_dir or self.state.phase in TERMINAL):
+            # The status keeps showing a finished pod's IP, as a kubelet's does; the address is free.
+            self.agent.network.release(self.state.ip, self.uid)
         if remove_dir:
-            if self.state.ip:
-                self.agent.network.release(self.state.ip)
             self.remove_created_paths()
             shutil.rmtree(self.dir, ignore_errors=True)
         elif self.dir.exists():
