@@ -199,7 +199,9 @@ def check(kind: str, obj: Any, gates: Any, old: Any) -> None:
     assert json.dumps(obj, sort_keys=True, default=repr) == snapshot
 
 
-FUZZ = settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+FUZZ = settings(
+    max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True
+)
 
 
 @FUZZ
@@ -210,7 +212,9 @@ def test_mutated_manifests(case: tuple[str, Any, Any]) -> None:
     check(kind, obj, gates, old)
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@settings(
+    max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True
+)
 @given(st.sampled_from(KINDS), json_value, st.one_of(st.none(), json_value))
 def test_generated_values(kind: str, spec: Any, meta: Any) -> None:
     COUNTS["generated"] += 1
@@ -249,10 +253,12 @@ def _random_value(rng: random.Random, depth: int = 0) -> Any:
     if depth < 2 and r < 0.3:
         keys = ["name", "value", "groupName", "policy", "condition", "mode", "image", "x"]
         return {rng.choice(keys): _random_value(rng, depth + 1) for _ in range(rng.randint(0, 3))}
-    return rng.choice(LEAVES)
+    return copy.deepcopy(rng.choice(LEAVES))  # shared containers would alias (and can cycle)
 
 
-@settings(max_examples=7100, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@settings(
+    max_examples=7100, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True
+)
 @given(st.sampled_from(KINDS), st.integers(min_value=0, max_value=2**64))
 def test_seeded_mutations_of_every_field(kind: str, seed: int) -> None:
     """Cheap per example: hypothesis picks the seed (and shrinks it), a seeded RNG picks 3-12 mutations."""
