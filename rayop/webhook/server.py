@@ -38,7 +38,7 @@ CaBundleHook = Callable[[bytes], Awaitable[None]]
 DEFAULT_PORT = 9443
 # The API server re-reads the ValidatingWebhookConfiguration through an informer; give it this long to see
 # a new caBundle before we present a certificate signed by a new CA.
-CA_PROPAGATION_SECONDS = 2.0
+CA_PROPAGATION_SECONDS = 5.0
 MAX_BODY = 8 * 1024 * 1024  # pod templates can be large; the API server caps objects at ~3 MiB anyway
 
 

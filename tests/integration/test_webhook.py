@@ -77,7 +77,7 @@ async def hook(plane: ControlPlane, kube: ApiClient, namespace: str) -> AsyncIte
     selector = {"matchLabels": {"rayop.test/webhook": token}}
     await kube.patch(NAMESPACES, namespace, {"metadata": {"labels": {"rayop.test/webhook": token}}})
     server = WebhookServer(
-        "127.0.0.1", 0, cert_source=SelfSignedCertSource(["127.0.0.1"]), ca_propagation_seconds=2.0
+        "127.0.0.1", 0, cert_source=SelfSignedCertSource(["127.0.0.1"]), ca_propagation_seconds=5.0
     )
     await server.start()
     name = f"rayop-webhook-test-{token}"
