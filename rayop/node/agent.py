@@ -416,7 +416,9 @@ class NodeAgent:
         h, p = self.api_host, str(self.api_port)
         env = {
             "PATH": f"{self.cfg.python_env / 'bin'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "HOME": "/root" if os.geteuid() == 0 else str(Path.home()),
+            # A home of the container's own (in its private /tmp), as an image gives each container: Ray
+            # keeps state under ~/.ray (an auth token turns token auth on), which pods must not share.
+            "HOME": "/tmp/.home",
             "HOSTNAME": w.hostname,
             "LANG": "C.UTF-8",
             **self.cfg.default_env,

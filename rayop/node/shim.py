@@ -259,6 +259,9 @@ def run(spec: dict[str, Any]) -> None:
     _unshare(CLONE_NEWNS | CLONE_NEWPID)
     apply_mounts(spec.get("mounts") or [])
     _ensure_target(spec.get("cwd") or "/", True)
+    home = (spec.get("env") or {}).get("HOME")
+    if home:
+        _ensure_target(home, True)
     _write_json_atomic("created.json", {"paths": CREATED}, exit_dir)
     _raise_nofile()
     ready_r, ready_w = os.pipe()
