@@ -468,7 +468,8 @@ def _gcs_rules(
                 errs.append(forbidden(f"{opath}.{key}", "only applies to the 'redis' backend"))
         if storage.get("claimName"):
             for key in ("size", "storageClassName", "accessModes"):
-                if storage.get(key) not in (None, [], ""):
+                # As KubeRay: size/storageClassName count when present at all, accessModes when non-empty.
+                if storage.get(key) is not None and storage.get(key) != []:
                     errs.append(
                         forbidden(
                             f"{spath}.{key}", "must not be set together with claimName (an existing PVC)"
