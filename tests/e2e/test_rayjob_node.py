@@ -67,7 +67,7 @@ async def phases(kube: ApiClient, ns: str, name: str, t0: float) -> dict[str, fl
     return seen
 
 
-@pytest.mark.parametrize("mode", ["K8sJobMode", "HTTPMode"])
+@pytest.mark.parametrize("mode", ["K8sJobMode", "HTTPMode", "SidecarMode"])
 async def test_rayjob_runs_on_real_pods(node: NodeAgent, kube: ApiClient, ns: str, mode: str) -> None:
     name = "nj-" + mode[:4].lower()
     async with operator(kube, ns, use_proxy=True) as mgr:
