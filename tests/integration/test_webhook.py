@@ -438,3 +438,59 @@ async def test_secret_certificates_are_shared_and_rotated(kube: ApiClient, names
     assert (
         base64.b64encode(a.bundle.cert_pem).decode() == final == base64.b64encode(b.bundle.cert_pem).decode()
     )
+
+
+async def test_v1alpha1_objects_are_validated_and_warned(plane: ControlPlane, hook: Hook) -> None:
+    obj = build("RayCluster", {"apiVersion": "ray.io/v1alpha1", "metadata.name": "alpha"})
+    code, _, err = await apply(plane, hook.namespace, obj)
+    assert code == 0, err
+    assert (
+        "Warning: ray.io/v1alpha1 RayCluster is deprecated and frozen at its December 2023 feature set; use ray.io/v1"
+        in err
+    )
+    bad = build(
+        "RayCluster", {"apiVersion": "ray.io/v1alpha1", "metadata.name": "alpha-bad", f"{W0}.minReplicas": 3}
+    )
+    code, _, err = await apply(plane, hook.namespace, bad)
+    assert code != 0 and "spec.workerGroupSpecs[0].minReplicas: Invalid value: 3" in err
+
+
+async def test_objects_from_before_the_webhook_stay_patchable_and_deletable(
+    plane: ControlPlane, kube: ApiClient, hook: Hook
+) -> None:
+    """An object created while the webhook did not cover it (min > max) can still be scaled, get finalizers
+    and be deleted: updates are only rejected for problems they add."""
+    ns, res = hook.namespace, RESOURCES["RayCluster"]
+    label = next(iter(hook.selector["matchLabels"]))
+    await kube.patch(NAMESPACES, ns, {"metadata": {"labels": {label: None}}})
+    legacy = build("RayCluster", {"metadata.name": "legacy", f"{W0}.minReplicas": 5, f"{W0}.maxReplicas": 3})
+    end = time.monotonic() + 30
+    while True:  # until the API server's namespace cache no longer selects the namespace
+        try:
+            await kube.create(res, legacy, ns)
+            break
+        except ApiError as e:
+            assert time.monotonic() < end, e
+            await asyncio.sleep(0.2)
+    await kube.patch(NAMESPACES, ns, {"metadata": {"labels": {label: hook.selector["matchLabels"][label]}}})
+    await wait_until_enforced(plane, ns)
+    patched = await kube.patch(
+        res,
+        "legacy",
+        {"spec": {"workerGroupSpecs": [{**legacy["spec"]["workerGroupSpecs"][0], "replicas": 4}]}},
+        ns,
+    )
+    assert patched["spec"]["workerGroupSpecs"][0]["replicas"] == 4
+    await kube.patch(res, "legacy", {"metadata": {"finalizers": ["rayop.test/hold"]}}, ns)
+    # A patch that adds a new problem is still rejected.
+    with pytest.raises(ApiError) as info:
+        await kube.patch(
+            res, "legacy", {"spec": {"headGroupSpec": {"rayStartParams": {"labels": "a=b"}}}}, ns
+        )
+    assert "spec.headGroupSpec.rayStartParams[labels]: Forbidden" in info.value.message
+    await kube.delete(res, "legacy", ns)
+    await kube.patch(res, "legacy", {"metadata": {"finalizers": None}}, ns)
+    end = time.monotonic() + 30
+    while await kube.get_or_none(res, "legacy", ns) is not None:
+        assert time.monotonic() < end
+        await asyncio.sleep(0.2)
