@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import Counter, Gauge, Histogram
 
 from rayop.api import features as F
 from rayop.runtime.client import ApiClient
@@ -40,6 +41,25 @@ DEFAULT_PORT = 9443
 # a new caBundle before we present a certificate signed by a new CA.
 CA_PROPAGATION_SECONDS = 5.0
 MAX_BODY = 8 * 1024 * 1024  # pod templates can be large; the API server caps objects at ~3 MiB anyway
+
+
+# controller-runtime's webhook metric names, so dashboards built for KubeRay's webhook keep working.
+REQUESTS = Counter(
+    "controller_runtime_webhook_requests_total",
+    "Total number of admission requests by HTTP status code.",
+    ["code", "webhook"],
+)
+LATENCY = Histogram(
+    "controller_runtime_webhook_latency_seconds",
+    "Histogram of the latency of processing admission requests",
+    ["webhook"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+IN_FLIGHT = Gauge(
+    "controller_runtime_webhook_requests_in_flight",
+    "Current number of admission requests being served.",
+    ["webhook"],
+)
 
 
 class Stats:
@@ -64,6 +84,18 @@ def make_app(
 
     def handler(kind: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handle(request: web.Request) -> web.Response:
+            path = request.path
+            IN_FLIGHT.labels(path).inc()
+            t0 = time.perf_counter()
+            try:
+                resp = await decide(request)
+            finally:
+                IN_FLIGHT.labels(path).dec()
+                LATENCY.labels(path).observe(time.perf_counter() - t0)
+            REQUESTS.labels(str(resp.status), path).inc()
+            return resp
+
+        async def decide(request: web.Request) -> web.Response:
             t0 = time.perf_counter()
             try:
                 body = await request.json(loads=json.loads)

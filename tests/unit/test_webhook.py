@@ -410,3 +410,24 @@ async def test_start_webhook_writes_generated_certificates_to_cert_dir(tmp_path:
         await server.stop()
     with pytest.raises(ValueError, match="--register needs"):
         await start_webhook(WebhookOptions(host="127.0.0.1", port=0, register=True), None)
+
+
+async def test_controller_runtime_webhook_metrics(client: Any) -> None:
+    from prometheus_client import REGISTRY
+
+    def count(code: str) -> float:
+        v = REGISTRY.get_sample_value(
+            "controller_runtime_webhook_requests_total", {"code": code, "webhook": PATH["RayJob"]}
+        )
+        return v or 0.0
+
+    ok0, bad0 = count("200"), count("400")
+    await post(client, "RayJob", review("RayJob", build("RayJob", {})))
+    await client.post(PATH["RayJob"], data=b"{", headers={"Content-Type": "application/json"})
+    assert count("200") == ok0 + 1 and count("400") == bad0 + 1
+    assert (
+        REGISTRY.get_sample_value(
+            "controller_runtime_webhook_latency_seconds_count", {"webhook": PATH["RayJob"]}
+        )
+        or 0
+    ) >= 2
