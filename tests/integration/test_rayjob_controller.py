@@ -374,3 +374,52 @@ async def test_unauthorized_dashboard_is_retried_not_failed(
         (sid,) = await wait_fake_job(fake)
         fake.set_status(sid, "SUCCEEDED")
         await wait_state(kube, ns, "rej", "Complete", "SUCCEEDED")
+
+
+async def test_interactive_mode_waits_for_the_users_job_id(
+    kube: ApiClient, namespace: str, fake: FakeDashboard
+) -> None:
+    ns = namespace
+    async with operator(kube, ns, resolver=to(fake)), fake_kubelet(kube, ns):
+        await kube.create(RAYJOBS, rayjob("ia", ns, submissionMode="InteractiveMode", entrypoint=""))
+        st = await wait_state(kube, ns, "ia", "Waiting")
+        assert "jobId" not in st or not st["jobId"]
+        # the user submits by hand, then tells the RayJob which id to follow
+        async with DashboardClient.direct(fake.url) as c:
+            await c.submit_job({"entrypoint": "python notebook.py", "submission_id": "by-hand-1"})
+        await kube.patch(RAYJOBS, "ia", {"spec": {"jobId": "by-hand-1"}}, ns)
+        st = await wait_state(kube, ns, "ia", "Running")
+        assert st["jobId"] == "by-hand-1"
+        fake.set_status("by-hand-1", "SUCCEEDED")
+        await wait_state(kube, ns, "ia", "Complete", "SUCCEEDED")
+        assert len(fake.submissions) == 1  # the operator never submits in InteractiveMode
+
+
+async def test_deletion_rules_suspend_workers_then_delete_cluster(
+    kube: ApiClient, namespace: str, fake: FakeDashboard
+) -> None:
+    ns = namespace
+    rules = [
+        {"policy": "DeleteWorkers", "condition": {"jobStatus": "SUCCEEDED", "ttlSeconds": 0}},
+        {"policy": "DeleteCluster", "condition": {"jobStatus": "SUCCEEDED", "ttlSeconds": 4}},
+    ]
+    async with operator(kube, ns, resolver=to(fake)), fake_kubelet(kube, ns):
+        await kube.create(
+            RAYJOBS,
+            rayjob("dr", ns, workers=1, submissionMode="HTTPMode", deletionStrategy={"deletionRules": rules}),
+        )
+        (sid,) = await wait_fake_job(fake)
+        cname = status_of(await get_rj(kube, ns, "dr"))["rayClusterName"]
+        fake.set_status(sid, "SUCCEEDED")
+        await wait_state(kube, ns, "dr", "Complete", "SUCCEEDED")
+
+        async def workers_suspended() -> bool:
+            rc = await kube.get_or_none(RAYCLUSTERS, cname, ns)
+            return bool(rc) and all(g.get("suspend") for g in rc["spec"]["workerGroupSpecs"])
+
+        await eventually(workers_suspended, T, what="worker groups suspended")
+        await eventually(lambda: _gone(kube, RAYCLUSTERS, cname, ns), T, what="cluster deleted by rule")
+        assert await kube.get_or_none(RAYJOBS, "dr", ns) is not None
+        rs = await reasons(kube, ns, "dr")
+        assert "UpdatedRayCluster" in rs
+        assert "DeletedRayCluster" in rs
