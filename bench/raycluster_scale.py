@@ -170,7 +170,7 @@ def start_operator(
         "--log-stdout-encoder",
         "json",
         "--log-level",
-        "warning",
+        os.environ.get("RAYOP_BENCH_LOG_LEVEL", "warning"),
         "--qps",
         str(qps),
         "--burst",

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
+
 from rayop.api import constants as C
 from rayop.controllers import podplan
 from rayop.controllers.podplan import GroupPlan, PodToCreate, is_terminating, name_of
@@ -329,8 +331,8 @@ class RayClusterReconciler:
                 await step(rc)
             except ReconcileError as e:
                 reconcile_err = e
-            except ApiError as e:
-                reconcile_err = e
+            except (ApiError, aiohttp.ClientError, TimeoutError, ConnectionError) as e:
+                reconcile_err = e  # transient: requeued; the status shows it
             except Exception as e:
                 # A malformed user object that got past the schema (webhook off) must not take down the
                 # operator or the other clusters: surface it on this RayCluster and retry later.
@@ -932,21 +934,36 @@ class RayClusterReconciler:
             raise ReconcileError(f"{len(heads) - len(extras)} head Pods found for RayCluster {ckey}")
         return None
 
-    async def _create_head(self, rc: Obj, pod: Obj) -> None:
+    async def _create_pod(
+        self, rc: Obj, pod: Obj, group: str, fail_event: str, fail_reason: str, what: str
+    ) -> Obj:
+        """POST one Pod and record the expectation. The name is drawn here, the way the API server would
+        draw it for generateName (same alphabet, same length): if the request times out, the Pod may exist
+        anyway, and knowing its name lets the group wait for it instead of creating a second one."""
         ns = md(rc)["namespace"]
         ckey = (ns, md(rc)["name"])
+        meta = pod.setdefault("metadata", {})
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = f"{str(meta.pop('generateName'))[:58]}{podplan.random_suffix()}"
         try:
-            created = await self.client.create(PODS, pod, ns)
+            created: Obj = await self.client.create(PODS, pod, ns)
         except ApiError as e:
             await self._event(
-                rc,
-                WARNING,
-                C.EV_FAILED_CREATE_HEAD_POD,
-                ACT_CREATE,
-                f"Failed to create head Pod {ns}/{name_of(pod) or md(pod).get('generateName')}, {e}",
+                rc, WARNING, fail_event, ACT_CREATE, f"Failed to create {what} {ns}/{name_of(pod)}, {e}"
             )
-            raise ReconcileError(str(e), FAILED_CREATE_HEAD_POD) from e
-        self.exp.expect_create(ckey, C.HEAD_GROUP_NAME, name_of(created), uid=md(created).get("uid"))
+            raise ReconcileError(str(e), fail_reason) from e
+        except (aiohttp.ClientError, TimeoutError, ConnectionError) as e:
+            # Unknown outcome: expect the Pod; the cache shows it, or the 30 s expectation timeout ends the wait.
+            self.exp.expect_create(ckey, group, name_of(pod))
+            raise ReconcileError(f"creating {what} {ns}/{name_of(pod)}: {e!r}", fail_reason) from e
+        self.exp.expect_create(ckey, group, name_of(created), uid=md(created).get("uid"))
+        return created
+
+    async def _create_head(self, rc: Obj, pod: Obj) -> None:
+        ns = md(rc)["namespace"]
+        created = await self._create_pod(
+            rc, pod, C.HEAD_GROUP_NAME, C.EV_FAILED_CREATE_HEAD_POD, FAILED_CREATE_HEAD_POD, "head Pod"
+        )
         await self._event(
             rc, NORMAL, C.EV_CREATED_HEAD_POD, ACT_CREATE, f"Created head Pod {ns}/{name_of(created)}"
         )
@@ -1027,18 +1044,9 @@ class RayClusterReconciler:
                 rc,
             )
             async with sem:
-                try:
-                    created = await self.client.create(PODS, pod, ns)
-                except ApiError as e:
-                    await self._event(
-                        rc,
-                        WARNING,
-                        C.EV_FAILED_CREATE_WORKER_POD,
-                        ACT_CREATE,
-                        f"Failed to create worker Pod {ns}/{md(pod).get('generateName', '')}, {e}",
-                    )
-                    raise ReconcileError(str(e), FAILED_CREATE_WORKER_POD) from e
-            self.exp.expect_create(ckey, gname, name_of(created), uid=md(created).get("uid"))
+                created = await self._create_pod(
+                    rc, pod, gname, C.EV_FAILED_CREATE_WORKER_POD, FAILED_CREATE_WORKER_POD, "worker Pod"
+                )
             created_names.append(name_of(created))
 
         created_names: list[str] = []

@@ -34,6 +34,7 @@ class FakeKube:
         self.uid = itertools.count(1)
         self.calls: list[tuple[str, str, str]] = []
         self.fail_create: dict[str, ApiError] = {}  # plural -> error to raise on create
+        self.timeouts_after_create: dict[str, int] = {}  # plural -> creates that succeed but time out
 
     def _kind(self, res: Resource) -> dict[tuple[str, str], Obj]:
         return self.objects.setdefault(res.plural, {})
@@ -57,6 +58,9 @@ class FakeKube:
         obj.setdefault("kind", res.kind)
         self._kind(res)[key] = obj
         self.calls.append(("create", res.plural, md["name"]))
+        if self.timeouts_after_create.get(res.plural, 0) > 0:
+            self.timeouts_after_create[res.plural] -= 1
+            raise TimeoutError("the answer was lost; the object exists")
         return copy.deepcopy(obj)
 
     def put(self, res: Resource, obj: Obj) -> Obj:

@@ -167,7 +167,7 @@ def fake_builders() -> Any:
             build_auth_secret=lambda rc, token: {
                 "metadata": {"name": rc["metadata"]["name"]},
                 "stringData": {"auth_token": token},
-            }
+            },
         ),
         jobs=SimpleNamespace(
             build_redis_cleanup_job=lambda rc, head: {
@@ -332,7 +332,9 @@ async def test_scale_down_without_autoscaler_deletes_and_with_autoscaler_waits_f
     env2.rc()["spec"]["workerGroupSpecs"][0]["scaleStrategy"] = {"workersToDelete": names[:2]}
     await env2.reconcile()
     assert env2.workers() == names[2:]
-    assert [c for c in env2.kube.calls if c[0] == "delete"] == [("delete", "pods", n) for n in names[:2]]
+    assert sorted(c for c in env2.kube.calls if c[0] == "delete") == [
+        ("delete", "pods", n) for n in names[:2]
+    ]
     # The operator never writes the spec: the list stays until the autoscaler clears it.
     assert env2.rc()["spec"]["workerGroupSpecs"][0]["scaleStrategy"]["workersToDelete"] == names[:2]
     await env2.reconcile()
@@ -544,3 +546,18 @@ async def test_serve_service_only_with_annotation(annotation: str) -> None:
     env.rc()["metadata"]["annotations"] = {C.ANN_ENABLE_SERVE_SERVICE: annotation}
     await env.reconcile()
     assert "rc-serve-svc" in env.kube.names(SERVICES)
+
+
+async def test_a_create_that_times_out_is_expected_not_repeated() -> None:
+    env = Env(live=False)
+    env.add(raycluster(replicas=3))
+    env.kube.timeouts_after_create["pods"] = 2  # two pods exist, but we never heard back
+    res = await env.reconcile()
+    assert res.requeue_after == 2.0
+    assert len(env.workers()) == 3 and len(env.heads()) == 1
+    for _ in range(3):  # the cache still lags: nothing is created twice
+        await env.reconcile()
+    assert len(env.workers()) == 3 and len(env.heads()) == 1
+    env.pods.sync()
+    await env.reconcile()
+    assert len(env.workers()) == 3 and len(env.heads()) == 1
