@@ -773,10 +773,18 @@ class RayClusterReconciler:
 
         # A missing head is created alongside the workers rather than before them: workers wait for the
         # GCS in their init container anyway, and one round trip less per cluster matters at scale.
-        head_create = await self._reconcile_head(rc, heads)
-        await _gather_first_error([*([head_create] if head_create else []), self._reconcile_groups(rc, pods)])
+        head_create = await self._reconcile_head(rc)
+        await _gather_first_error([*([head_create] if head_create else []), self._reconcile_groups(rc)])
 
-    async def _reconcile_groups(self, rc: Obj, pods: list[Obj]) -> None:
+    def _group_pods(self, rc: Obj, node_type: str, group: str | None = None) -> list[Obj]:
+        return [
+            p
+            for p in self.store.cluster_pods(md(rc)["namespace"], md(rc)["name"])
+            if _node_type(p) == node_type
+            and (group is None or (md(p).get("labels") or {}).get(C.LABEL_GROUP) == group)
+        ]
+
+    async def _reconcile_groups(self, rc: Obj) -> None:
         ckey = (md(rc)["namespace"], md(rc)["name"])
         spec = spec_of(rc)
         random_delete = self.cfg.env_true(C.OPENV_ENABLE_RANDOM_POD_DELETE)
@@ -784,16 +792,14 @@ class RayClusterReconciler:
         indexing = self.cfg.gate("RayMultiHostIndexing", True)
         for group in spec.get("workerGroupSpecs") or []:
             gname = str(group.get("groupName", ""))
-            group_pods = [
-                p
-                for p in pods
-                if _node_type(p) == C.NODE_TYPE_WORKER
-                and (md(p).get("labels") or {}).get(C.LABEL_GROUP) == gname
-            ]
             if not self.exp.satisfied(ckey, gname, self.store.pods):
                 log.debug("%s: group %s waits for the cache to catch up", ckey, gname)
                 self._more_work = True
                 continue
+            # Read the Pods right after the expectations check, with no await in between: the check
+            # vouches for the cache as it is now, not for a list taken before an earlier await (the
+            # informer may have moved on meanwhile, and a stale list would undercount).
+            group_pods = self._group_pods(rc, C.NODE_TYPE_WORKER, gname)
             plan = podplan.plan_worker_group(
                 group,
                 group_pods,
@@ -878,7 +884,7 @@ class RayClusterReconciler:
         self.exp.forget((ns, name), group)
         await self._event(rc, NORMAL, reason_ok, action, f"Deleted Pods for RayCluster {ns}/{name} {why}")
 
-    async def _reconcile_head(self, rc: Obj, heads: list[Obj]) -> Awaitable[None] | None:
+    async def _reconcile_head(self, rc: Obj) -> Awaitable[None] | None:
         """Deletes what must go (raising to stop this pass); returns the creation of a missing head, for
         the caller to run alongside the workers."""
         ns, name = md(rc)["namespace"], md(rc)["name"]
@@ -886,6 +892,7 @@ class RayClusterReconciler:
         if not self.exp.satisfied(ckey, C.HEAD_GROUP_NAME, self.store.pods):
             self._more_work = True
             return None
+        heads = self._group_pods(rc, C.NODE_TYPE_HEAD)  # read right after the check, see _reconcile_groups
         if len(heads) == 1:
             head = heads[0]
             dele, reason = _should_delete(self.b, head)

@@ -35,6 +35,7 @@ class FakeKube:
         self.calls: list[tuple[str, str, str]] = []
         self.fail_create: dict[str, ApiError] = {}  # plural -> error to raise on create
         self.timeouts_after_create: dict[str, int] = {}  # plural -> creates that succeed but time out
+        self.before_create: Any = None  # optional hook(res, obj), may raise or move a cache forward
 
     def _kind(self, res: Resource) -> dict[tuple[str, str], Obj]:
         return self.objects.setdefault(res.plural, {})
@@ -42,6 +43,8 @@ class FakeKube:
     async def create(self, res: Resource, obj: Obj, namespace: str | None = None, **_: Any) -> Obj:
         if res.plural in self.fail_create:
             raise self.fail_create[res.plural]
+        if self.before_create is not None:
+            self.before_create(res, obj)
         obj = copy.deepcopy(obj)
         md = obj.setdefault("metadata", {})
         ns = namespace or md.get("namespace") or ""

@@ -561,3 +561,25 @@ async def test_a_create_that_times_out_is_expected_not_repeated() -> None:
     env.pods.sync()
     await env.reconcile()
     assert len(env.workers()) == 3 and len(env.heads()) == 1
+
+
+async def test_cache_moving_during_an_await_never_leads_to_duplicates() -> None:
+    """The worker count is read right after the expectations check, not before the head's creation."""
+    env = Env(live=False)
+    env.add(raycluster(replicas=3))
+    state = {"head_creates": 0}
+
+    def hook(res: Any, obj: dict[str, Any]) -> None:
+        if res.plural != "pods" or obj["metadata"]["labels"][C.LABEL_NODE_TYPE] != "head":
+            return
+        state["head_creates"] += 1
+        if state["head_creates"] == 1:
+            raise ApiError(500, {"reason": "InternalError", "message": "try again"})
+        env.pods.sync()  # the informer catches up while the head's POST is in flight
+
+    env.kube.before_create = hook
+    await env.reconcile()  # head failed, 3 workers created; the cache has seen none of them
+    assert len(env.workers()) == 3 and env.heads() == []
+    await env.reconcile()  # creates the head; the cache shows the 3 workers meanwhile
+    await env.reconcile()
+    assert len(env.workers()) == 3 and len(env.heads()) == 1
