@@ -21,6 +21,7 @@ import yaml
 from rayop.local.plane import ControlPlane
 from rayop.runtime.client import NAMESPACES, VALIDATING_WEBHOOKS, ApiClient, ApiError, Resource
 from rayop.webhook import SelfSignedCertSource, WebhookServer, delete_webhook_configuration
+from tests.unit.manifest_fuzz import set_at, typed_leaves, typed_value
 from tests.unit.validation_cases import BASES, build
 
 RESOURCES = {
@@ -294,39 +295,6 @@ async def test_stopped_webhook_fails_closed_and_recovers(
         await asyncio.sleep(0.2)
 
 
-def _typed_leaves(schema: Any, prefix: list[Any], out: list[tuple[list[Any], str]], depth: int = 0) -> None:
-    if depth > 8:
-        return
-    kind = schema[0]
-    if kind == "obj":
-        for key, sub in schema[1].items():
-            _typed_leaves(sub, [*prefix, key], out, depth + 1)
-    elif kind == "list":
-        _typed_leaves(schema[1], [*prefix, 0], out, depth + 1)
-        _typed_leaves(schema[1], [*prefix, 1], out, depth + 1)
-    elif kind == "map":
-        for key in (
-            "ray.io/ft-enabled",
-            "ray.io/initializing-timeout",
-            "num-cpus",
-            "labels",
-            "redis-password",
-        ):
-            _typed_leaves(schema[1], [*prefix, key], out, depth + 1)
-    elif kind in ("str", "int32", "bool"):
-        out.append((prefix, kind))
-
-
-def _typed_value(rng: random.Random, kind: str) -> Any:
-    from tests.unit.test_validation_fuzz import INTERESTING_STRINGS
-
-    if kind == "bool":
-        return rng.random() < 0.5
-    if kind == "int32":
-        return rng.choice([-1, 0, 0, 1, 1, 2, 3, 5, 30, 100, 101])
-    return rng.choice(INTERESTING_STRINGS)
-
-
 async def test_fuzzed_manifests_through_the_live_webhook(kube: ApiClient, hook: Hook) -> None:
     """Type-correct random edits of every field, so most requests pass the CRD schema and reach the
     webhook; >= 500 must reach it, and the API server must never answer 5xx."""
@@ -339,8 +307,8 @@ async def test_fuzzed_manifests_through_the_live_webhook(kube: ApiClient, hook: 
         ("RayService", S.RAYSERVICE_SPEC),
     ):
         out: list[tuple[list[Any], str]] = []
-        _typed_leaves(schema, ["spec"], out)
-        _typed_leaves(S.METADATA, ["metadata"], out)
+        typed_leaves(schema, ["spec"], out)
+        typed_leaves(S.METADATA, ["metadata"], out)
         leaves[kind] = [
             (p, k)
             for p, k in out
@@ -352,7 +320,6 @@ async def test_fuzzed_manifests_through_the_live_webhook(kube: ApiClient, hook: 
                 ["metadata", "resourceVersion"],
             )
         ]
-    from tests.unit.test_validation_fuzz import _set
 
     rng = random.Random(4)
     ns = hook.namespace
@@ -366,7 +333,7 @@ async def test_fuzzed_manifests_through_the_live_webhook(kube: ApiClient, hook: 
         obj["metadata"]["name"] = f"fz-{i}"
         for _ in range(rng.randint(1, 4)):
             path, leaf = rng.choice(leaves[kind])
-            _set(obj, path, _typed_value(rng, leaf), rng.random() < 0.1)
+            set_at(obj, path, typed_value(rng, leaf), rng.random() < 0.1)
         async with sem:
             try:
                 await kube.create(RESOURCES[kind], obj, ns)

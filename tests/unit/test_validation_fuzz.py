@@ -11,92 +11,14 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rayop.validation import _shape as S
 from rayop.validation import validate, warnings_for
+from tests.unit.manifest_fuzz import INTERESTING_STRINGS, KINDS, PATHS, random_value, set_at
 from tests.unit.validation_cases import BASES
 
-KINDS = ("RayCluster", "RayJob", "RayService")
-SPEC_SCHEMAS = {"RayCluster": S.RAYCLUSTER_SPEC, "RayJob": S.RAYJOB_SPEC, "RayService": S.RAYSERVICE_SPEC}
 ROOTS = ("metadata", "spec", "object", "status", "kind")
 COUNTS = {"mutated": 0, "generated": 0}
 
 
-def _paths(schema: S.Schema, prefix: list[Any], out: list[list[Any]], depth: int = 0) -> None:
-    if depth > 8:
-        return
-    out.append(prefix)
-    if schema[0] == "obj":
-        for key, sub in schema[1].items():
-            _paths(sub, [*prefix, key], out, depth + 1)
-    elif schema[0] == "list":
-        _paths(schema[1], [*prefix, 0], out, depth + 1)
-        _paths(schema[1], [*prefix, 1], out, depth + 1)
-    elif schema[0] == "map":
-        _paths(schema[1], [*prefix, "ray.io/ft-enabled"], out, depth + 1)
-        _paths(schema[1], [*prefix, "num-cpus"], out, depth + 1)
-
-
-PATHS: dict[str, list[list[Any]]] = {}
-for _kind, _schema in SPEC_SCHEMAS.items():
-    _out: list[list[Any]] = []
-    _paths(_schema, ["spec"], _out)
-    _paths(S.METADATA, ["metadata"], _out)
-    PATHS[_kind] = _out
-
-INTERESTING_STRINGS = [
-    "",
-    "true",
-    "1",
-    "v2",
-    "v1",
-    "rocksdb",
-    "redis",
-    "token",
-    "Never",
-    "Always",
-    "SidecarMode",
-    "InteractiveMode",
-    "HTTPMode",
-    "DeleteWorkers",
-    "DeleteCluster",
-    "DeleteSelf",
-    "DeleteNone",
-    "SUCCEEDED",
-    "FAILED",
-    "Failed",
-    "NewClusterWithIncrementalUpgrade",
-    "Recreate",
-    "DenyAllEgress",
-    "DenyAllIngress",
-    "RAY_REDIS_ADDRESS",
-    "RAY_enable_autoscaler_v2",
-    "REDIS_PASSWORD",
-    "RAY_USE_TLS",
-    "gcs-storage",
-    "/data/gcs",
-    "ray-tls",
-    "/etc/ray/tls",
-    "STORAGE_BACKEND",
-    "AZUREBLOB",
-    "ray-history-collector",
-    "2.56.0",
-    "2.51.0",
-    "nightly",
-    "applications:\n- name: a\n  importPath: x\n",
-    "- a\n",
-    "{",
-    "a: [",
-    "5m",
-    "-1s",
-    "0",
-    "Bad_Name",
-    "x" * 70,
-    "ray start --head",
-    "kueue.x-k8s.io/multikueue",
-    "ray.io/kuberay-operator",
-    "\u00b5s",
-    "\x00",
-]
 json_leaf = st.one_of(
     st.none(),
     st.booleans(),
@@ -121,49 +43,18 @@ json_value = st.recursive(
 )
 
 
-def _set(obj: Any, path: list[Any], value: Any, delete: bool) -> None:
-    cur = obj
-    for i, p in enumerate(path[:-1]):
-        nxt = path[i + 1]
-        if isinstance(cur, dict) and not isinstance(p, int):
-            if not isinstance(cur.get(p), (dict, list)):
-                cur[p] = [] if isinstance(nxt, int) else {}
-            cur = cur[p]
-        elif isinstance(cur, list) and isinstance(p, int):
-            while len(cur) <= p:
-                cur.append({})
-            if not isinstance(cur[p], (dict, list)):
-                cur[p] = [] if isinstance(nxt, int) else {}
-            cur = cur[p]
-        else:
-            return
-    last = path[-1]
-    if isinstance(cur, dict) and not isinstance(last, int):
-        if delete:
-            cur.pop(last, None)
-        else:
-            cur[last] = value
-    elif isinstance(cur, list) and isinstance(last, int):
-        while len(cur) <= last:
-            cur.append({})
-        if delete:
-            del cur[last]
-        else:
-            cur[last] = value
-
-
 @st.composite
 def mutated(draw: st.DrawFn) -> tuple[str, Any, Any]:
     kind = draw(st.sampled_from(KINDS))
     obj = BASES[kind]()
     for _ in range(draw(st.integers(min_value=1, max_value=6))):
         path = draw(st.sampled_from(PATHS[kind]))
-        _set(obj, path, draw(json_value), draw(st.booleans()) and draw(st.booleans()))
+        set_at(obj, path, draw(json_value), draw(st.booleans()) and draw(st.booleans()))
     old = None
     if draw(st.booleans()):
         old = BASES[kind]()
         path = draw(st.sampled_from(PATHS[kind]))
-        _set(old, path, draw(json_value), False)
+        set_at(old, path, draw(json_value), False)
     gates = draw(
         st.one_of(
             st.none(),
@@ -223,39 +114,6 @@ def test_generated_values(kind: str, spec: Any, meta: Any) -> None:
     check(kind, spec, None, copy.deepcopy(obj))
 
 
-LEAVES: list[Any] = [
-    None,
-    True,
-    False,
-    -1,
-    0,
-    1,
-    2,
-    3,
-    100,
-    2**31 - 1,
-    2**31,
-    -(2**40),
-    0.5,
-    float("nan"),
-    [],
-    {},
-    [{}],
-    {"name": "x"},
-    *INTERESTING_STRINGS,
-]
-
-
-def _random_value(rng: random.Random, depth: int = 0) -> Any:
-    r = rng.random()
-    if depth < 2 and r < 0.15:
-        return [_random_value(rng, depth + 1) for _ in range(rng.randint(0, 3))]
-    if depth < 2 and r < 0.3:
-        keys = ["name", "value", "groupName", "policy", "condition", "mode", "image", "x"]
-        return {rng.choice(keys): _random_value(rng, depth + 1) for _ in range(rng.randint(0, 3))}
-    return copy.deepcopy(rng.choice(LEAVES))  # shared containers would alias (and can cycle)
-
-
 @settings(
     max_examples=7100, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True
 )
@@ -267,9 +125,9 @@ def test_seeded_mutations_of_every_field(kind: str, seed: int) -> None:
     obj = BASES[kind]()
     old = BASES[kind]() if rng.random() < 0.3 else None
     for _ in range(rng.randint(3, 12)):
-        _set(obj, rng.choice(PATHS[kind]), _random_value(rng), rng.random() < 0.15)
+        set_at(obj, rng.choice(PATHS[kind]), random_value(rng), rng.random() < 0.15)
     if old is not None:
-        _set(old, rng.choice(PATHS[kind]), _random_value(rng), False)
+        set_at(old, rng.choice(PATHS[kind]), random_value(rng), False)
     gates = {
         g: rng.random() < 0.5
         for g in (
