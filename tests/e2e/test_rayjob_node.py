@@ -110,3 +110,27 @@ async def submitter_pod(kube: ApiClient, ns: str, job: str) -> str:
 
 async def _gone(kube: ApiClient, name: str, ns: str) -> bool:
     return await kube.get_or_none(RAYCLUSTERS, name, ns) is None
+
+
+async def test_example_rayjob_manifest(node: NodeAgent, kube: ApiClient, ns: str) -> None:
+    """examples/rayjob.yaml as `make demo` applies it: a head and a worker, the script from a ConfigMap."""
+    import yaml
+
+    from rayop.runtime.client import CONFIGMAPS
+
+    docs = list(yaml.safe_load_all((na.REPO / "examples" / "rayjob.yaml").read_text()))
+    async with operator(kube, ns, use_proxy=True) as mgr:
+        for d in docs:
+            d["metadata"]["namespace"] = ns
+            await kube.create(CONFIGMAPS if d["kind"] == "ConfigMap" else RAYJOBS, d, ns)
+        name = next(d["metadata"]["name"] for d in docs if d["kind"] == "RayJob")
+        seen = await phases(kube, ns, name, time.monotonic())
+        st = status_of(await get_rj(kube, ns, name))
+        assert (st["jobDeploymentStatus"], st["jobStatus"]) == ("Complete", "SUCCEEDED"), st
+        dash = DashboardClient.via_proxy(mgr.client, ns, f"{st['rayClusterName']}-head-svc")
+        try:
+            logs = await dash.get_job_logs(st["jobId"])
+        finally:
+            await dash.close()
+        assert "17984 primes below 200000" in logs, logs[-2000:]
+    print(f"\nexample phases: {seen}")
