@@ -8,6 +8,7 @@ import json
 import random
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,7 +17,7 @@ from tests.unit.manifest_fuzz import INTERESTING_STRINGS, KINDS, PATHS, random_v
 from tests.unit.validation_cases import BASES
 
 ROOTS = ("metadata", "spec", "object", "status", "kind")
-COUNTS = {"mutated": 0, "generated": 0}
+COUNTS = {"mutated": 0, "generated": 0, "seeded": 0}
 
 
 json_leaf = st.one_of(
@@ -120,7 +121,7 @@ def test_generated_values(kind: str, spec: Any, meta: Any) -> None:
 @given(st.sampled_from(KINDS), st.integers(min_value=0, max_value=2**64))
 def test_seeded_mutations_of_every_field(kind: str, seed: int) -> None:
     """Cheap per example: hypothesis picks the seed (and shrinks it), a seeded RNG picks 3-12 mutations."""
-    COUNTS["mutated"] += 1
+    COUNTS["seeded"] += 1
     rng = random.Random(seed)
     obj = BASES[kind]()
     old = BASES[kind]() if rng.random() < 0.3 else None
@@ -142,8 +143,8 @@ def test_seeded_mutations_of_every_field(kind: str, seed: int) -> None:
 
 
 def test_fuzz_counts() -> None:
-    """Runs last in this module (pytest keeps file order): at least 10,000 manifests went through."""
-    total = COUNTS["mutated"] + COUNTS["generated"]
-    if total == 0:
-        return  # the fuzz tests were deselected
-    assert total >= 10_000, COUNTS
+    """Runs after the fuzz tests in this module: together they put >= 10,000 manifests through validation.
+    Under pytest-xdist the tests may land on different workers; then this process cannot count them all."""
+    if not all(COUNTS.values()):
+        pytest.skip(f"not every fuzz test ran in this process: {COUNTS}")
+    assert sum(COUNTS.values()) >= 10_000, COUNTS
