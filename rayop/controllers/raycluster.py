@@ -343,6 +343,11 @@ class RayClusterReconciler:
                 log.info("%s: %s: %s", _ref(rc), step.__name__, reconcile_err)
                 break
 
+        if reconcile_err is None and self._cache_behind(rc):
+            # The cache has not yet shown our own Pod writes, so a status computed now would describe a
+            # state we know is gone; the watch events of those Pods bring us back to write the real one.
+            # At scale this saves a status write per RayCluster and scale-up step.
+            return Result(1.0)
         try:
             changed = await self._update_status(original, rc, reconcile_err)
         except ApiError:
@@ -361,6 +366,17 @@ class RayClusterReconciler:
             # writes. The watch events of those Pods requeue us; this is only the safety net.
             return Result(1.0)
         return Result(self.cfg.requeue_seconds)
+
+    def _cache_behind(self, rc: Obj) -> bool:
+        """Whether the Pod cache still misses some of our own creates or deletes (checked, and so pruned,
+        for every group, including groups a suspended or upgrading pass did not look at)."""
+        key = (md(rc)["namespace"], md(rc)["name"])
+        groups = [
+            C.HEAD_GROUP_NAME,
+            *(str(g.get("groupName", "")) for g in spec_of(rc).get("workerGroupSpecs") or []),
+        ]
+        behind = [g for g in groups if not self.exp.satisfied(key, g, self.store.pods)]
+        return bool(behind)
 
     # -- validation ---------------------------------------------------------------------------------
 
