@@ -17,6 +17,7 @@ import yaml
 from rayop.api import constants as C
 from rayop.builders import cluster as cl
 from rayop.builders.pod import set_token_auth_env
+from rayop.builders.service import build_head_service
 
 Obj = dict[str, Any]
 
@@ -444,6 +445,36 @@ def build_rayjob_cluster(
     if mode == SIDECAR_MODE and cl.is_auth_enabled(out):
         set_token_auth_env(out, cluster_spec["headGroupSpec"]["template"]["spec"]["containers"][-1])
     return out
+
+
+# The RayJob's own head Service -------------------------------------------------------------------------
+
+
+def rayjob_head_service_name(rayjob: Mapping[str, Any]) -> str:
+    return f"{rayjob['metadata']['name']}-head-svc"
+
+
+def build_rayjob_head_service(
+    rayjob: Mapping[str, Any], cluster: Mapping[str, Any], *, head_cluster_ip_service: bool = False
+) -> Obj:
+    """BuildHeadServiceForRayJob: `<rayjob>-head-svc`, the cluster's head Service under a name that stays the
+    same across retries (each attempt has a new RayCluster); the selector follows the current cluster."""
+    from rayop.builders.options import BuildOptions
+
+    svc = build_head_service(cluster, BuildOptions(head_cluster_ip_service=head_cluster_ip_service))
+    md = rayjob["metadata"]
+    svc["metadata"] = {
+        "name": rayjob_head_service_name(rayjob),
+        "namespace": md.get("namespace", ""),
+        "labels": {
+            C.LABEL_ORIGINATED_FROM_CR_NAME: md["name"],
+            C.LABEL_ORIGINATED_FROM_CRD: C.KIND_RAYJOB,
+            C.LABEL_NODE_TYPE: C.NODE_TYPE_HEAD,
+            C.LABEL_IDENTIFIER: cl.check_label(f"{md['name']}-{C.NODE_TYPE_HEAD}"),
+        },
+        "ownerReferences": [owner_reference(rayjob)],
+    }
+    return svc
 
 
 # HTTPMode --------------------------------------------------------------------------------------------

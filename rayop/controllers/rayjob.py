@@ -287,6 +287,7 @@ class RayJobReconciler:
         if cluster is not None and dep == M.INITIALIZING and not st.get("dashboardURL"):
             head_service = self.store.services.get(ns, B.head_service_name(cluster))
         submitter = self.store.jobs.get(ns, str(md.get("name")))
+        job_head_service = self.store.services.get(ns, B.rayjob_head_service_name(rj))
         head_pod = None
         mode = spec.get("submissionMode") or B.K8S_JOB_MODE
         if mode == B.SIDECAR_MODE and cname:
@@ -308,6 +309,7 @@ class RayJobReconciler:
             head_service=head_service,
             submitter=submitter,
             head_pod=head_pod,
+            job_head_service=job_head_service,
             job=job,
             suffixes=(self.suffix(), self.suffix()),
         )
@@ -342,6 +344,10 @@ class RayJobReconciler:
                 await self._create(
                     rj, JOBS, a.job, C.EV_CREATED_RAYJOB_SUBMITTER, C.EV_FAILED_CREATE_RAYJOB_SUBMITTER
                 )
+            elif isinstance(a, M.CreateService):
+                await self._create(rj, SERVICES, a.service, C.EV_CREATED_SERVICE, C.EV_FAILED_CREATE_SERVICE)
+            elif isinstance(a, M.UpdateServiceSelector):
+                await self._update_service(rj, a)
             elif isinstance(a, M.SubmitJob):
                 rejected = await self._submit(rj, a.request)
                 if rejected is not None:
@@ -428,6 +434,21 @@ class RayJobReconciler:
             raise
         if gone is not None:
             self._event(rj, NORMAL, ok_reason, ACT_DELETE, f"Deleted {res.kind} {ns}/{name}")
+
+    async def _update_service(self, rj: Obj, a: M.UpdateServiceSelector) -> None:
+        ns = str(_md(rj)["namespace"])
+        try:
+            await self.client.patch(SERVICES, a.name, {"spec": a.spec}, ns)
+        except ApiError as e:
+            self._event(
+                rj,
+                WARNING,
+                C.EV_FAILED_UPDATE_SERVICE,
+                ACT_UPDATE,
+                f"Failed to update the service {ns}/{a.name}, {e.message}",
+            )
+            raise
+        self._event(rj, NORMAL, C.EV_UPDATED_SERVICE, ACT_UPDATE, f"Updated the service {ns}/{a.name}")
 
     async def _suspend_workers(self, rj: Obj, cluster_name: str) -> None:
         ns = str(_md(rj)["namespace"])
@@ -538,6 +559,7 @@ def config_from_env(environ: Mapping[str, str], gates: Mapping[str, bool] | None
         deletion_policy_gate=g.get(features.RAY_JOB_DELETION_POLICY, True),
         sidecar_submitter_restart=g.get(features.SIDECAR_SUBMITTER_RESTART, False),
         login_shell=environ.get(C.OPENV_ENABLE_LOGIN_SHELL, "").lower() == "true",
+        head_cluster_ip_service=environ.get(C.OPENV_ENABLE_RAY_HEAD_CLUSTER_IP_SERVICE, "").lower() == "true",
         gates=g,
     )
 

@@ -88,6 +88,7 @@ class RayJobConfig:
     deletion_policy_gate: bool = True
     sidecar_submitter_restart: bool = False
     login_shell: bool = False
+    head_cluster_ip_service: bool = False
     gates: Mapping[str, bool] = field(default_factory=dict)
 
     @property
@@ -113,6 +114,7 @@ class World:
     head_service: Obj | None = None
     submitter: Obj | None = None
     head_pod: Obj | None = None
+    job_head_service: Obj | None = None
     job: JobLookup | None = None
     suffixes: tuple[str, str] = ("xxxxx", "yyyyy")
 
@@ -138,6 +140,19 @@ class CreateCluster:
 @dataclass(frozen=True)
 class CreateSubmitter:
     job: Obj
+
+
+@dataclass(frozen=True)
+class CreateService:
+    service: Obj
+
+
+@dataclass(frozen=True)
+class UpdateServiceSelector:
+    """Point `<rayjob>-head-svc` at the current attempt's cluster (its spec, keeping the ClusterIP)."""
+
+    name: str
+    spec: Obj
 
 
 @dataclass(frozen=True)
@@ -186,6 +201,8 @@ Action = (
     | RemoveFinalizer
     | CreateCluster
     | CreateSubmitter
+    | CreateService
+    | UpdateServiceSelector
     | SubmitJob
     | StopJob
     | DeleteCluster
@@ -437,23 +454,11 @@ class _Step:
         cluster = self.world.cluster
         cname = str(self.st.get("rayClusterName") or "")
         if cluster is None:
+            self.cluster_missing()
             if self.selector:
-                self.event(
-                    "Warning",
-                    EV_RAYCLUSTER_NOT_FOUND,
-                    f"RayCluster {self.md.get('namespace')}/{cname} selected by clusterSelector was not found",
-                )
                 self.st["message"] = (
                     f"Waiting for the RayCluster {cname} selected by clusterSelector to exist"
                 )
-                return
-            self.actions.append(
-                CreateCluster(
-                    B.build_rayjob_cluster(
-                        self.rayjob_with_status(), cname, sidecar_restart=self.cfg.sidecar_submitter_restart
-                    )
-                )
-            )
             return
         self.st["rayClusterStatus"] = copy.deepcopy(cluster.get("status") or {})
         if not self.st.get("dashboardURL"):
@@ -486,107 +491,61 @@ class _Step:
     def on_running(self) -> None:
         if self.check_suspend() or self.check_active_deadline() or self.check_transition_grace():
             return
+        cluster = self.world.cluster
+        if cluster is None:
+            self.cluster_missing()
+            return
+        if not self.selector:
+            self.reconcile_head_service(cluster)
         finished_at: datetime | None = None
         if self.mode == B.K8S_JOB_MODE:
             sub = self.world.submitter
             if sub is None:
                 # Deleted behind our back: the submitter is idempotent (status check first), so recreate it.
-                if self.world.cluster is not None:
-                    self.actions.append(
-                        CreateSubmitter(
-                            B.build_submitter_job(
-                                self.rayjob_with_status(),
-                                self.world.cluster,
-                                login_shell=self.cfg.login_shell,
-                            )
+                self.actions.append(
+                    CreateSubmitter(
+                        B.build_submitter_job(
+                            self.rayjob_with_status(), cluster, login_shell=self.cfg.login_shell
                         )
                     )
+                )
                 return
             failed = submitter_failed(sub)
             if failed is not None:
-                if self.st.get("jobStatus") == JOB_FAILED:
-                    self.fail(REASON_APP_FAILED, str(self.st.get("message") or "The Ray job failed."))
-                else:
-                    self.fail(
-                        REASON_SUBMISSION_FAILED,
-                        f"Job submission has failed. Reason: {failed.get('reason', '')}. "
-                        f"Message: {failed.get('message', '')}",
-                    )
+                self.submitter_failed(
+                    f"Job submission has failed. Reason: {failed.get('reason', '')}. "
+                    f"Message: {failed.get('message', '')}"
+                )
                 return
             finished_at = submitter_finished_at(sub)
         elif self.mode == B.SIDECAR_MODE:
             pod = self.world.head_pod
             if pod is None:
-                self.fail(REASON_APP_FAILED, "The head pod running the submitter sidecar was not found.")
+                self.fail(REASON_APP_FAILED, "Ray head pod not found.")
                 return
             term = sidecar_terminated(pod)
             if term is not None:
                 code = int(term.get("exitCode") or 0)
+                limit = (self.spec.get("submitterConfig") or {}).get(
+                    "backoffLimit", B.DEFAULT_SUBMITTER_BACKOFF_LIMIT
+                )
                 restarts_left = self.cfg.sidecar_submitter_restart and int(
                     term.get("restartCount") or 0
-                ) < int(
-                    (self.spec.get("submitterConfig") or {}).get(
-                        "backoffLimit", B.DEFAULT_SUBMITTER_BACKOFF_LIMIT
-                    )
-                )
+                ) < int(limit)
                 if code != 0 and not restarts_left:
-                    if self.st.get("jobStatus") == JOB_FAILED:
-                        self.fail(REASON_APP_FAILED, str(self.st.get("message") or "The Ray job failed."))
-                    else:
-                        self.fail(
-                            REASON_SUBMISSION_FAILED,
-                            f"The submitter sidecar exited with code {code}: {term.get('reason', '')} "
-                            f"{term.get('message', '')}".strip(),
-                        )
-                    return
-                if code == 0:
-                    finished_at = parse_time(term.get("finishedAt")) or self.now
-        if (
-            finished_at is not None
-            and self.st.get("jobStatus") not in JOB_TERMINAL
-            and self.now >= finished_at + timedelta(seconds=self.cfg.submitter_finished_timeout_seconds)
-        ):
-            self.st["jobStatus"] = JOB_FAILED
-            self.fail(
-                REASON_TRANSITION_GRACE_EXCEEDED,
-                f"The submitter finished at {fmt_time(finished_at)} but the Ray job did not reach a terminal "
-                f"status within {self.cfg.submitter_finished_timeout_seconds}s.",
-            )
-            return
-        cluster = self.world.cluster
-        if cluster is None:
-            if self.selector:
-                self.event(
-                    "Warning",
-                    EV_RAYCLUSTER_NOT_FOUND,
-                    f"RayCluster {self.md.get('namespace')}/{self.st.get('rayClusterName')} selected by "
-                    "clusterSelector was not found",
-                )
-                return
-            # KubeRay's getOrCreateRayClusterInstance: a vanished cluster is recreated under the same name.
-            self.actions.append(
-                CreateCluster(
-                    B.build_rayjob_cluster(
-                        self.rayjob_with_status(),
-                        str(self.st.get("rayClusterName")),
-                        sidecar_restart=self.cfg.sidecar_submitter_restart,
+                    self.submitter_failed(
+                        f"Ray head pod container {C.SUBMITTER_CONTAINER_NAME} terminated with exit code {code}: "
+                        f"{term.get('reason', '')}"
                     )
-                )
-            )
-            return
+                    return
+                if code == 0 or not restarts_left:
+                    finished_at = parse_time(term.get("finishedAt")) or self.now
         lookup = self.world.job
         if lookup is None:
             return
         if lookup.error:
-            first = parse_time(self.st.get("jobStatusCheckFailureStartTime"))
-            if first is None:
-                self.st["jobStatusCheckFailureStartTime"] = fmt_time(self.now)
-            elif self.now >= first + timedelta(seconds=self.cfg.status_check_timeout_seconds):
-                self.fail(
-                    REASON_STATUS_CHECK_TIMEOUT,
-                    f"Failed to get the status of Ray job {self.st.get('jobId')} for "
-                    f"{self.cfg.status_check_timeout_seconds}s since {fmt_time(first)}: {lookup.error}",
-                )
+            if not self.check_submitter_finished_timeout(finished_at):
+                self.status_check_failed(lookup.error)
             return
         self.st.pop("jobStatusCheckFailureStartTime", None)
         if lookup.not_found or lookup.info is None:
@@ -595,16 +554,17 @@ class _Step:
                     SubmitJob(B.build_submit_request(self.rj, str(self.st.get("jobId") or "")))
                 )
             elif finished_at is not None:
-                self.fail(
-                    REASON_APP_FAILED,
-                    f"The submitter finished but Ray job {self.st.get('jobId')} does not exist on the cluster.",
-                )
+                self.fail(REASON_APP_FAILED, "Submitter completed but Ray job not found in RayCluster.")
             return
         info = lookup.info
         terminal = info.terminal
         if self.mode in (B.K8S_JOB_MODE, B.SIDECAR_MODE):
             # Wait for the submitter too, so its logs are complete when users look (KubeRay #1919).
             terminal = terminal and finished_at is not None
+        if not info.terminal and self.check_submitter_finished_timeout(finished_at):
+            # Checked against the answer just read, not the last status: after an operator restart a job
+            # that succeeded meanwhile must not be failed for its stale RUNNING.
+            return
         deployment, reason = RUNNING, ""
         if terminal:
             deployment = COMPLETE
@@ -621,6 +581,73 @@ class _Step:
         if rji:
             self.st["rayJobInfo"] = rji
 
+    def cluster_missing(self) -> None:
+        if self.selector:
+            self.event(
+                "Warning",
+                EV_RAYCLUSTER_NOT_FOUND,
+                f"RayCluster {self.md.get('namespace')}/{self.st.get('rayClusterName')} set in the clusterSelector "
+                "is not found. It must be created manually",
+            )
+            return
+        # KubeRay's getOrCreateRayClusterInstance: a vanished cluster is recreated under the same name.
+        self.actions.append(
+            CreateCluster(
+                B.build_rayjob_cluster(
+                    self.rayjob_with_status(),
+                    str(self.st.get("rayClusterName")),
+                    sidecar_restart=self.cfg.sidecar_submitter_restart,
+                )
+            )
+        )
+
+    def reconcile_head_service(self, cluster: Mapping[str, Any]) -> None:
+        want = B.build_rayjob_head_service(
+            self.rj, cluster, head_cluster_ip_service=self.cfg.head_cluster_ip_service
+        )
+        have = self.world.job_head_service
+        if have is None:
+            self.actions.append(CreateService(want))
+            return
+        have_sel = ((have.get("spec") or {}).get("selector") or {}).get(C.LABEL_CLUSTER)
+        if have_sel != want["spec"]["selector"].get(C.LABEL_CLUSTER):
+            spec = dict(want["spec"])
+            if (have.get("spec") or {}).get("clusterIP"):
+                # Immutable once set.
+                spec["clusterIP"] = have["spec"]["clusterIP"]
+            self.actions.append(UpdateServiceSelector(str(want["metadata"]["name"]), spec))
+
+    def submitter_failed(self, message: str) -> None:
+        # A user-code failure was already recorded from the dashboard by an earlier reconcile.
+        if self.st.get("jobStatus") == JOB_FAILED:
+            self.fail(REASON_APP_FAILED, str(self.st.get("message") or "The Ray job failed."))
+        else:
+            self.fail(REASON_SUBMISSION_FAILED, message)
+
+    def check_submitter_finished_timeout(self, finished_at: datetime | None) -> bool:
+        if finished_at is None:
+            return False
+        if self.now < finished_at + timedelta(seconds=self.cfg.submitter_finished_timeout_seconds):
+            return False
+        self.st["jobStatus"] = JOB_FAILED
+        self.fail(
+            REASON_TRANSITION_GRACE_EXCEEDED,
+            f"The RayJob submitter finished at {finished_at.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S')} but "
+            f"the ray job did not reach terminal state within {self.cfg.submitter_finished_timeout_seconds}s",
+        )
+        return True
+
+    def status_check_failed(self, error: str) -> None:
+        first = parse_time(self.st.get("jobStatusCheckFailureStartTime"))
+        if first is None:
+            self.st["jobStatusCheckFailureStartTime"] = fmt_time(self.now)
+        elif self.now >= first + timedelta(seconds=self.cfg.status_check_timeout_seconds):
+            self.fail(
+                REASON_STATUS_CHECK_TIMEOUT,
+                f"Failed to get the status of Ray job {self.st.get('jobId')} for "
+                f"{self.cfg.status_check_timeout_seconds}s since {fmt_time(first)}: {error}",
+            )
+
     def on_suspending_or_retrying(self) -> None:
         pending = False
         cluster = self.world.cluster
@@ -629,7 +656,7 @@ class _Step:
             if not _deleting(cluster):
                 self.actions.append(DeleteCluster(str(cluster["metadata"]["name"])))
         sub = self.world.submitter
-        if sub is not None and self.mode != B.HTTP_MODE:
+        if sub is not None and self.mode not in (B.HTTP_MODE, B.SIDECAR_MODE):
             pending = True
             if not _deleting(sub):
                 self.actions.append(DeleteSubmitter(str(sub["metadata"]["name"])))
@@ -788,7 +815,7 @@ def decide(rayjob: Mapping[str, Any], world: World, config: RayJobConfig | None 
         s.event(
             "Warning",
             EV_INVALID_RAYJOB_SPEC,
-            f"The RayJob spec is invalid {s.md.get('namespace')}/{s.md.get('name')}: {msg}",
+            f"{s.md.get('namespace')}/{s.md.get('name')}: {msg}",
         )
         s.requeue = None
     elif old_dep == NEW:

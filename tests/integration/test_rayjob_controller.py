@@ -16,7 +16,7 @@ import pytest
 
 from rayop.controllers import rayjob_machine as M
 from rayop.ray.dashboard import DashboardClient, JobNotFound
-from rayop.runtime.client import EVENTS, JOBS, ApiClient
+from rayop.runtime.client import EVENTS, JOBS, SERVICES, ApiClient
 from tests.fake_dashboard import FakeDashboard
 from tests.helpers import eventually
 from tests.integration.rayclusters import fake_kubelet, raycluster
@@ -131,6 +131,9 @@ async def test_k8s_job_mode_runs_to_succeeded(kube: ApiClient, namespace: str, f
             what="events",
         )
         assert rs
+        svc = await kube.get(SERVICES, "job1-head-svc", ns)
+        assert svc["spec"]["selector"]["ray.io/cluster"] == st["rayClusterName"]
+        assert svc["metadata"]["ownerReferences"][0]["kind"] == "RayJob"
         # no shutdownAfterJobFinishes: the cluster stays
         assert await kube.get_or_none(RAYCLUSTERS, st["rayClusterName"], ns) is not None
 
@@ -189,6 +192,9 @@ async def test_failures_retry_on_new_clusters_up_to_backoff_limit(
         assert st["reason"] == "AppFailed"
         assert len(set(fake.jobs)) == 3
         assert len(set(clusters)) == 3  # a new cluster per attempt
+        # the RayJob's head Service followed the attempts to the last cluster
+        svc = await kube.get(SERVICES, "r1-head-svc", ns)
+        assert svc["spec"]["selector"]["ray.io/cluster"] == clusters[-1]
         # earlier attempts' clusters were deleted before retrying
         for c in clusters[:2]:
             assert await kube.get_or_none(RAYCLUSTERS, c, ns) is None

@@ -85,7 +85,18 @@ def job(status: str, message: str = "", start: int = 1_767_268_800_000, end: int
     return M.JobLookup(info=JobInfo(status=status, message=message or status, start_time=start, end_time=end))
 
 
+def job_svc(cluster_name: str = "rj-bbbbb") -> dict[str, Any]:
+    return {
+        "metadata": {"name": "rj-head-svc", "namespace": "ns"},
+        "spec": {
+            "selector": {"ray.io/cluster": cluster_name, "ray.io/node-type": "head"},
+            "clusterIP": "None",
+        },
+    }
+
+
 def world(now: datetime = T0, **kw: Any) -> M.World:
+    kw.setdefault("job_head_service", job_svc())
     return M.World(now=now, suffixes=("aaaaa", "bbbbb"), **kw)
 
 
@@ -674,3 +685,63 @@ def test_decide_never_mutates_its_input() -> None:
     before = copy.deepcopy(rj)
     M.decide(rj, world(cluster=cluster(), submitter=submitter("Complete"), job=job("FAILED")))
     assert rj == before
+
+
+def test_running_keeps_a_stable_head_service_across_attempts() -> None:
+    rj = rayjob(running_status())
+    d = M.decide(
+        rj, world(cluster=cluster(), submitter=submitter(), job=job("RUNNING"), job_head_service=None)
+    )
+    assert kinds(d) == ["CreateService"]
+    svc = d.actions[0].service  # type: ignore[union-attr]
+    assert svc["metadata"]["name"] == "rj-head-svc"
+    assert svc["metadata"]["labels"] == {
+        "ray.io/originated-from-cr-name": "rj",
+        "ray.io/originated-from-crd": "RayJob",
+        "ray.io/node-type": "head",
+        "ray.io/identifier": "rj-head",
+    }
+    assert svc["metadata"]["ownerReferences"][0]["kind"] == "RayJob"
+    assert svc["spec"]["selector"]["ray.io/cluster"] == "rj-bbbbb"
+    assert any(p["name"] == "dashboard" for p in svc["spec"]["ports"])
+    # a retry's new cluster: the selector moves, the ClusterIP stays
+    old = job_svc("rj-old00")
+    old["spec"]["clusterIP"] = "10.0.0.7"
+    d = M.decide(
+        rj, world(cluster=cluster(), submitter=submitter(), job=job("RUNNING"), job_head_service=old)
+    )
+    assert kinds(d) == ["UpdateServiceSelector"]
+    upd = d.actions[0]
+    assert isinstance(upd, M.UpdateServiceSelector)
+    assert (upd.spec["selector"]["ray.io/cluster"], upd.spec["clusterIP"]) == ("rj-bbbbb", "10.0.0.7")
+    # selector mode: the user's cluster, no service of ours
+    sel = rayjob(running_status(rayClusterName="shared"), clusterSelector={"ray.io/cluster": "shared"})
+    del sel["spec"]["rayClusterSpec"]
+    d = M.decide(
+        sel,
+        world(
+            cluster=cluster(name="shared"), submitter=submitter(), job=job("RUNNING"), job_head_service=None
+        ),
+    )
+    assert kinds(d) == []
+
+
+def test_submitter_finished_timeout_uses_the_fresh_job_status() -> None:
+    # The operator was down while the job finished: the submitter ended long ago, the last status still says
+    # RUNNING, but the dashboard says SUCCEEDED now. That is Complete, not a grace-period failure.
+    rj = rayjob(running_status(jobStatus="RUNNING"))
+    later = T0 + timedelta(minutes=10)
+    d = M.decide(
+        rj, world(now=later, cluster=cluster(), submitter=submitter("Complete", at=T0), job=job("SUCCEEDED"))
+    )
+    assert (d.status["jobDeploymentStatus"], d.status["jobStatus"]) == ("Complete", "SUCCEEDED")
+    d = M.decide(
+        rj,
+        world(
+            now=later, cluster=cluster(), submitter=submitter("Complete", at=T0), job=M.JobLookup(error="x")
+        ),
+    )
+    assert (d.status["jobDeploymentStatus"], d.status["reason"]) == (
+        "Failed",
+        "JobDeploymentStatusTransitionGracePeriodExceeded",
+    )
