@@ -284,12 +284,12 @@ class RayClusterReconciler:
         if cached is None:
             self.exp.forget((namespace, name))
             return Result()
-        # Never mutate the cache's object: every write goes to the API server, and the next watch
-        # event brings the change back.
-        rc = copy.deepcopy(cached)
-        return await self.reconcile_cluster(rc)
+        # The cached object is shared and read-only; reconcile_cluster works on its own copy.
+        return await self.reconcile_cluster(cached)
 
     async def reconcile_cluster(self, rc: Obj) -> Result:
+        """Reconcile one RayCluster. `rc` is never modified (it is usually the cache's object): every
+        write goes to the API server, and the next watch event brings the change back."""
         original = rc
         spec = spec_of(rc)
         managed_by = spec.get("managedBy")
