@@ -180,6 +180,19 @@ def sandbox(spec: dict[str, Any]) -> None:
 # --- run -------------------------------------------------------------------------------------------
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
 def _init(spec: dict[str, Any], ready_w: int, log: int, exit_dir: int) -> int:
     """PID 1 of the container's PID namespace. `log` and `exit_dir` were opened before the container's
     mounts, which may hide the agent's state directory (a volume over /tmp, say)."""
@@ -214,17 +227,28 @@ def _init(spec: dict[str, Any], ready_w: int, log: int, exit_dir: int) -> int:
         failure += chunk
     os.close(err_r)
 
+    stopping = False
+
     def forward(sig: int, _frame: Any) -> None:
-        try:
-            os.killpg(child, sig)
-        except ProcessLookupError:
-            pass
+        # To the main process and its direct children. A shell running `...; ray start --block` (KubeRay's
+        # container command) forwards nothing itself, and Ray must not get the signal in every process:
+        # `ray start` drains the node and stops its daemons in a few seconds, but with raylet and GCS
+        # signalled at the same time its drain waits out its whole 30 s deadline.
+        nonlocal stopping
+        if sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            stopping = True
+        for pid in [child, *_children(child)]:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
 
     for s in FORWARDED:
         signal.signal(s, forward)
     os.write(ready_w, b"x")
     os.close(ready_w)
     status = 0
+    main_done = False
     while True:
         try:
             pid, st = os.wait()
@@ -232,6 +256,10 @@ def _init(spec: dict[str, Any], ready_w: int, log: int, exit_dir: int) -> int:
             break
         if pid == child:
             status = st
+            main_done = True
+        # The container ends with its main process, except while stopping: then the rest (orphaned to
+        # this init) may finish shutting down within the grace period the agent enforces.
+        if main_done and not stopping:
             break
     result: dict[str, Any] = {"startedAt": started, "finishedAt": time.time()}
     if failure:

@@ -256,7 +256,7 @@ async def test_env_volumes_and_service_account(node: NodeAgent, kube: ApiClient,
             "echo LABELS $(cat /etc/podinfo/labels)",
             "echo SHM $(stat -f -c %T /dev/shm) CACHE $(stat -f -c %T /cache)",
             "echo SHARED $(cat /shared/from-init)",
-            "echo TMP $(ls -A /tmp | wc -l)",
+            "echo TMP $(test -e /tmp/init-only && echo shared || echo private) HOME $HOME",
             f'python -c "{check_sa}"',
             "echo PY $(command -v python)",
         ]
@@ -326,7 +326,7 @@ async def test_env_volumes_and_service_account(node: NodeAgent, kube: ApiClient,
     assert 'test="env"' in lines["LABELS"]
     assert lines["SHM"] == "tmpfs CACHE tmpfs"
     assert lines["SHARED"] == "written-by-init"
-    assert lines["TMP"] == "0", "each container has its own /tmp"
+    assert lines["TMP"] == "private HOME /tmp/.home", "each container has its own /tmp and home"
     assert lines["WHOAMI"] == f"system:serviceaccount:{ns}:default"
     assert lines["PY"] == str(RAY_ENV / "bin" / "python")
     init = done["status"]["initContainerStatuses"][0]["state"]["terminated"]
