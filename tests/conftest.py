@@ -20,6 +20,11 @@ from rayop.runtime.client import NAMESPACES, ApiClient, load_kubeconfig
 
 TESTS = Path(__file__).parent
 
+# Operators started by tests (in-process or as subprocesses) serve no admission webhook unless a test
+# asks for one: several operators run at once here and would all want port 9443, and an unregistered
+# webhook checks nothing anyway. Webhook tests turn it on explicitly.
+os.environ.setdefault("ENABLE_WEBHOOKS", "false")
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:

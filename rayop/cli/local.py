@@ -49,7 +49,7 @@ def _wait(check: object, timeout: float, what: str, log: Path) -> None:
 
 
 def _start_operator(state: Path, kubeconfig: Path) -> str:
-    metrics, health = pick_free_ports(2)
+    metrics, health, webhook = pick_free_ports(3)
     proc = start_daemon(
         state,
         "operator",
@@ -63,6 +63,11 @@ def _start_operator(state: Path, kubeconfig: Path) -> str:
             f"--health-probe-bind-address=127.0.0.1:{health}",
             "--leader-election-namespace=default",
             "--log-stdout-encoder=console",
+            # The local plane enforces rayop's admission rules like a real cluster would.
+            "--enable-webhook=true",
+            "--webhook-host=127.0.0.1",
+            f"--webhook-port={webhook}",
+            f"--webhook-url=https://127.0.0.1:{webhook}",
         ],
     )
 
@@ -78,7 +83,7 @@ def _start_operator(state: Path, kubeconfig: Path) -> str:
             return False
 
     _wait(ready, 60, "operator", state / "logs" / "operator.log")
-    return f"operator (metrics 127.0.0.1:{metrics}, health 127.0.0.1:{health})"
+    return f"operator (metrics 127.0.0.1:{metrics}, health 127.0.0.1:{health}, webhook 127.0.0.1:{webhook})"
 
 
 def _start_node(state: Path, kubeconfig: Path) -> str:

@@ -54,13 +54,46 @@ def run_operator(
     config: Annotated[
         str, typer.Option(help="config.ray.io/v1alpha1 Configuration file; flags are then ignored.")
     ] = "",
+    enable_webhook: Annotated[
+        str,
+        _bool_option(
+            "Serve the validating admission webhook (default on; ENABLE_WEBHOOKS=false turns it off)."
+        ),
+    ] = "",
+    webhook_host: Annotated[str, typer.Option(help="Address the webhook binds to.")] = "0.0.0.0",
+    webhook_port: Annotated[int, typer.Option(help="Webhook HTTPS port.")] = 9443,
+    webhook_cert_dir: Annotated[
+        str, typer.Option(help="Mounted tls.crt/tls.key/ca.crt (e.g. cert-manager); default: generate.")
+    ] = "",
+    webhook_url: Annotated[
+        str, typer.Option(help="URL the API server dials (registers the ValidatingWebhookConfiguration).")
+    ] = "",
+    webhook_service: Annotated[
+        str, typer.Option(help="namespace/name[:port] of the webhook Service (registers the configuration).")
+    ] = "",
+    webhook_secret: Annotated[
+        str,
+        typer.Option(help="namespace/name of a Secret holding generated certificates, shared by replicas."),
+    ] = "",
 ) -> None:
     """Run the operator: reconcile RayClusters (and the other Ray kinds) until SIGTERM."""
     from rayop.operator.main import main
 
+    webhook: dict[str, object] = {
+        "webhook_host": webhook_host,
+        "webhook_port": webhook_port,
+        "webhook_cert_dir": webhook_cert_dir,
+        "webhook_url": webhook_url,
+        "webhook_service": webhook_service,
+        "webhook_secret": webhook_secret,
+    }
     try:
+        if enable_webhook:
+            webhook["enable_webhook"] = parse_bool(enable_webhook, "--enable-webhook")
         if config:
-            cfg = OperatorConfig.from_file(config, kubeconfig=kubeconfig or None, log_level=log_level)
+            cfg = OperatorConfig.from_file(
+                config, kubeconfig=kubeconfig or None, log_level=log_level, **webhook
+            )
         else:
             cfg = OperatorConfig(
                 metrics_addr=metrics_addr,
@@ -80,6 +113,7 @@ def run_operator(
                 use_kubernetes_proxy=parse_bool(use_kubernetes_proxy, "--use-kubernetes-proxy"),
                 enable_metrics=parse_bool(enable_metrics, "--enable-metrics"),
                 batch_scheduler=batch_scheduler,
+                **webhook,  # type: ignore[arg-type]
             )
     except (ValueError, OSError) as e:
         typer.echo(f"rayop operator: {e}", err=True)

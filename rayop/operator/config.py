@@ -88,6 +88,17 @@ class OperatorConfig:
     enable_metrics: bool = False
     batch_scheduler: str = ""
     config_file: str = ""
+    # The validating webhook runs inside the operator by default (KubeRay's is off by default and
+    # checks almost nothing; rayop checks every rule at admission). ENABLE_WEBHOOKS=false turns it off.
+    enable_webhook: bool = field(
+        default_factory=lambda: os.environ.get("ENABLE_WEBHOOKS", "").lower() != "false"
+    )
+    webhook_host: str = "0.0.0.0"
+    webhook_port: int = 9443
+    webhook_cert_dir: str = ""
+    webhook_url: str = ""
+    webhook_service: str = ""
+    webhook_secret: str = ""
     # Config-file-only settings (headSidecarContainers, defaultContainerEnvs, ...), as read.
     extra: dict[str, Any] = field(default_factory=dict)
     # The operator's environment (ENABLE_RANDOM_POD_DELETE, RAYCLUSTER_DEFAULT_REQUEUE_SECONDS_ENV, ...).

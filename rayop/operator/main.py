@@ -12,6 +12,7 @@ from rayop.operator.config import OperatorConfig
 from rayop.runtime.client import ApiClient, load_config
 from rayop.runtime.logs import setup_logging
 from rayop.runtime.manager import CacheSyncTimeout, LeaderElectionLost, Manager, RunnableFailed
+from rayop.webhook import WebhookOptions, WebhookServer, start_webhook
 
 log = logging.getLogger("rayop.operator")
 
@@ -43,12 +44,42 @@ def build_manager(config: OperatorConfig, client: ApiClient | None = None, **man
     }
     kw.update(manager_kw)
     manager = Manager(client, **kw)
+    if config.enable_webhook:
+        add_webhook(manager, config)
     setup: Callable[[Manager, OperatorConfig], Any] | None = getattr(controllers, "setup", None)
     if setup is None:
         log.error("rayop.controllers.setup is missing: no controllers registered")
     else:
         setup(manager, config)
     return manager
+
+
+def add_webhook(manager: Manager, config: OperatorConfig) -> None:
+    """Serve admissions on every replica (not only the leader): the API server calls whichever
+    replica its Service picks, and a standby that refused would fail closed (failurePolicy Fail).
+    It registers its ValidatingWebhookConfiguration only when told how the API server reaches it."""
+    opts = WebhookOptions(
+        host=config.webhook_host,
+        port=config.webhook_port,
+        cert_dir=config.webhook_cert_dir,
+        url=config.webhook_url,
+        service=config.webhook_service,
+        register=bool(config.webhook_url or config.webhook_service),
+        secret=config.webhook_secret,
+        gates=config.all_feature_gates(),
+    )
+    state: dict[str, WebhookServer] = {}
+
+    async def serve() -> None:
+        server = await start_webhook(opts, manager.client)
+        state["server"] = server
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.stop()
+
+    manager.add_runnable("webhook", serve, needs_leader=False)
+    manager.add_readiness_check("webhook", lambda: "server" in state and state["server"].ready)
 
 
 async def run(config: OperatorConfig, **manager_kw: Any) -> int:
