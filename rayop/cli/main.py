@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from rayop.cli import demo, dev, local, node, operator, podcmds, webhook
@@ -17,5 +19,28 @@ app.command("node")(node.run_node)
 app.command("demo")(demo.run_demo)
 podcmds.register(app)
 
+# KubeRay's boolean flags are Go flags: a bare `--enable-leader-election` means true. typer wants a value,
+# so a bare one is rewritten to `--flag=true` before parsing (`--flag=false` and `--flag false` pass as-is).
+GO_BOOL_FLAGS = frozenset(
+    {"--enable-leader-election", "--use-kubernetes-proxy", "--enable-metrics", "--enable-webhook"}
+)
+BOOL_WORDS = frozenset({"true", "false", "1", "0", "t", "f", "yes", "no"})
+
+
+def normalize_go_bools(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        if arg in GO_BOOL_FLAGS and (nxt is None or nxt.lower() not in BOOL_WORDS):
+            out.append(f"{arg}=true")
+        else:
+            out.append(arg)
+    return out
+
+
+def main() -> None:
+    app(args=normalize_go_bools(sys.argv[1:]), prog_name="rayop")
+
+
 if __name__ == "__main__":
-    app()
+    main()
