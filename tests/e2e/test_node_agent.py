@@ -705,3 +705,67 @@ async def test_ray_cluster_forms_from_kuberay_pods(node: NodeAgent, kube: ApiCli
     await eventually(all_gone, 120, 0.5, what="pods gone")
     assert not any(runtime.pid_alive(p) for p in procs)
     assert not set(netns) & set(node.network.own_netns())
+
+
+# --- Ray's autoscaler, in the head pod, as the pod's ServiceAccount -------------------------------------
+
+DEMAND = """
+import socket, time, ray
+ray.init()
+@ray.remote(num_cpus=1)
+def work():
+    time.sleep(3)
+    return socket.gethostname()
+print("HOSTS", " ".join(sorted(set(ray.get([work.remote() for _ in range(2)])))))
+"""
+
+
+@pytest.mark.skipif(not (RAY_ENV / "bin" / "ray").exists(), reason="no Ray environment")
+@pytest.mark.parametrize("version", ["v2", "v1"])
+async def test_autoscaler_scales_real_pods(node: NodeAgent, kube: ApiClient, ns: str, version: str) -> None:
+    from tests.integration.rayjobs import RAYCLUSTERS, operator
+
+    rc = yaml.safe_load((REPO / "examples" / "raycluster-autoscaler.yaml").read_text())
+    rc["spec"]["autoscalerOptions"]["version"] = version
+    rc["spec"]["autoscalerOptions"]["idleTimeoutSeconds"] = 20
+    name = rc["metadata"]["name"]
+    async with operator(kube, ns):
+        await kube.create(RAYCLUSTERS, rc, ns)
+
+        async def state_ready() -> bool:
+            rc_now = await kube.get(RAYCLUSTERS, name, ns)
+            return (rc_now.get("status") or {}).get("state") == "ready"
+
+        await eventually(state_ready, 300, 1.0, what="RayCluster ready")
+        heads = await kube.list(PODS, ns, label_selector=f"ray.io/cluster={name},ray.io/node-type=head")
+        head = heads["items"][0]["metadata"]["name"]
+        loc = await locate(kube, ns, head, "ray-head")
+        # The head advertises no CPU: the autoscaler must add workers through the RayCluster's replicas.
+        code, out = await runtime.exec_in(loc.pid, loc.spec_path, ["python", "-c", DEMAND], 400)
+        text = out.decode(errors="replace")
+        assert code == 0, text + (await logs(kube, ns, head, "autoscaler"))[-3000:]
+        hosts = text.split("HOSTS", 1)[1].split()
+        assert hosts and all("-small-worker-" in h for h in hosts), text
+        rc_now = await kube.get(RAYCLUSTERS, name, ns)
+        assert rc_now["spec"]["workerGroupSpecs"][0]["replicas"] >= 1
+        workers = {
+            p["metadata"]["name"]
+            for p in (
+                await kube.list(PODS, ns, label_selector=f"ray.io/cluster={name},ray.io/node-type=worker")
+            )["items"]
+        }
+        assert set(hosts) <= workers
+
+        # Idle workers go away again: the autoscaler names them in workersToDelete, the operator deletes
+        # them, and the node agent stops their processes.
+        async def scaled_down() -> bool:
+            left = await kube.list(PODS, ns, label_selector=f"ray.io/cluster={name},ray.io/node-type=worker")
+            return not left["items"]
+
+        await eventually(scaled_down, 240, 1.0, what="idle workers removed")
+        await kube.delete(RAYCLUSTERS, name, ns)
+
+        async def all_gone() -> bool:
+            return not (await kube.list(PODS, ns, label_selector=f"ray.io/cluster={name}"))["items"]
+
+        await eventually(all_gone, 120, 1.0, what="cluster pods removed")
