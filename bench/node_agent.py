@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -199,6 +200,56 @@ async def ray_cluster(kube: ApiClient, agent: NodeAgent, ns: str, settle: float)
     }
 
 
+SCALE_DRIVER = """
+import socket, time, ray
+ray.init()
+@ray.remote(num_cpus=1)
+def work():
+    time.sleep(2)
+    return socket.gethostname()
+t = time.time()
+refs = [work.remote() for _ in range(2)]
+while len([n for n in ray.nodes() if n["Alive"]]) < 2:
+    time.sleep(0.1)
+print("REGISTERED", time.time() - t)
+ray.get(refs)
+print("DONE", time.time() - t)
+"""
+
+
+async def autoscaler(kube: ApiClient, ns: str, version: str) -> dict[str, float]:
+    """Demand from a driver in the head -> first new worker registered in Ray (examples/raycluster-autoscaler)."""
+    from tests.integration.rayjobs import RAYCLUSTERS, operator
+
+    await namespace(kube, ns)
+    rc = yaml.safe_load((REPO / "examples" / "raycluster-autoscaler.yaml").read_text())
+    rc["spec"]["autoscalerOptions"]["version"] = version
+    name = rc["metadata"]["name"]
+    async with operator(kube, ns):
+        t0 = time.monotonic()
+        await kube.create(RAYCLUSTERS, rc, ns)
+
+        async def state_ready() -> bool:
+            return ((await kube.get(RAYCLUSTERS, name, ns)).get("status") or {}).get("state") == "ready"
+
+        ready_at = await poll(state_ready, 300, 0.25) - t0
+        heads = await kube.list(PODS, ns, label_selector=f"ray.io/cluster={name},ray.io/node-type=head")
+        loc = await locate(kube, ns, heads["items"][0]["metadata"]["name"], "ray-head")
+        code, out = await runtime.exec_in(loc.pid, loc.spec_path, ["python", "-c", SCALE_DRIVER], 400)
+        text = out.decode(errors="replace")
+        if code != 0:
+            raise RuntimeError(text)
+        registered = float(text.split("REGISTERED", 1)[1].split()[0])
+        done = float(text.split("DONE", 1)[1].split()[0])
+        await kube.delete(RAYCLUSTERS, name, ns)
+
+        async def gone() -> bool:
+            return not (await kube.list(PODS, ns, label_selector=f"ray.io/cluster={name}"))["items"]
+
+        await poll(gone, 180, 0.5)
+    return {"ready": ready_at, "registered": registered, "done": done}
+
+
 async def main(args: argparse.Namespace) -> str:
     x = free_subnet()
     gw = f"10.213.{x}.1"
@@ -223,6 +274,7 @@ async def main(args: argparse.Namespace) -> str:
         await namespace(kube, "bench")
         plain = await plain_pods(kube, agent, "bench", args.pods)
         runs = [await ray_cluster(kube, agent, f"bench-ray-{i}", args.settle) for i in range(args.ray_runs)]
+        scale = {v: await autoscaler(kube, f"bench-as-{v}", v) for v in args.autoscaler}
         load = os.getloadavg()
     finally:
         agent.stop()
@@ -231,11 +283,15 @@ async def main(args: argparse.Namespace) -> str:
         cp.stop()
         shutil.rmtree(plane_dir, ignore_errors=True)
         shutil.rmtree(state, ignore_errors=True)
-    return report(args, plain, runs, load)
+    return report(args, plain, runs, scale, load)
 
 
 def report(
-    args: argparse.Namespace, plain: dict[str, list[float]], runs: list[dict[str, Any]], load: Any
+    args: argparse.Namespace,
+    plain: dict[str, list[float]],
+    runs: list[dict[str, Any]],
+    scale: dict[str, dict[str, float]],
+    load: Any,
 ) -> str:
     med = statistics.median
     lines = [
@@ -250,7 +306,7 @@ def report(
         "container memory cgroups' usage (RSS + page cache + tmpfs).",
         "",
         f"Command: `.venv/bin/python bench/node_agent.py --pods {args.pods} --ray-runs {args.ray_runs} "
-        f"--settle {args.settle}`. Load average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
+        f"--settle {args.settle} --autoscaler {' '.join(args.autoscaler)}`. Load average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
         "(the machine is shared; figures under load are slower than on an idle box).",
         "",
         f"| plain pod (n={args.pods}) | median | min | max |",
@@ -288,6 +344,20 @@ def report(
         lines.append(f"| head (run {i + 1}) | {n} | {mib(pss)} | {mib(rss)} | {mib(cg)} |")
         for j, (pss, rss, n, cg) in enumerate(r["mem"]["workers"]):
             lines.append(f"| worker {j + 1} (run {i + 1}) | {n} | {mib(pss)} | {mib(rss)} | {mib(cg)} |")
+    if scale:
+        lines += [
+            "",
+            "Ray's autoscaler (`examples/raycluster-autoscaler.yaml`: head with 0 CPUs, workers 0..3; rayop's "
+            "operator in the bench process): a driver run in the head asks for 2 tasks of 1 CPU.",
+            "",
+            "| autoscaler | apply → RayCluster ready | demand → first new worker registered in Ray | "
+            "demand → both 2 s tasks done |",
+            "|---|---|---|---|",
+        ]
+        for version, res in scale.items():
+            lines.append(
+                f"| {version} | {res['ready']:.1f} s | {res['registered']:.1f} s | {res['done']:.1f} s |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -296,7 +366,14 @@ if __name__ == "__main__":
     ap.add_argument("--pods", type=int, default=5)
     ap.add_argument("--ray-runs", type=int, default=1)
     ap.add_argument("--settle", type=float, default=20.0)
+    ap.add_argument("--autoscaler", nargs="*", default=["v2", "v1"], help="autoscaler versions to time")
     a = ap.parse_args()
+
+    def interrupt(*_: object) -> None:
+        # asyncio.run cancels the main task on KeyboardInterrupt, so the plane and the pods get stopped.
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
     text = asyncio.run(main(a))
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(text)

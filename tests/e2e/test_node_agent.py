@@ -413,28 +413,10 @@ async def test_readiness_probe_and_exec(
 
     await eventually(is_ready, 30, 0.2, what="Ready after the probe passes")
     # The same through the command line, as a user runs it: exit codes pass through.
-    cli = [
-        sys.executable,
-        "-c",
-        "import typer; from rayop.cli import podcmds; a=typer.Typer(); podcmds.register(a); a()",
-    ]
-    env = {**os.environ, "KUBECONFIG": str(node_plane.kubeconfig)}
-    proc = await asyncio.create_subprocess_exec(
-        *cli,
-        "exec",
-        "probe",
-        "-n",
-        ns,
-        "--",
-        "bash",
-        "-c",
-        "rm /tmp/ready; echo $HOSTNAME; exit 7",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
+    code, out_s, err_s = await rayop_cli(
+        node_plane, "exec", "probe", "-n", ns, "--", "bash", "-c", "rm /tmp/ready; echo $HOSTNAME; exit 7"
     )
-    out_b, err_b = await asyncio.wait_for(proc.communicate(), 60)
-    assert (proc.returncode, out_b.decode().strip()) == (7, "probe"), err_b.decode()
+    assert (code, out_s.strip()) == (7, "probe"), err_s
 
     async def unready() -> bool:
         return not ready(await kube.get(PODS, "probe", ns))
@@ -485,7 +467,25 @@ async def test_liveness_failure_restarts_the_container(node: NodeAgent, kube: Ap
     assert cs["lastState"]["terminated"]["exitCode"] == 143  # SIGTERM to the process group
 
 
-async def test_restart_on_failure_with_back_off(node: NodeAgent, kube: ApiClient, ns: str) -> None:
+async def rayop_cli(plane: ControlPlane, *args: str) -> tuple[int, str, str]:
+    """`rayop logs|exec ...` as a user runs them (the podcmds group on its own, as main wires it)."""
+    code = "import typer; from rayop.cli import podcmds; a=typer.Typer(); podcmds.register(a); a()"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        code,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "KUBECONFIG": str(plane.kubeconfig)},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_restart_on_failure_with_back_off(
+    node: NodeAgent, node_plane: ControlPlane, kube: ApiClient, ns: str
+) -> None:
     # Fails on its first run only: the marker lives in an emptyDir, which survives container restarts.
     script = "if [ -f /state/ran ]; then echo second; exit 0; fi; touch /state/ran; echo first; exit 1"
     spec = pod(
@@ -500,7 +500,10 @@ async def test_restart_on_failure_with_back_off(node: NodeAgent, kube: ApiClient
     cs = p["status"]["containerStatuses"][0]
     assert cs["restartCount"] == 1
     assert cs["lastState"]["terminated"]["exitCode"] == 1
-    assert "second" in await logs(kube, ns, "flaky")
+    assert await rayop_cli(node_plane, "logs", "flaky", "-n", ns) == (0, "second\n", "")
+    assert await rayop_cli(node_plane, "logs", "flaky", "-n", ns, "--previous") == (0, "first\n", "")
+    code, _, err = await rayop_cli(node_plane, "exec", "flaky", "-n", ns, "--", "true")
+    assert code == 1 and "is not running" in err
 
 
 async def test_unschedulable_pod_stays_pending(node: NodeAgent, kube: ApiClient, ns: str) -> None:
