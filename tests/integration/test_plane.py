@@ -87,7 +87,9 @@ def test_local_up_twice_starts_one_plane(tmp_path: Path) -> None:
         assert "export KUBECONFIG=" in first.stdout
         pids = running_plane(state)
         assert pids is not None
-        second = _cli("local", "up", "--dir", str(state), "--no-controller-manager", "--no-operator", "--no-node")
+        second = _cli(
+            "local", "up", "--dir", str(state), "--no-controller-manager", "--no-operator", "--no-node"
+        )
         assert second.returncode == 0, second.stderr
         assert "already running" in second.stdout
         again = running_plane(state)
