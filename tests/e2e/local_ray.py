@@ -78,12 +78,13 @@ def _kill_by_marker(marker: str) -> None:
 def start_head(num_cpus: int = 2, timeout: float = 90.0) -> LocalRayHead:
     if not (RAY_BIN / "ray").exists():
         raise FileNotFoundError(f"no Ray environment at {RAY_ENV}")
-    (gcs, dash, client, agent_http, agent_grpc, metrics, rt_agent, autoscaler_m, dash_m, wmin) = free_ports(
-        10
-    )
+    ports = free_ports(9)
+    (gcs, dash, client, agent_http, agent_grpc, metrics, rt_agent, autoscaler_m, dash_m) = ports
+    # Worker processes get their own range; Ray refuses a range that contains another chosen port.
+    wmin = next(b for b in range(20000, 30000, 250) if not any(b <= p <= b + 200 for p in ports))
     # Short path: Ray's unix sockets live under the temp dir and the path limit is ~107 bytes.
     temp_dir = Path(tempfile.mkdtemp(prefix="rjh", dir="/tmp"))
-    log_path = temp_dir.with_suffix(".log")
+    log_path = temp_dir / "ray-start.log"
     env = dict(os.environ)
     env.update(
         {
@@ -127,8 +128,9 @@ def start_head(num_cpus: int = 2, timeout: float = 90.0) -> LocalRayHead:
     url = f"{head.dashboard_url}/api/gcs_healthz"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            text = log_path.read_text()[-3000:]
             head.stop()
-            raise RuntimeError(f"ray start exited with {proc.returncode}: {log_path.read_text()[-3000:]}")
+            raise RuntimeError(f"ray start exited with {proc.returncode}: {text}")
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
                 if b"success" in r.read():
@@ -139,5 +141,6 @@ def start_head(num_cpus: int = 2, timeout: float = 90.0) -> LocalRayHead:
         except OSError:
             pass
         time.sleep(0.5)
+    text = log_path.read_text()[-3000:]
     head.stop()
-    raise TimeoutError(f"Ray head did not become healthy in {timeout}s: {log_path.read_text()[-3000:]}")
+    raise TimeoutError(f"Ray head did not become healthy in {timeout}s: {text}")
