@@ -745,3 +745,12 @@ def test_submitter_finished_timeout_uses_the_fresh_job_status() -> None:
         "Failed",
         "JobDeploymentStatusTransitionGracePeriodExceeded",
     )
+
+
+def test_rejected_http_submission_fails_the_attempt_and_retries() -> None:
+    rj = rayjob(running_status(), submissionMode="HTTPMode", backoffLimit=1)
+    st = M.reject_submission(rj, T0, "The Ray dashboard rejected the job submission: HTTP 400")
+    assert (st["jobDeploymentStatus"], st["reason"], st["failed"]) == ("Retrying", "SubmissionFailed", 1)
+    rj2 = rayjob(running_status(failed=1), submissionMode="HTTPMode", backoffLimit=1)
+    st = M.reject_submission(rj2, T0, "rejected")
+    assert (st["jobDeploymentStatus"], st["failed"], st["endTime"]) == ("Failed", 2, ts(T0))
