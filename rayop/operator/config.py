@@ -75,7 +75,8 @@ class OperatorConfig:
     leader_election_namespace: str = ""
     leader_election_id: str = "ray-operator-leader"
     watch_namespaces: list[str] = field(default_factory=list)
-    reconcile_concurrency: int = 4
+    # bench/raycluster_scale.py: 16 async workers beat 4 and 64 at 100 clusters x 11 pods.
+    reconcile_concurrency: int = 16
     qps: float = 100.0
     burst: int = 200
     log_stdout_encoder: str = "json"

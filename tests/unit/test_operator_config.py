@@ -33,7 +33,7 @@ def test_defaults_match_kuberay_except_concurrency(monkeypatch: pytest.MonkeyPat
     assert (cfg.qps, cfg.burst) == (100.0, 200)
     assert cfg.log_stdout_encoder == "json"
     assert cfg.watch_namespaces == []
-    assert cfg.reconcile_concurrency == 4
+    assert cfg.reconcile_concurrency == 16
     assert cfg.feature_enabled("RayClusterStatusConditions") and not cfg.feature_enabled("RayCronJob")
 
 
