@@ -63,6 +63,8 @@ def _start_operator(state: Path, kubeconfig: Path) -> str:
             f"--health-probe-bind-address=127.0.0.1:{health}",
             "--leader-election-namespace=default",
             "--log-stdout-encoder=console",
+            # The host has no cluster DNS: reach Ray dashboards through the API server's service proxy.
+            "--use-kubernetes-proxy=true",
             # The local plane enforces rayop's admission rules like a real cluster would.
             "--enable-webhook=true",
             "--webhook-host=127.0.0.1",
