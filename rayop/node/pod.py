@@ -457,6 +457,13 @@ class PodWorker:
             if m.get("subPath") and not src.exists():
                 src.mkdir(parents=True, exist_ok=True)
             mounts.append({"source": str(src), "target": m["mountPath"], "readOnly": bool(m.get("readOnly"))})
+        cgroup_procs = self.agent.cgroups.prepare(self.uid, r.name, c)
+        if cgroup_procs:
+            # The container's own memory cgroup where a container sees it: Ray sizes its object store
+            # and memory monitor from /sys/fs/cgroup/memory/memory.limit_in_bytes, as in a real pod.
+            mounts.append(
+                {"source": os.path.dirname(cgroup_procs), "target": "/sys/fs/cgroup/memory", "readOnly": True}
+            )
         spec = {
             "sandboxPid": self.state.sandbox_pid,
             "argv": argv,
@@ -465,7 +472,7 @@ class PodWorker:
             "mounts": mounts,
             "log": str(run_dir / "log"),
             "exitFile": str(run_dir / "exit.json"),
-            "cgroupProcs": self.agent.cgroups.prepare(self.uid, r.name, c),
+            "cgroupProcs": cgroup_procs,
         }
         r.exit, r.last_exit = None, r.exit if r.exit is not None else r.last_exit
         r.ready = r.started = False

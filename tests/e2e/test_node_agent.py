@@ -259,6 +259,7 @@ async def test_env_volumes_and_service_account(node: NodeAgent, kube: ApiClient,
             "echo TMP $(test -e /tmp/init-only && echo shared || echo private) HOME $HOME",
             f'python -c "{check_sa}"',
             "echo PY $(command -v python)",
+            "echo CGROUP $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes)",
         ]
     )
     spec = pod(
@@ -329,6 +330,9 @@ async def test_env_volumes_and_service_account(node: NodeAgent, kube: ApiClient,
     assert lines["TMP"] == "private HOME /tmp/.home", "each container has its own /tmp and home"
     assert lines["WHOAMI"] == f"system:serviceaccount:{ns}:default"
     assert lines["PY"] == str(RAY_ENV / "bin" / "python")
+    if node.cgroups.root is not None:
+        # The memory limit is enforced, and visible where Ray reads it.
+        assert lines["CGROUP"] == str(256 * 2**20)
     init = done["status"]["initContainerStatuses"][0]["state"]["terminated"]
     assert init["exitCode"] == 0
 
