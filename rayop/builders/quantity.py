@@ -75,7 +75,15 @@ def parse_quantity(text: str | int | float | Quantity) -> Quantity:
     m = _RE.match(s)
     if not m:
         raise QuantityError(f"quantities must match the regular expression: {text!r}")
-    number, suffix, exponent = m.group(1), m.group(2), m.group(3)
+    try:
+        return _parse_match(m.group(1), m.group(2), m.group(3))
+    except ArithmeticError as e:
+        # The schema's pattern admits values like 1e400 that exceed any exact arithmetic; a bad
+        # quantity must surface as a field problem, not as a decimal exception deep in a builder.
+        raise QuantityError(f"quantity out of range: {text!r}") from e
+
+
+def _parse_match(number: str, suffix: str | None, exponent: str | None) -> Quantity:
     base = Decimal(number)
     if exponent is not None:
         return _round_nano(Quantity(base.scaleb(int(exponent[1:])), "DecimalExponent"))
