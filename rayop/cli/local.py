@@ -172,10 +172,12 @@ def up(
             parts.append(_start_operator(state, plane.kubeconfig))
         if node:
             parts.append(_start_node(state, plane.kubeconfig))
-    except PlaneError as e:
+    except (PlaneError, KeyboardInterrupt) as e:
         stop_recorded(state)
         plane.stop()
-        typer.echo(f"error: {e}", err=True)
+        typer.echo(
+            f"error: {e}" if isinstance(e, PlaneError) else "interrupted; stopped what had started", err=True
+        )
         raise typer.Exit(1) from e
     typer.echo("local up: " + "; ".join(parts) + f"; state in {state}")
     typer.echo(f"export KUBECONFIG={plane.kubeconfig}")

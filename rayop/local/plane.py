@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from rayop.local.pki import PlanePKI, ensure_pki
+from rayop.local.pki import PlanePKI, ensure_pki, write_private
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -231,6 +231,16 @@ class ControlPlane:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(exist_ok=True)
         self.pki = ensure_pki(self.state_dir / "pki", extra_ips=self.opts.extra_ips)
+        try:
+            self._start_all()
+        except BaseException:
+            # Children run in their own sessions, so Ctrl-C does not reach them: whatever stops the
+            # start-up (an error or KeyboardInterrupt) must stop what was already started.
+            self._stop_procs()
+            raise
+        return self
+
+    def _start_all(self) -> None:
         last: PlaneError | None = None
         for _attempt in range(3):
             self.ports = dict(zip(("etcd", "etcd_peer", "apiserver", "kcm"), pick_free_ports(4), strict=True))
@@ -252,7 +262,6 @@ class ControlPlane:
         if self.opts.controller_manager:
             self._start_kcm()
         self._write_state()
-        return self
 
     def stop(self) -> None:
         self._stop_procs()
@@ -449,8 +458,7 @@ class ControlPlane:
         }
 
     def write_kubeconfig(self, path: Path, user: str = "admin", server: str | None = None) -> Path:
-        path.write_text(yaml.safe_dump(self._kubeconfig_dict(user, server), sort_keys=False))
-        path.chmod(0o600)
+        write_private(path, yaml.safe_dump(self._kubeconfig_dict(user, server), sort_keys=False).encode())
         return path
 
     def _write_kubeconfigs(self) -> None:

@@ -162,6 +162,9 @@ class NodeAgent:
     async def run(self) -> None:
         """Run until stop(). Raises if the node cannot start (no root, no `ip`, API unreachable)."""
         self.pods_dir.mkdir(parents=True, exist_ok=True)
+        # Pod folders hold resolved Secret values and service-account tokens, as a kubelet's do:
+        # root only.
+        os.chmod(self.pods_dir.parent, 0o700)
         await self.network.ensure_bridge()
         await self.start_relay()
         await self.register()
@@ -359,8 +362,12 @@ class NodeAgent:
                 )
             except ApiError as e:
                 if e.not_found:
-                    # Deleted under us (kubectl delete node): register again, like a kubelet.
-                    await self.register()
+                    # Deleted under us (kubectl delete node): register again, like a kubelet. A failure
+                    # here must not end the loop, or the Node would never be recreated.
+                    try:
+                        await self.register()
+                    except (ApiError, TimeoutError, aiohttp.ClientError, OSError) as e2:
+                        log.warning("node re-registration failed: %s", e2)
                 else:
                     log.warning("node status update failed: %s", e)
             except (TimeoutError, aiohttp.ClientError, OSError) as e:
@@ -752,12 +759,15 @@ class NodeAgent:
     def adopt(self, pod: Obj, state: PodState) -> None:
         if state.ip and state.phase not in TERMINAL:
             self.network.reserve(state.ip, state.uid)
-        if state.sandbox_pid and "rayop-sandbox:" not in runtime.cmdline(state.sandbox_pid):
+        # A recorded PID counts as ours only if its command line names this pod's folder: after a
+        # reboot or a long outage the number may belong to another pod's process, or to anyone's.
+        marker = f"{self.pods_dir / state.uid}/"
+        if state.sandbox_pid and marker not in runtime.cmdline(state.sandbox_pid):
             state.sandbox_pid = 0
         w = PodWorker(self, pod, state)
         w.sandbox_ready = bool(state.sandbox_pid)
         for r in state.containers.values():
-            if r.pid and "rayop.node.shim" in runtime.cmdline(r.pid) and runtime.pid_alive(r.pid):
+            if r.pid and marker in runtime.cmdline(r.pid) and runtime.pid_alive(r.pid):
                 continue
             if r.pid:
                 exit_file = w.dir / "containers" / r.name / str(r.attempt) / "exit.json"
@@ -784,11 +794,12 @@ class NodeAgent:
             runtime.kill(pid, signal.SIGKILL)
             await runtime.wait_exit(pid)
         if state is not None:
+            marker = str(d) + "/"
             for r in state.containers.values():
-                if r.pid and "rayop.node.shim" in runtime.cmdline(r.pid):
+                if r.pid and marker in runtime.cmdline(r.pid):
                     runtime.kill(r.pid, signal.SIGKILL)
                     await runtime.wait_exit(r.pid)
-            if state.sandbox_pid and "rayop-sandbox:" in runtime.cmdline(state.sandbox_pid):
+            if state.sandbox_pid and marker in runtime.cmdline(state.sandbox_pid):
                 runtime.kill(state.sandbox_pid, signal.SIGKILL)
                 await runtime.wait_exit(state.sandbox_pid)
             if state.netns:

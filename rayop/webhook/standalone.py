@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rayop.runtime.client import ApiClient, load_config
-from rayop.webhook.certs import CertSource, FileCertSource, SecretCertSource, SelfSignedCertSource
+from rayop.webhook.certs import (
+    GENERATED_MARKER,
+    CertSource,
+    FileCertSource,
+    SecretCertSource,
+    SelfSignedCertSource,
+)
 from rayop.webhook.registration import DEFAULT_NAME, UrlOrService
 from rayop.webhook.server import WebhookServer
 
@@ -66,7 +72,8 @@ def make_cert_source(opts: WebhookOptions, client: ApiClient | None) -> CertSour
     sans: Sequence[str] = default_sans(opts)
     if opts.cert_dir:
         d = Path(opts.cert_dir)
-        if (d / "tls.crt").exists() and (d / "tls.key").exists():
+        generated = (d / GENERATED_MARKER).exists()
+        if (d / "tls.crt").exists() and (d / "tls.key").exists() and not generated:
             return FileCertSource(d)
     if opts.secret:
         if client is None:

@@ -385,6 +385,7 @@ def test_standalone_sans_and_service_parsing(tmp_path: Path) -> None:
     ]
     assert isinstance(make_cert_source(WebhookOptions(), None), SelfSignedCertSource)
     FileCertSource(tmp_path).write(new_bundle(["127.0.0.1"]))
+    (tmp_path / ".rayop-generated").unlink()  # as mounted by cert-manager: no rayop marker
     assert isinstance(make_cert_source(WebhookOptions(cert_dir=str(tmp_path)), None), FileCertSource)
     with pytest.raises(ValueError, match="--secret needs"):
         make_cert_source(WebhookOptions(secret="ns/name"), None)
