@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import copy
 import logging
 import os
@@ -58,6 +59,18 @@ except ImportError:  # pragma: no cover
 
 Obj = dict[str, Any]
 log = logging.getLogger("rayop.controllers.raycluster")
+
+# "This pass stopped short; come back soon", per reconcile call. One reconciler object serves every
+# worker, so an attribute would let one cluster's pass clear another's flag. The value is a one-item
+# list so steps run as gathered tasks (which copy the context) still set the caller's flag.
+_MORE_WORK: contextvars.ContextVar[list[bool]] = contextvars.ContextVar("rayop_raycluster_more_work")
+
+
+def _flag_more_work() -> None:
+    flag = _MORE_WORK.get(None)
+    if flag is not None:
+        flag[0] = True
+
 
 RAYCLUSTERS = Resource(C.GROUP, C.VERSION, C.PLURAL_RAYCLUSTERS, kind=C.KIND_RAYCLUSTER)
 
@@ -324,7 +337,7 @@ class RayClusterReconciler:
             self.reconcile_gcs_pvc,
             self.reconcile_pods,
         ]
-        self._more_work = False
+        _MORE_WORK.set([False])
         reconcile_err: Exception | None = None
         for step in steps:
             try:
@@ -361,7 +374,7 @@ class RayClusterReconciler:
             return Result(requeue=True)
         if reconcile_err is not None or changed:
             return Result(DEFAULT_REQUEUE)
-        if self._more_work:
+        if _MORE_WORK.get([False])[0]:
             # A batch limit cut a large scale-up short, or a group waits for the cache to show our last
             # writes. The watch events of those Pods requeue us; this is only the safety net.
             return Result(1.0)
@@ -810,7 +823,7 @@ class RayClusterReconciler:
             gname = str(group.get("groupName", ""))
             if not self.exp.satisfied(ckey, gname, self.store.pods):
                 log.debug("%s: group %s waits for the cache to catch up", ckey, gname)
-                self._more_work = True
+                _flag_more_work()
                 continue
             # Read the Pods right after the expectations check, with no await in between: the check
             # vouches for the cache as it is now, not for a list taken before an earlier await (the
@@ -906,7 +919,7 @@ class RayClusterReconciler:
         ns, name = md(rc)["namespace"], md(rc)["name"]
         ckey = (ns, name)
         if not self.exp.satisfied(ckey, C.HEAD_GROUP_NAME, self.store.pods):
-            self._more_work = True
+            _flag_more_work()
             return None
         heads = self._group_pods(rc, C.NODE_TYPE_HEAD)  # read right after the check, see _reconcile_groups
         if len(heads) == 1:
@@ -1052,7 +1065,7 @@ class RayClusterReconciler:
             ):
                 cut += 1
             todo = todo[:cut]
-            self._more_work = True
+            _flag_more_work()
 
         async def create_one(spec: PodToCreate) -> None:
             pod = ensure_owned(

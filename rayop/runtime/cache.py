@@ -267,7 +267,8 @@ class Informer:
 
     def list(self, namespace: str | None = None, labels: Mapping[str, str] | None = None) -> list[Obj]:
         out = []
-        for (ns, _), obj in self._store.items():
+        # A snapshot: /metrics collectors call this from the scrape thread while the loop mutates the store.
+        for (ns, _), obj in list(self._store.items()):
             if namespace is not None and ns != namespace:
                 continue
             if labels and not labels_match(obj, labels):

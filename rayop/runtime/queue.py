@@ -247,10 +247,12 @@ class WorkQueue(Generic[K]):
         return frozenset(self._processing)
 
     def _unfinished_seconds(self) -> float:
+        # Gauges are read from the scrape thread: iterate over a snapshot, never the live dict.
         now = time.monotonic()
-        return sum(now - t for t in self._processing.values())
+        return sum(now - t for t in list(self._processing.values()))
 
     def _longest_running(self) -> float:
-        if not self._processing:
+        started = list(self._processing.values())
+        if not started:
             return 0.0
-        return time.monotonic() - min(self._processing.values())
+        return time.monotonic() - min(started)
