@@ -161,6 +161,14 @@ class NodeAgent:
 
     async def run(self) -> None:
         """Run until stop(). Raises if the node cannot start (no root, no `ip`, API unreachable)."""
+        env = self.cfg.python_env.resolve()
+        if env == Path("/tmp") or Path("/tmp") in env.parents:
+            # Every container gets a private /tmp, which would hide this environment: `ray` would not
+            # be found and pods would fail in confusing ways. Say so at start-up instead.
+            raise RuntimeError(
+                f"python environment {env} is under /tmp, which each container's private /tmp hides; "
+                "put it elsewhere (e.g. RAYOP_CACHE_DIR outside /tmp)"
+            )
         self.pods_dir.mkdir(parents=True, exist_ok=True)
         # Pod folders hold resolved Secret values and service-account tokens, as a kubelet's do:
         # root only.
