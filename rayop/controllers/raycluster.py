@@ -50,7 +50,7 @@ from rayop.runtime.client import (
     Resource,
 )
 from rayop.runtime.controller import Result
-from rayop.runtime.expectations import Expectations
+from rayop.runtime.expectations import CREATE, Expectations
 
 try:  # the networking group constant may be named differently by the runtime's client
     from rayop.runtime.client import INGRESSES
@@ -381,15 +381,19 @@ class RayClusterReconciler:
         return Result(self.cfg.requeue_seconds)
 
     def _cache_behind(self, rc: Obj) -> bool:
-        """Whether the Pod cache still misses some of our own creates or deletes (checked, and so pruned,
-        for every group, including groups a suspended or upgrading pass did not look at)."""
+        """Whether the Pod cache still misses some of our own creates (expectations are checked, and so
+        pruned, for every group, including groups a suspended or upgrading pass did not look at).
+
+        Pending deletes do not count: a Pod being deleted can stay for its whole grace period (or longer,
+        with a finalizer), and the status must keep being written meanwhile, as KubeRay writes it."""
         key = (md(rc)["namespace"], md(rc)["name"])
         groups = [
             C.HEAD_GROUP_NAME,
             *(str(g.get("groupName", "")) for g in spec_of(rc).get("workerGroupSpecs") or []),
         ]
-        behind = [g for g in groups if not self.exp.satisfied(key, g, self.store.pods)]
-        return bool(behind)
+        for g in groups:
+            self.exp.satisfied(key, g, self.store.pods)
+        return any(action == CREATE for action, _ in self.exp.pending(key))
 
     # -- validation ---------------------------------------------------------------------------------
 
