@@ -271,14 +271,20 @@ class Manager:
     ) -> None:
         for c in self.controllers:
             c.stop()
-        pending = [t for t in tasks.values() if not t.done()]
-        if pending:
+        controllers = {f"controller-{c.name}" for c in self.controllers}
+        draining = [t for n, t in tasks.items() if n in controllers and not t.done()]
+        if draining:
             # After a lost lease another replica may already lead: stop writing now, not gracefully.
             timeout = self.graceful_shutdown_timeout if graceful else 0
-            _, still = await asyncio.wait(pending, timeout=timeout)
+            _, still = await asyncio.wait(draining, timeout=timeout)
             for t in still:
                 t.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        # Other runnables (servers such as the webhook) run until cancelled: they served while the
+        # controllers drained, and waiting on them would only spend the whole grace period.
+        rest = [t for n, t in tasks.items() if n not in controllers and not t.done()]
+        for t in rest:
+            t.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
         if self._events is not None:
             with contextlib.suppress(Exception):
                 await self._events.stop()

@@ -280,3 +280,57 @@ async def test_manager_runs_controllers_only_as_leader(
         await asyncio.gather(t1, t2, return_exceptions=True)
         for m in managers:
             await m.client.close()
+
+
+async def test_stop_drains_controllers_then_cancels_servers(
+    plane: ControlPlane, kube: ApiClient, namespace: str
+) -> None:
+    """A runnable that serves until cancelled (the webhook) must not hold shutdown for the grace period,
+    and it keeps serving until the in-flight reconcile has finished."""
+    client = ApiClient(load_kubeconfig(plane.kubeconfig))
+    order: list[str] = []
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def reconcile(key: Key) -> Result | None:
+        if key[1] != "one":  # kube-root-ca.crt, published into every namespace
+            return None
+        started.set()
+        await release.wait()
+        order.append("reconcile done")
+        return None
+
+    async def server() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            order.append("server cancelled")
+
+    m = Manager(
+        client,
+        leader_election=False,
+        namespaces=[namespace],
+        metrics_addr="127.0.0.1:0",
+        probe_addr="127.0.0.1:0",
+        handle_signals=False,
+        graceful_shutdown_timeout=60,
+    )
+    m.add_controller(Controller("cm-drain", reconcile, concurrency=1)).watch_primary(
+        m.informer(CONFIGMAPS)
+    )
+    m.add_runnable("server", server, needs_leader=False)
+    run = asyncio.create_task(m.run())
+    try:
+        await kube.create(CONFIGMAPS, cm("one", namespace))
+        await asyncio.wait_for(started.wait(), 20)
+        m.stop()
+        await asyncio.sleep(0)
+        assert not run.done()  # still draining the reconcile
+        release.set()
+        await asyncio.wait_for(run, 10)  # far less than the 60 s grace period
+        assert order == ["reconcile done", "server cancelled"]
+    finally:
+        release.set()
+        m.stop()
+        await asyncio.gather(run, return_exceptions=True)
+        await client.close()
