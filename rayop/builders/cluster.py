@@ -6,13 +6,13 @@ Names, limits and rules follow KubeRay's `controllers/ray/utils/util.go` (kubera
 from __future__ import annotations
 
 import base64
-import copy
 import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
 
 from rayop.api import constants as C
+from rayop.api.objects import clone
 from rayop.builders.quantity import Quantity, QuantityError, canonical, parse_quantity
 
 __all__ = [
@@ -196,7 +196,7 @@ def desired_worker_replicas(group: Mapping[str, Any]) -> int:
 
 
 def _blank_for_hash(spec: Mapping[str, Any]) -> Obj:
-    s = copy.deepcopy(dict(spec))
+    s = clone(dict(spec))
     s.pop("upgradeStrategy", None)
 
     def blank_template(holder: Any) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from rayop.api import constants as C
 from rayop.api import features
+from rayop.api.objects import clone
 from rayop.builders import cluster as cl
 from rayop.builders.options import BuildOptions
 from rayop.builders.quantity import QuantityError, canonical, go_float, parse_quantity
@@ -442,7 +443,7 @@ def _merge_autoscaler_overrides(container: Obj, options: Mapping[str, Any]) -> N
 
 
 def _template(group: Mapping[str, Any]) -> Obj:
-    template = copy.deepcopy(dict(group.get("template") or {}))
+    template = clone(dict(group.get("template") or {}))
     template.setdefault("metadata", {})
     spec = template.setdefault("spec", {})
     containers = spec.get("containers")

@@ -8,6 +8,7 @@ strings identical to KubeRay's, so `kubectl get raycluster` shows the same colum
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -71,6 +72,13 @@ def parse_quantity(text: str | int | float | Quantity) -> Quantity:
         return _round_nano(Quantity(Decimal(repr(text))))
     if not isinstance(text, str):
         raise QuantityError(f"not a quantity: {text!r}")
+    return _parse_text(text)
+
+
+# The same few strings ("1", "2Gi", ...) are parsed for every pod and every status pass; Quantity is
+# immutable, so the results can be shared. Failures are not cached (they raise).
+@functools.lru_cache(maxsize=4096)
+def _parse_text(text: str) -> Quantity:
     s = text.strip()
     m = _RE.match(s)
     if not m:
@@ -112,6 +120,7 @@ def _mantissa_exponent(value: Decimal) -> tuple[int, int]:
     return (-mantissa if sign else mantissa), exp
 
 
+@functools.lru_cache(maxsize=4096)
 def canonical(q: Quantity) -> str:
     """Go's `Quantity.String()` (CanonicalizeBytes)."""
     if q.value == 0:

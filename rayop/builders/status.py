@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from rayop.api import constants as C
 from rayop.api import features
+from rayop.api.objects import clone
 from rayop.builders import cluster as cl
 from rayop.builders.pod import is_gpu_resource_key
 from rayop.builders.quantity import Quantity, QuantityError, canonical, parse_quantity
@@ -229,8 +229,8 @@ def calculate_status(
     spec = _d(cluster.get("spec"))
     meta = _d(cluster.get("metadata"))
     old: Mapping[str, Any] = _d(cluster.get("status"))
-    new: Obj = copy.deepcopy(dict(old))
-    conditions: list[Obj] = copy.deepcopy(list(old.get("conditions") or []))
+    new: Obj = clone(dict(old))
+    conditions: list[Obj] = clone(list(old.get("conditions") or []))
 
     if conditions_on:
         if reconcile_error is not None:

@@ -32,8 +32,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+import orjson
 
 from rayop.api import constants as C
+from rayop.api.objects import clone
 from rayop.controllers import podplan
 from rayop.controllers.podplan import GroupPlan, PodToCreate, is_terminating, name_of
 from rayop.runtime.client import (
@@ -288,6 +290,9 @@ class RayClusterReconciler:
         self.cfg = config
         self.exp = expectations or Expectations()
         self.now = now
+        # (namespace, name) -> (fingerprint of metadata and spec, errors): most reconciles are caused by
+        # pod and status events and see an unchanged spec, so the rules need not run again.
+        self._validated: dict[tuple[str, str], tuple[bytes, list[Any]]] = {}
 
     # -- entry point ------------------------------------------------------------------------------
 
@@ -296,6 +301,7 @@ class RayClusterReconciler:
         cached = self.store.cluster(namespace, name)
         if cached is None:
             self.exp.forget((namespace, name))
+            self._validated.pop((namespace, name), None)
             return Result()
         # The cached object is shared and read-only; reconcile_cluster works on its own copy.
         return await self.reconcile_cluster(cached)
@@ -310,7 +316,7 @@ class RayClusterReconciler:
             log.debug("skipping %s: managed by %s", _ref(rc), managed_by)
             return Result()
 
-        rc = set_defaults(copy.deepcopy(rc))
+        rc = set_defaults(clone(rc))
 
         # A cluster on its way out is not validated: its finalizer must still be handled, or an object that
         # became invalid (say, under stricter rules of a newer operator) would hang in Terminating.
@@ -398,14 +404,7 @@ class RayClusterReconciler:
     # -- validation ---------------------------------------------------------------------------------
 
     async def _validate(self, rc: Obj, original: Obj) -> Result | None:
-        gates = dict(self.cfg.gates)
-        try:
-            errors = list(self.validate(rc, gates=gates))
-        except Exception as e:
-            # Validation is pure and total by contract; if it still trips on some input, refuse the
-            # object visibly rather than reconcile what could not be checked.
-            log.warning("%s: validation failed: %r", _ref(rc), e, exc_info=True)
-            errors = [f"spec: Invalid value: {e!r}"]
+        errors = self._validation_errors(rc)
         if errors:
             meta_errs = [e for e in errors if str(getattr(e, "path", "") or e).startswith("metadata")]
             reason = (
@@ -427,6 +426,28 @@ class RayClusterReconciler:
             await self._event(rc, WARNING, C.EV_INVALID_STATUS, ACT_VALIDATE, msg)
             return Result(DEFAULT_REQUEUE)
         return None
+
+    def _validation_errors(self, rc: Obj) -> list[Any]:
+        meta = md(rc)
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        try:
+            stable = {k: v for k, v in meta.items() if k != "resourceVersion"}
+            fingerprint = orjson.dumps([stable, spec_of(rc)])
+        except TypeError:
+            fingerprint = b""  # not JSON (never from the API server): validate every time
+        hit = self._validated.get(key)
+        if fingerprint and hit is not None and hit[0] == fingerprint:
+            return hit[1]
+        try:
+            errors = list(self.validate(rc, gates=dict(self.cfg.gates)))
+        except Exception as e:
+            # Validation is pure and total by contract; if it still trips on some input, refuse the
+            # object visibly rather than reconcile what could not be checked.
+            log.warning("%s: validation failed: %r", _ref(rc), e, exc_info=True)
+            errors = [f"spec: Invalid value: {e!r}"]
+        if fingerprint:
+            self._validated[key] = (fingerprint, errors)
+        return errors
 
     async def _write_reason(self, original: Obj, reason: str) -> None:
         status = dict(original.get("status") or {})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import os
 import ssl
@@ -297,6 +298,11 @@ class ApiClient:
         self.request_count = 0
         self._host = urlsplit(config.server).netloc
 
+    @staticmethod
+    @functools.lru_cache(maxsize=16)
+    def _timeouts(total: float) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(total=total)
+
     async def __aenter__(self) -> ApiClient:
         return self
 
@@ -361,7 +367,7 @@ class ApiClient:
                 url,
                 data=data,
                 headers=self._headers(content_type if body is not None else None),
-                timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
+                timeout=self._timeouts(timeout or self.timeout),
             ) as resp:
                 code = str(resp.status)
                 raw = await resp.read()

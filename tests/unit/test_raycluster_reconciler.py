@@ -400,6 +400,36 @@ async def test_invalid_spec_gets_warning_event_and_status_reason_and_no_pods() -
     assert "minReplicas" in env.rc()["status"]["reason"]
 
 
+async def test_rules_run_again_only_when_metadata_or_spec_change() -> None:
+    env = Env()
+    calls: list[int] = []
+
+    def counting(obj: dict[str, Any], *, gates: Any, old: Any = None) -> list[str]:
+        calls.append(1)
+        return validate(obj, gates=gates, old=old)
+
+    env.r.validate = counting
+    bad = raycluster(replicas=1)
+    bad["spec"]["workerGroupSpecs"][0]["minReplicas"] = 5
+    bad["spec"]["workerGroupSpecs"][0]["maxReplicas"] = 1
+    env.add(bad)
+    await env.reconcile()
+    await env.reconcile()  # its status (and resourceVersion) changed, its spec did not
+    assert len(calls) == 1
+    assert env.kube._kind(PODS) == {}
+    fixed = copy.deepcopy(env.rc())
+    fixed["spec"]["workerGroupSpecs"][0]["maxReplicas"] = 10
+    env.add(fixed)
+    await env.reconcile()
+    assert len(calls) == 2
+    assert env.heads() and len(env.workers()) == 5  # replicas 1 clamped up to minReplicas 5
+    labelled = copy.deepcopy(env.rc())
+    labelled["metadata"].setdefault("labels", {})["team"] = "a"
+    env.add(labelled)
+    await env.reconcile()
+    assert len(calls) == 3
+
+
 async def test_malformed_template_never_crashes() -> None:
     env = Env()
     rc = raycluster(replicas=1)
