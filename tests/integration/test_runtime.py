@@ -315,9 +315,7 @@ async def test_stop_drains_controllers_then_cancels_servers(
         handle_signals=False,
         graceful_shutdown_timeout=60,
     )
-    m.add_controller(Controller("cm-drain", reconcile, concurrency=1)).watch_primary(
-        m.informer(CONFIGMAPS)
-    )
+    m.add_controller(Controller("cm-drain", reconcile, concurrency=1)).watch_primary(m.informer(CONFIGMAPS))
     m.add_runnable("server", server, needs_leader=False)
     run = asyncio.create_task(m.run())
     try:
