@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import json
 import os
@@ -34,6 +35,9 @@ SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 # The API server limits an object to ~1.5 MiB in etcd; JSON of the largest object plus framing fits.
 MAX_WATCH_EVENT_BYTES = 16 * 1024 * 1024
+
+# At or below this many requests in flight the client counts as calm (see ApiClient.wait_calm).
+CALM_IN_FLIGHT = 8
 
 
 def _api_error(resp: aiohttp.ClientResponse, raw: bytes, method: str, url: str) -> ApiError:
@@ -297,6 +301,8 @@ class ApiClient:
         self.bucket = TokenBucket(config.qps, config.burst)
         self.request_count = 0
         self._host = urlsplit(config.server).netloc
+        self.in_flight = 0  # requests (not watches) awaiting an answer
+        self._calm: asyncio.Event | None = None
 
     @staticmethod
     @functools.lru_cache(maxsize=16)
@@ -315,6 +321,33 @@ class ApiClient:
             connector = aiohttp.TCPConnector(ssl=self._ssl, limit=200)
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
+
+    def _calm_event(self) -> asyncio.Event:
+        if self._calm is None:
+            self._calm = asyncio.Event()
+            if self.in_flight <= CALM_IN_FLIGHT:
+                self._calm.set()
+        return self._calm
+
+    async def wait_calm(self, timeout: float) -> None:
+        """Wait until at most CALM_IN_FLIGHT requests are in flight, or `timeout` seconds.
+
+        For writes that can wait, such as Events: during a burst of Pod creates they would only take
+        API server time from the work they describe."""
+        if timeout <= 0 or self.in_flight <= CALM_IN_FLIGHT:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._calm_event().wait(), timeout)
+
+    def _started(self) -> None:
+        self.in_flight += 1
+        if self.in_flight > CALM_IN_FLIGHT and self._calm is not None:
+            self._calm.clear()
+
+    def _finished(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight <= CALM_IN_FLIGHT and self._calm is not None:
+            self._calm.set()
 
     async def close(self) -> None:
         if self._session is not None:
@@ -361,6 +394,7 @@ class ApiClient:
         data = None if body is None else (body if isinstance(body, (bytes, str)) else orjson.dumps(body))
         self.request_count += 1
         code = "<error>"
+        self._started()
         try:
             async with self.session.request(
                 method,
@@ -375,6 +409,7 @@ class ApiClient:
                     raise _api_error(resp, raw, method, url)
                 ctype = resp.headers.get("Content-Type", "")
         finally:
+            self._finished()
             metrics.REST_LATENCY.labels(method, self._host).observe(time.monotonic() - t1)
             metrics.REST_REQUESTS.labels(code, method, self._host).inc()
         if not raw:

@@ -5,7 +5,8 @@ the same (object, type, reason, action, message) within the series window are fo
 Event as `series.count`, like client-go's events broadcaster, and each object gets a token bucket
 (burst 25, then one per 5 minutes, client-go's spam filter) so a hot loop cannot flood etcd. Failures
 to write are logged at debug level and dropped: an event is a courtesy, never a reason to fail a
-reconcile.
+reconcile. For the same reason an event waits (at most MAX_DEFER_SECONDS after it was recorded) while
+the client has a burst of requests in flight, rather than compete with the writes it describes.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ SERIES_WINDOW = 6 * 60.0  # client-go folds repeats seen within 6 minutes into a
 SERIES_FLUSH = 30.0  # at most one series PATCH per event per this many seconds
 SPAM_BURST = 25
 SPAM_REFILL_SECONDS = 300.0
+# How long an event may wait for the client to calm down (see _run); bounded so Events stay timely
+# and a busy operator drains its backlog at full speed once events are that old.
+MAX_DEFER_SECONDS = 5.0
 
 
 def micro_time(t: float | None = None) -> str:
@@ -147,6 +151,9 @@ class EventRecorder:
         while True:
             p = await self._queue.get()
             try:
+                # An Event is a courtesy: while the operator has a burst of requests in flight (a large
+                # scale-up), it waits a little so it does not take API server time from that work.
+                await self.client.wait_calm(p.at + MAX_DEFER_SECONDS - time.time())
                 await self._write(p)
             except asyncio.CancelledError:
                 raise
