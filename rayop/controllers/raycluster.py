@@ -53,6 +53,7 @@ from rayop.runtime.client import (
 )
 from rayop.runtime.controller import Result
 from rayop.runtime.expectations import CREATE, Expectations
+from rayop.runtime.expectations import DEFAULT_TIMEOUT as EXPECTATION_TIMEOUT
 
 try:  # the networking group constant may be named differently by the runtime's client
     from rayop.runtime.client import INGRESSES
@@ -293,6 +294,12 @@ class RayClusterReconciler:
         # (namespace, name) -> (fingerprint of metadata and spec, errors): most reconciles are caused by
         # pod and status events and see an unchanged spec, so the rules need not run again.
         self._validated: dict[tuple[str, str], tuple[bytes, list[Any]]] = {}
+        # (namespace, name) -> (head Service we created, when): until the cache shows it, a status would
+        # lack the head's service name and endpoints and be written again moments later.
+        self._created_services: dict[tuple[str, str], tuple[str, float]] = {}
+        # (namespace, name) -> resourceVersion our last status write replaced. While the cache still shows
+        # that version, a status computed from it would be written with a stale resourceVersion (409).
+        self._status_replaced: dict[tuple[str, str], str] = {}
 
     # -- entry point ------------------------------------------------------------------------------
 
@@ -302,6 +309,8 @@ class RayClusterReconciler:
         if cached is None:
             self.exp.forget((namespace, name))
             self._validated.pop((namespace, name), None)
+            self._created_services.pop((namespace, name), None)
+            self._status_replaced.pop((namespace, name), None)
             return Result()
         # The cached object is shared and read-only; reconcile_cluster works on its own copy.
         return await self.reconcile_cluster(cached)
@@ -399,7 +408,16 @@ class RayClusterReconciler:
         ]
         for g in groups:
             self.exp.satisfied(key, g, self.store.pods)
-        return any(action == CREATE for action, _ in self.exp.pending(key))
+        if any(action == CREATE for action, _ in self.exp.pending(key)):
+            return True
+        created = self._created_services.get(key)
+        if created is not None:
+            name, at = created
+            seen = any(name_of(s) == name for s in self.store.cluster_services(*key))
+            if not seen and self.now() - at < EXPECTATION_TIMEOUT:
+                return True
+            del self._created_services[key]
+        return False
 
     # -- validation ---------------------------------------------------------------------------------
 
@@ -736,6 +754,8 @@ class RayClusterReconciler:
             what="service",
             existing=False,
         )
+        # setdefault: a lagging cache makes later passes try again (409), which must not restart the clock.
+        self._created_services.setdefault((md(rc)["namespace"], md(rc)["name"]), (name_of(svc), self.now()))
 
     async def reconcile_headless_worker_service(self, rc: Obj) -> None:
         if not any(int(g.get("numOfHosts") or 1) > 1 for g in spec_of(rc).get("workerGroupSpecs") or []):
@@ -1132,6 +1152,12 @@ class RayClusterReconciler:
 
     async def _update_status(self, original: Obj, rc: Obj, reconcile_err: Exception | None) -> bool:
         ns, name = md(rc)["namespace"], md(rc)["name"]
+        replaced = self._status_replaced.pop((ns, name), None)
+        if replaced is not None and replaced == md(original).get("resourceVersion"):
+            # The cache has not shown our last status write yet (status-only changes do not requeue, so
+            # say "changed" to come back soon and compare with what the cache shows then).
+            self._status_replaced[(ns, name)] = replaced
+            return True
         pods = self.store.cluster_pods(ns, name)
         heads = self._head_services(rc)
         new = self.b.status.calculate_status(
@@ -1161,6 +1187,9 @@ class RayClusterReconciler:
         }
         try:
             await self.client.replace_status(RAYCLUSTERS, body)
+            replaced = md(original).get("resourceVersion")
+            if replaced:
+                self._status_replaced[(md(original)["namespace"], md(original)["name"])] = str(replaced)
         except ApiError as e:
             if e.conflict or e.not_found:
                 # Our cached copy is stale; the watch event that made it stale requeues us anyway.

@@ -218,11 +218,13 @@ def raycluster(name: str = "rc", replicas: int = 2, **spec: Any) -> dict[str, An
 
 
 class Env:
-    def __init__(self, *, live: bool = True, **cfg: Any) -> None:
+    def __init__(
+        self, *, live: bool = True, live_services: bool = True, live_clusters: bool = True, **cfg: Any
+    ) -> None:
         self.kube = FakeKube()
-        self.clusters = FakeInformer(self.kube, RAYCLUSTERS)
+        self.clusters = FakeInformer(self.kube, RAYCLUSTERS, live=live_clusters)
         self.pods = FakeInformer(self.kube, PODS, live=live)
-        self.services = FakeInformer(self.kube, SERVICES)
+        self.services = FakeInformer(self.kube, SERVICES, live=live_services)
         self.recorder = FakeRecorder()
         self.now = 1_000_000.0
         self.r = RayClusterReconciler(
@@ -292,6 +294,55 @@ async def test_lagging_cache_never_double_creates() -> None:
     env.pods.sync()
     await env.reconcile()
     assert len(env.workers()) == 4
+
+
+async def test_status_waits_for_the_cache_to_show_the_created_head_service() -> None:
+    env = Env(live_services=False)
+    env.add(raycluster(replicas=2))
+    await env.reconcile()
+    assert env.kube.names(SERVICES) == ["rc-head-svc"]
+    res = await env.reconcile()
+    assert "status" not in env.rc(), "the head Service is not in the cache yet: no status to write"
+    assert res.requeue_after == 1.0
+    env.services.sync()
+    await env.reconcile()
+    assert env.rc()["status"]["pods"] == 3
+
+
+async def test_status_is_written_anyway_once_the_created_service_is_overdue() -> None:
+    env = Env(live_services=False)
+    env.add(raycluster(replicas=1))
+    await env.reconcile()
+    await env.reconcile()
+    assert "status" not in env.rc()
+    env.now += 31  # past the expectation timeout: a cache that never shows it must not stall the status
+    await env.reconcile()
+    assert "status" in env.rc()
+
+
+async def test_no_status_write_while_the_cache_misses_our_last_one() -> None:
+    env = Env(live_clusters=False)
+    attempts: list[str] = []
+    real = env.kube.replace_status
+
+    async def counting(res: Any, obj: dict[str, Any]) -> dict[str, Any]:
+        attempts.append(obj["metadata"]["resourceVersion"])
+        return await real(res, obj)
+
+    env.kube.replace_status = counting  # type: ignore[method-assign]
+    env.add(raycluster(replicas=1))
+    env.clusters.sync()
+    await env.reconcile()
+    await env.reconcile()
+    assert len(attempts) == 1
+    env.set_phase("Running")
+    res = await env.reconcile()
+    # The cached RayCluster still has the version our write replaced: writing again would only earn a 409.
+    assert len(attempts) == 1
+    assert res.requeue_after == 2.0, "it must come back: a status-only change does not requeue"
+    env.clusters.sync()
+    await env.reconcile()
+    assert len(attempts) == 2 and attempts[1] != attempts[0]
 
 
 async def test_deleted_worker_is_recreated_and_failed_worker_replaced() -> None:
