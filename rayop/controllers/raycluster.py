@@ -245,10 +245,22 @@ class Store:
     """What the reconciler reads from the caches. Backed by the runtime's informers in production and by
     in-memory fakes in unit tests."""
 
-    def __init__(self, clusters: Any, pods: Any, services: Any) -> None:
+    def __init__(
+        self, clusters: Any, pods: Any, services: Any, children: Mapping[Resource, Any] | None = None
+    ) -> None:
         self.clusters = clusters
         self.pods = pods
         self.services = services
+        # Caches of the other kinds we create (labelled ray.io/cluster); a kind without one is read from
+        # the API server instead.
+        self.children = dict(children or {})
+
+    def cached(self, res: Resource) -> bool:
+        return res in self.children
+
+    def child(self, res: Resource, namespace: str, name: str) -> Obj | None:
+        obj: Obj | None = self.children[res].get(namespace, name)
+        return obj
 
     def cluster(self, namespace: str, name: str) -> Obj | None:
         obj: Obj | None = self.clusters.get(namespace, name)
@@ -598,18 +610,25 @@ class RayClusterReconciler:
         ensure_owned(obj, rc)
         ns, nm = md(obj)["namespace"], md(obj)["name"]
         if existing is None:
-            existing = await self.client.get_or_none(res, nm, ns)
+            existing = await self._lookup(res, ns, nm)
         if existing:
             return existing if isinstance(existing, dict) else None
         try:
             await self.client.create(res, obj, ns)
         except ApiError as e:
             if e.already_exists:
-                return None
+                # Not in our cache (made by someone else, without our label, or the cache lags): read it.
+                return await self.client.get_or_none(res, nm, ns) if self.store.cached(res) else None
             await self._event(rc, WARNING, failed, ACT_CREATE, f"Failed creating {what} {ns}/{nm}, {e}")
             raise
         await self._event(rc, NORMAL, created, ACT_CREATE, f"Created {what} {ns}/{nm}")
         return None
+
+    async def _lookup(self, res: Resource, namespace: str, name: str) -> Obj | None:
+        """The object from our cache of that kind when there is one (no API call per reconcile), else GET."""
+        if self.store.cached(res):
+            return self.store.child(res, namespace, name)
+        return await self.client.get_or_none(res, name, namespace)
 
     def _autoscaling(self, rc: Obj) -> bool:
         return bool(self.b.cluster.is_autoscaling_enabled(rc))
@@ -619,14 +638,22 @@ class RayClusterReconciler:
             return
         sa = self.b.rbac.build_service_account(rc)
         ns, nm = md(rc)["namespace"], md(sa)["name"]
-        if await self.client.get_or_none(SERVICEACCOUNTS, nm, ns) is not None:
+        if await self._lookup(SERVICEACCOUNTS, ns, nm) is not None:
             return
         template_sa = (
             ((spec_of(rc).get("headGroupSpec") or {}).get("template") or {})
             .get("spec", {})
             .get("serviceAccountName")
         )
-        if template_sa and template_sa == nm:
+        user_named = bool(template_sa) and template_sa == nm
+        # The user's own ServiceAccount does not carry our label, so our cache cannot show it.
+        if (
+            user_named
+            and self.store.cached(SERVICEACCOUNTS)
+            and await self.client.get_or_none(SERVICEACCOUNTS, nm, ns) is not None
+        ):
+            return
+        if user_named:
             # A user-named ServiceAccount is the user's to create (KubeRay PR #1128): say so and stop.
             msg = (
                 f"Failed to reconcile RayCluster {ns}/{md(rc)['name']}. If users specify ServiceAccountName for the "
@@ -795,7 +822,7 @@ class RayClusterReconciler:
         if storage.get("deletionPolicy") == "Retain":
             # A retained PVC must outlive the RayCluster: no ownerReference, so no garbage collection.
             pvc.setdefault("metadata", {})["namespace"] = md(rc)["namespace"]
-            if await self.client.get_or_none(PVCS, md(pvc)["name"], md(rc)["namespace"]) is not None:
+            if await self._lookup(PVCS, md(rc)["namespace"], md(pvc)["name"]) is not None:
                 return
             try:
                 await self.client.create(PVCS, pvc, md(rc)["namespace"])
@@ -1304,10 +1331,16 @@ def setup(manager: Any, config: Any = None) -> Any:
     services = manager.informer(SERVICES)
     services.add_index(INDEX_CLUSTER, index_by_label(C.LABEL_CLUSTER))
     jobs = manager.informer(JOBS, label_selector=JOB_SELECTOR)
+    # Every other kind we create carries ray.io/cluster: caching just those spares the API server a GET
+    # per kind on every reconcile (KubeRay reads them from its cache too).
+    children = {
+        res: manager.informer(res, label_selector=C.LABEL_CLUSTER)
+        for res in (SERVICEACCOUNTS, ROLES, ROLEBINDINGS, INGRESSES, SECRETS, PVCS)
+    }
 
     reconciler = RayClusterReconciler(
         manager.client,
-        Store(clusters, pods, services),
+        Store(clusters, pods, services, children),
         manager.events,
         load_builders(),
         validate_raycluster,
@@ -1317,7 +1350,7 @@ def setup(manager: Any, config: Any = None) -> Any:
     concurrency = int(getattr(config, "reconcile_concurrency", 0) or cfg.reconcile_concurrency)
     ctrl = manager.new_controller("raycluster", reconciler.reconcile, concurrency=concurrency)
     ctrl.watch_primary(clusters)
-    for inf in (pods, services, jobs):
+    for inf in (pods, services, jobs, *children.values()):
         ctrl.watch_owned(inf, C.KIND_RAYCLUSTER, owner_group=C.GROUP)
     if getattr(config, "enable_metrics", True):
         from rayop.controllers import raycluster_metrics

@@ -177,15 +177,22 @@ class FakeKube:
 class FakeInformer:
     """A snapshot of one kind of FakeKube that only changes on sync() (or on every read when live)."""
 
-    def __init__(self, kube: FakeKube, res: Resource, *, live: bool = True) -> None:
+    def __init__(
+        self, kube: FakeKube, res: Resource, *, live: bool = True, has_label: str | None = None
+    ) -> None:
         self.kube = kube
         self.res = res
         self.live = live
+        self.has_label = has_label  # like an informer's existence label selector
         self.snapshot: dict[tuple[str, str], Obj] = {}
         self.sync()
 
     def sync(self) -> None:
-        self.snapshot = copy.deepcopy(self.kube._kind(self.res))
+        self.snapshot = {
+            k: copy.deepcopy(o)
+            for k, o in self.kube._kind(self.res).items()
+            if self.has_label is None or self.has_label in ((o.get("metadata") or {}).get("labels") or {})
+        }
 
     def _view(self) -> dict[tuple[str, str], Obj]:
         if self.live:

@@ -14,7 +14,16 @@ import pytest
 
 from rayop.api import constants as C
 from rayop.controllers.raycluster import RAYCLUSTERS, RayClusterConfig, RayClusterReconciler, Store
-from rayop.runtime.client import JOBS, PODS, SERVICES, ApiError
+from rayop.runtime.client import (
+    JOBS,
+    PODS,
+    ROLEBINDINGS,
+    ROLES,
+    SECRETS,
+    SERVICEACCOUNTS,
+    SERVICES,
+    ApiError,
+)
 from tests.unit.fakekube import FakeInformer, FakeKube, FakeRecorder
 
 NS = "ns"
@@ -115,6 +124,11 @@ def status_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
     return old != new
 
 
+def _owned_meta(rc: dict[str, Any]) -> dict[str, Any]:
+    """Metadata of a child named after the cluster, labelled as the real builders label it."""
+    return {"metadata": {"name": rc["metadata"]["name"], "labels": {C.LABEL_CLUSTER: rc["metadata"]["name"]}}}
+
+
 def fake_builders() -> Any:
     return SimpleNamespace(
         cluster=SimpleNamespace(
@@ -149,9 +163,9 @@ def fake_builders() -> Any:
             },
         ),
         rbac=SimpleNamespace(
-            build_service_account=lambda rc: {"metadata": {"name": rc["metadata"]["name"]}},
-            build_role=lambda rc: {"metadata": {"name": rc["metadata"]["name"]}},
-            build_role_binding=lambda rc: {"metadata": {"name": rc["metadata"]["name"]}},
+            build_service_account=_owned_meta,
+            build_role=_owned_meta,
+            build_role_binding=_owned_meta,
         ),
         ingress=SimpleNamespace(
             build_ingress=lambda rc: {
@@ -165,7 +179,7 @@ def fake_builders() -> Any:
         secrets=SimpleNamespace(
             needs_auth_secret=lambda rc: (rc["spec"].get("authOptions") or {}).get("mode") == "token",
             build_auth_secret=lambda rc, token: {
-                "metadata": {"name": rc["metadata"]["name"]},
+                **_owned_meta(rc),
                 "stringData": {"auth_token": token},
             },
         ),
@@ -219,17 +233,31 @@ def raycluster(name: str = "rc", replicas: int = 2, **spec: Any) -> dict[str, An
 
 class Env:
     def __init__(
-        self, *, live: bool = True, live_services: bool = True, live_clusters: bool = True, **cfg: Any
+        self,
+        *,
+        live: bool = True,
+        live_services: bool = True,
+        live_clusters: bool = True,
+        cached_children: bool = False,
+        **cfg: Any,
     ) -> None:
         self.kube = FakeKube()
         self.clusters = FakeInformer(self.kube, RAYCLUSTERS, live=live_clusters)
         self.pods = FakeInformer(self.kube, PODS, live=live)
         self.services = FakeInformer(self.kube, SERVICES, live=live_services)
+        self.children = (
+            {
+                r: FakeInformer(self.kube, r, has_label=C.LABEL_CLUSTER)
+                for r in (SERVICEACCOUNTS, ROLES, ROLEBINDINGS, SECRETS)
+            }
+            if cached_children
+            else {}
+        )
         self.recorder = FakeRecorder()
         self.now = 1_000_000.0
         self.r = RayClusterReconciler(
             self.kube,  # type: ignore[arg-type]
-            Store(self.clusters, self.pods, self.services),
+            Store(self.clusters, self.pods, self.services, self.children),
             self.recorder,
             fake_builders(),
             validate,
@@ -522,6 +550,35 @@ async def test_autoscaler_rbac_is_created_and_user_named_sa_must_exist() -> None
     await env2.reconcile("x")
     assert C.EV_AUTOSCALER_SA_NOT_FOUND in env2.recorder.reasons()
     assert env2.heads("x") == []  # stops before pods, like KubeRay
+
+
+@pytest.mark.parametrize("user_named_sa", [False, True])
+async def test_cached_children_are_not_read_from_the_api_on_every_pass(user_named_sa: bool) -> None:
+    env = Env(cached_children=True)
+    reads: list[str] = []
+    real = env.kube.get_or_none
+
+    async def counting(res: Any, name: str, namespace: str | None = None) -> Any:
+        reads.append(f"{res.plural}/{name}")
+        return await real(res, name, namespace)
+
+    env.kube.get_or_none = counting  # type: ignore[method-assign]
+    rc = raycluster(replicas=0, enableInTreeAutoscaling=True, authOptions={"mode": "token"})
+    if user_named_sa:
+        rc["spec"]["headGroupSpec"]["template"]["spec"]["serviceAccountName"] = "rc"
+        env.kube.put(SERVICEACCOUNTS, {"metadata": {"name": "rc", "namespace": NS}})  # the user's, no label
+    env.add(rc)
+    await env.reconcile()
+    created = [c for c in env.kube.calls if c[0] == "create"]
+    assert {"roles", "rolebindings", "secrets"} <= {c[1] for c in created}
+    assert ("serviceaccounts" in {c[1] for c in created}) is not user_named_sa
+    assert len(env.heads()) == 1
+    reads.clear()
+    await env.reconcile()
+    await env.reconcile()
+    # Only the user's own ServiceAccount, which our label-selected cache cannot hold, is read again.
+    assert reads == (["serviceaccounts/rc"] * 2 if user_named_sa else [])
+    assert [c for c in env.kube.calls if c[0] == "create"] == created, "nothing created twice"
 
 
 async def test_auth_secret_gets_a_random_token_once() -> None:
