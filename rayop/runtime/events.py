@@ -83,6 +83,7 @@ class EventRecorder:
         self._max_queue = max_queue
         self._task: asyncio.Task[None] | None = None
         self._series: dict[tuple[str, ...], _Series] = {}
+        self._unwritten: set[tuple[str, ...]] = set()  # series whose count has folded repeats not yet written
         self._buckets: dict[str, tuple[float, float]] = {}  # uid -> (tokens, last refill)
         self.dropped = 0
         self.written = 0
@@ -149,7 +150,13 @@ class EventRecorder:
     async def _run(self) -> None:
         assert self._queue is not None
         while True:
-            p = await self._queue.get()
+            try:
+                # Wake up at least once per flush interval, so the count of a series that stopped
+                # repeating still reaches the API server (not only with the next repeat).
+                p = await asyncio.wait_for(self._queue.get(), SERIES_FLUSH)
+            except TimeoutError:
+                await self._write_folded()
+                continue
             try:
                 # An Event is a courtesy: while the operator has a burst of requests in flight (a large
                 # scale-up), it waits a little so it does not take API server time from that work.
@@ -163,6 +170,28 @@ class EventRecorder:
                 log.debug("event %s not written: %r", p.reason, e)
             finally:
                 self._queue.task_done()
+            if self._unwritten:
+                await self._write_folded()
+
+    async def _write_folded(self) -> None:
+        """PATCH the counts of series that folded repeats and were last written a flush interval ago."""
+        now = time.time()
+        for key in list(self._unwritten):
+            s = self._series.get(key)
+            if s is None or s.name is None or s.count <= s.written_count:
+                self._unwritten.discard(key)
+                continue
+            if now - s.last_write < SERIES_FLUSH:
+                continue
+            try:
+                await self._patch_series(s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                s.last_write = now  # try again after another interval, not in a tight loop
+                log.debug("event series count not written: %r", e)
+                continue
+            self._unwritten.discard(key)
 
     async def _write(self, p: _Pending) -> None:
         s = self._series.get(p.key)
@@ -172,8 +201,10 @@ class EventRecorder:
             s.count += 1
             s.last = p.at
             if now - s.last_write < SERIES_FLUSH and s.count - s.written_count < 100:
-                return  # folded; the next write past the flush interval carries the count
+                self._unwritten.add(p.key)  # folded; written within a flush interval (_write_folded)
+                return
             await self._patch_series(s)
+            self._unwritten.discard(p.key)
             return
         body = {
             "apiVersion": "events.k8s.io/v1",
@@ -216,6 +247,7 @@ class EventRecorder:
             return
         for k in [k for k, s in self._series.items() if now - s.last > SERIES_WINDOW]:
             del self._series[k]
+            self._unwritten.discard(k)
 
     async def flush(self, timeout: float = 5.0) -> None:
         """Wait until queued events are written, and write folded series counts (for shutdown, tests)."""
