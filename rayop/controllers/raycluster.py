@@ -53,7 +53,6 @@ from rayop.runtime.client import (
 )
 from rayop.runtime.controller import Result
 from rayop.runtime.expectations import CREATE, Expectations
-from rayop.runtime.expectations import DEFAULT_TIMEOUT as EXPECTATION_TIMEOUT
 
 try:  # the networking group constant may be named differently by the runtime's client
     from rayop.runtime.client import INGRESSES
@@ -80,6 +79,8 @@ RAYCLUSTERS = Resource(C.GROUP, C.VERSION, C.PLURAL_RAYCLUSTERS, kind=C.KIND_RAY
 # Index names on the shared caches: "<namespace>/<cluster>" of the `ray.io/cluster` label.
 INDEX_CLUSTER = "raycluster"
 
+# The Expectations group of the head Service a reconcile created ("/" cannot occur in a worker group name).
+HEAD_SERVICE_EXPECTATION = "services/head"
 DEFAULT_REQUEUE = 2.0  # KubeRay DefaultRequeueDuration
 DEFAULT_REQUEUE_SECONDS = 300
 HEAD_GONE_REQUEUE = 10.0  # head Pod termination takes longer than 2 s (KubeRay comment)
@@ -301,14 +302,11 @@ class RayClusterReconciler:
         self.validate = validate
         self.opts = opts
         self.cfg = config
-        self.exp = expectations or Expectations()
+        self.exp = expectations if expectations is not None else Expectations()  # empty is falsy (__len__)
         self.now = now
         # (namespace, name) -> (fingerprint of metadata and spec, errors): most reconciles are caused by
         # pod and status events and see an unchanged spec, so the rules need not run again.
         self._validated: dict[tuple[str, str], tuple[bytes, list[Any]]] = {}
-        # (namespace, name) -> (head Service we created, when): until the cache shows it, a status would
-        # lack the head's service name and endpoints and be written again moments later.
-        self._created_services: dict[tuple[str, str], tuple[str, float]] = {}
         # (namespace, name) -> resourceVersion our last status write replaced. While the cache still shows
         # that version, a status computed from it would be written with a stale resourceVersion (409).
         self._status_replaced: dict[tuple[str, str], str] = {}
@@ -321,7 +319,6 @@ class RayClusterReconciler:
         if cached is None:
             self.exp.forget((namespace, name))
             self._validated.pop((namespace, name), None)
-            self._created_services.pop((namespace, name), None)
             self._status_replaced.pop((namespace, name), None)
             return Result()
         # The cached object is shared and read-only; reconcile_cluster works on its own copy.
@@ -420,16 +417,10 @@ class RayClusterReconciler:
         ]
         for g in groups:
             self.exp.satisfied(key, g, self.store.pods)
-        if any(action == CREATE for action, _ in self.exp.pending(key)):
-            return True
-        created = self._created_services.get(key)
-        if created is not None:
-            name, at = created
-            seen = any(name_of(s) == name for s in self.store.cluster_services(*key))
-            if not seen and self.now() - at < EXPECTATION_TIMEOUT:
-                return True
-            del self._created_services[key]
-        return False
+        # Until the cache shows the head Service we created, a status would lack its name and endpoints
+        # and be written again moments later.
+        self.exp.satisfied(key, HEAD_SERVICE_EXPECTATION, self.store.services)
+        return any(action == CREATE for action, _ in self.exp.pending(key))
 
     # -- validation ---------------------------------------------------------------------------------
 
@@ -781,8 +772,10 @@ class RayClusterReconciler:
             what="service",
             existing=False,
         )
-        # setdefault: a lagging cache makes later passes try again (409), which must not restart the clock.
-        self._created_services.setdefault((md(rc)["namespace"], md(rc)["name"]), (name_of(svc), self.now()))
+        ckey = (md(rc)["namespace"], md(rc)["name"])
+        # A lagging cache makes later passes try again (409); that must not restart the expectation's clock.
+        if not self.exp.pending(ckey, HEAD_SERVICE_EXPECTATION):
+            self.exp.expect_create(ckey, HEAD_SERVICE_EXPECTATION, name_of(svc))
 
     async def reconcile_headless_worker_service(self, rc: Obj) -> None:
         if not any(int(g.get("numOfHosts") or 1) > 1 for g in spec_of(rc).get("workerGroupSpecs") or []):
@@ -1179,12 +1172,11 @@ class RayClusterReconciler:
 
     async def _update_status(self, original: Obj, rc: Obj, reconcile_err: Exception | None) -> bool:
         ns, name = md(rc)["namespace"], md(rc)["name"]
-        replaced = self._status_replaced.pop((ns, name), None)
-        if replaced is not None and replaced == md(original).get("resourceVersion"):
+        if self._status_replaced.get((ns, name)) == md(original).get("resourceVersion"):
             # The cache has not shown our last status write yet (status-only changes do not requeue, so
             # say "changed" to come back soon and compare with what the cache shows then).
-            self._status_replaced[(ns, name)] = replaced
             return True
+        self._status_replaced.pop((ns, name), None)
         pods = self.store.cluster_pods(ns, name)
         heads = self._head_services(rc)
         new = self.b.status.calculate_status(

@@ -302,7 +302,8 @@ class ApiClient:
         self.request_count = 0
         self._host = urlsplit(config.server).netloc
         self.in_flight = 0  # requests (not watches) awaiting an answer
-        self._calm: asyncio.Event | None = None
+        self._calm = asyncio.Event()  # set while in_flight <= CALM_IN_FLIGHT; binds to a loop only on wait
+        self._calm.set()
 
     @staticmethod
     @functools.lru_cache(maxsize=16)
@@ -322,31 +323,24 @@ class ApiClient:
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
-    def _calm_event(self) -> asyncio.Event:
-        if self._calm is None:
-            self._calm = asyncio.Event()
-            if self.in_flight <= CALM_IN_FLIGHT:
-                self._calm.set()
-        return self._calm
-
     async def wait_calm(self, timeout: float) -> None:
         """Wait until at most CALM_IN_FLIGHT requests are in flight, or `timeout` seconds.
 
         For writes that can wait, such as Events: during a burst of Pod creates they would only take
         API server time from the work they describe."""
-        if timeout <= 0 or self.in_flight <= CALM_IN_FLIGHT:
+        if timeout <= 0 or self._calm.is_set():
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._calm_event().wait(), timeout)
+            await asyncio.wait_for(self._calm.wait(), timeout)
 
     def _started(self) -> None:
         self.in_flight += 1
-        if self.in_flight > CALM_IN_FLIGHT and self._calm is not None:
+        if self.in_flight > CALM_IN_FLIGHT:
             self._calm.clear()
 
     def _finished(self) -> None:
         self.in_flight -= 1
-        if self.in_flight <= CALM_IN_FLIGHT and self._calm is not None:
+        if self.in_flight <= CALM_IN_FLIGHT:
             self._calm.set()
 
     async def close(self) -> None:

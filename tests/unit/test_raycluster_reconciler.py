@@ -24,6 +24,7 @@ from rayop.runtime.client import (
     SERVICES,
     ApiError,
 )
+from rayop.runtime.expectations import Expectations
 from tests.unit.fakekube import FakeInformer, FakeKube, FakeRecorder
 
 NS = "ns"
@@ -264,6 +265,7 @@ class Env:
             None,
             RayClusterConfig(environ=cfg.pop("environ", {}), **cfg),
             now=lambda: self.now,
+            expectations=Expectations(clock=lambda: self.now),
         )
 
     def add(self, rc: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -34,13 +35,28 @@ async def held_server() -> AsyncIterator[tuple[str, asyncio.Semaphore]]:
         await runner.cleanup()
 
 
-async def test_wait_calm_returns_once_the_burst_drains(held_server: tuple[str, asyncio.Semaphore]) -> None:
-    url, gate = held_server
+@contextlib.asynccontextmanager
+async def burst_in_flight(server: tuple[str, asyncio.Semaphore], n: int) -> AsyncIterator[ApiClient]:
+    """A client with n requests held open by the server; all are answered (and the client closed) on exit."""
+    url, gate = server
     client = ApiClient(ClientConfig(server=url, qps=0))
-    burst = CALM_IN_FLIGHT + 4
+    calls = [asyncio.create_task(client.request("GET", "/hold")) for _ in range(n)]
     try:
-        calls = [asyncio.create_task(client.request("GET", "/hold")) for _ in range(burst)]
-        await eventually(lambda: client.in_flight == burst, 5, 0.01)
+        await eventually(lambda: client.in_flight == n, 5, 0.01)
+        yield client
+        for _ in range(n):
+            gate.release()
+        await asyncio.gather(*calls)
+    finally:
+        for c in calls:
+            c.cancel()
+        await client.close()
+
+
+async def test_wait_calm_returns_once_the_burst_drains(held_server: tuple[str, asyncio.Semaphore]) -> None:
+    _, gate = held_server
+    burst = CALM_IN_FLIGHT + 4
+    async with burst_in_flight(held_server, burst) as client:
         waiter = asyncio.create_task(client.wait_calm(30))
         await asyncio.sleep(0.05)
         assert not waiter.done(), "a burst is in flight: the waiter must hold back"
@@ -52,28 +68,14 @@ async def test_wait_calm_returns_once_the_burst_drains(held_server: tuple[str, a
         gate.release()
         await asyncio.wait_for(waiter, 5)
         assert client.in_flight == CALM_IN_FLIGHT
-        for _ in range(burst):
-            gate.release()
-        await asyncio.gather(*calls)
-        assert client.in_flight == 0
-    finally:
-        await client.close()
+    assert client.in_flight == 0
 
 
 async def test_wait_calm_gives_up_after_its_timeout(held_server: tuple[str, asyncio.Semaphore]) -> None:
-    url, gate = held_server
-    client = ApiClient(ClientConfig(server=url, qps=0))
     burst = CALM_IN_FLIGHT + 1
-    try:
-        calls = [asyncio.create_task(client.request("GET", "/hold")) for _ in range(burst)]
-        await eventually(lambda: client.in_flight == burst, 5, 0.01)
+    async with burst_in_flight(held_server, burst) as client:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         await client.wait_calm(0.2)
         assert loop.time() - t0 >= 0.19
         assert client.in_flight == burst, "the burst is still in flight: only the timeout ended the wait"
-        for _ in range(burst):
-            gate.release()
-        await asyncio.gather(*calls)
-    finally:
-        await client.close()
