@@ -35,8 +35,8 @@ from typing import Any, Final
 
 import yaml
 
-from rayop.api import constants as c
 from rayop.api import schema as s
+from rayop.api.kinds import KINDS, KindSpec
 
 Schema = dict[str, Any]
 
@@ -229,27 +229,14 @@ def inline(root: Mapping[str, Any], comps: Mapping[str, Schema]) -> Schema:
 
 # CRDs ----------------------------------------------------------------------------------------------
 
-_PLURALS: Final = {
-    c.KIND_RAYCLUSTER: c.PLURAL_RAYCLUSTERS,
-    c.KIND_RAYJOB: c.PLURAL_RAYJOBS,
-    c.KIND_RAYSERVICE: c.PLURAL_RAYSERVICES,
-}
-
-
-def crd_name(kind: str) -> str:
-    return f"{_PLURALS[kind]}.{c.GROUP}"
-
-
-def file_name(kind: str) -> str:
-    """File name under config/crd/, as KubeRay names its CRD files."""
-    return f"{c.GROUP}_{_PLURALS[kind]}.yaml"
-
-
-def build_crd(kind: str, comps: Mapping[str, Schema], k8s_version: str) -> dict[str, Any]:
-    """One CustomResourceDefinition: v1 served and stored, v1alpha1 served with the same schema (KubeRay
-    still serves it for old manifests; identical schemas need no conversion webhook)."""
-    open_api = inline(s.SCHEMAS[kind](), comps)
-    columns = s.PRINTER_COLUMNS[kind]
+def build_crd(spec: KindSpec, comps: Mapping[str, Schema], k8s_version: str) -> dict[str, Any]:
+    """One CustomResourceDefinition from a registered kind: its stored version, and each deprecated
+    version served with the same schema (KubeRay still serves v1alpha1 for old manifests; identical
+    schemas need no conversion webhook)."""
+    open_api = inline(spec.schema(), comps)
+    subresources: dict[str, Any] = {"status": {}}
+    if spec.scale is not None:
+        subresources["scale"] = spec.scale.to_crd()
 
     def version(name: str, storage: bool) -> dict[str, Any]:
         v: dict[str, Any] = {
@@ -257,41 +244,46 @@ def build_crd(kind: str, comps: Mapping[str, Schema], k8s_version: str) -> dict[
             "served": True,
             "storage": storage,
             "schema": {"openAPIV3Schema": copy.deepcopy(open_api)},
-            "subresources": {"status": {}},
-            "additionalPrinterColumns": copy.deepcopy(columns),
+            "subresources": copy.deepcopy(subresources),
+            "additionalPrinterColumns": copy.deepcopy(list(spec.printer_columns)),
         }
         if not storage:
             v["deprecated"] = True
         return v
 
+    names: dict[str, Any] = {
+        "kind": spec.kind,
+        "listKind": f"{spec.kind}List",
+        "plural": spec.plural,
+        "singular": spec.singular,
+        "categories": list(spec.categories),
+    }
+    if spec.short_names:
+        names["shortNames"] = list(spec.short_names)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": crd_name(kind),
+            "name": spec.crd_name,
             "annotations": {ANN_GENERATOR: GENERATOR, ANN_KUBERNETES_VERSION: k8s_version},
         },
         "spec": {
-            "group": c.GROUP,
-            "names": {
-                "kind": kind,
-                "listKind": f"{kind}List",
-                "plural": _PLURALS[kind],
-                "singular": kind.lower(),
-                "categories": ["all"],
-            },
-            "scope": "Namespaced",
+            "group": spec.group,
+            "names": names,
+            "scope": "Namespaced" if spec.namespaced else "Cluster",
             "conversion": {"strategy": "None"},
-            "versions": [version(c.VERSION, True), version(c.ALPHA_VERSION, False)],
+            "versions": [version(spec.version, True), *(version(v, False) for v in spec.deprecated_versions)],
         },
     }
 
 
-def build_crds(documents: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The three CRDs by file name, from the OpenAPI documents listed in REQUIRED_DOCUMENTS."""
+def build_crds(
+    documents: Sequence[Mapping[str, Any]], kinds: Iterable[KindSpec] = KINDS
+) -> dict[str, dict[str, Any]]:
+    """The CRD of every registered kind by file name, from the OpenAPI documents in REQUIRED_DOCUMENTS."""
     comps = components(documents)
     version = kubernetes_version(documents)
-    return {file_name(kind): build_crd(kind, comps, version) for kind in s.SCHEMAS}
+    return {k.crd_file: build_crd(k, comps, version) for k in kinds}
 
 
 _BaseDumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -316,7 +308,7 @@ def to_yaml(crd: Mapping[str, Any]) -> str:
 
 
 def render(documents: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    """File name -> YAML text of the three CRDs."""
+    """File name -> YAML text of the CRD of every registered kind."""
     return {name: to_yaml(crd) for name, crd in build_crds(documents).items()}
 
 

@@ -724,38 +724,3 @@ def ray_service_schema() -> Schema:
         _describe(ray_service_spec(), "Desired state of the Ray service."),
         _describe(ray_service_status(), "Observed state of the Ray service."),
     )
-
-
-SCHEMAS: Final = {
-    c.KIND_RAYCLUSTER: ray_cluster_schema,
-    c.KIND_RAYJOB: ray_job_schema,
-    c.KIND_RAYSERVICE: ray_service_schema,
-}
-
-# `kubectl get` columns, as KubeRay's printcolumn markers declare them (kuberay-behaviour.md §1).
-PRINTER_COLUMNS: Final[dict[str, list[Schema]]] = {
-    c.KIND_RAYCLUSTER: [
-        {"name": "desired workers", "type": "integer", "jsonPath": ".status.desiredWorkerReplicas"},
-        {"name": "available workers", "type": "integer", "jsonPath": ".status.availableWorkerReplicas"},
-        {"name": "cpus", "type": "string", "jsonPath": ".status.desiredCPU"},
-        {"name": "memory", "type": "string", "jsonPath": ".status.desiredMemory"},
-        {"name": "gpus", "type": "string", "jsonPath": ".status.desiredGPU"},
-        {"name": "tpus", "type": "string", "jsonPath": ".status.desiredTPU", "priority": 1},
-        {"name": "status", "type": "string", "jsonPath": ".status.state"},
-        {"name": "age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-        {"name": "head pod IP", "type": "string", "jsonPath": ".status.head.podIP", "priority": 1},
-        {"name": "head service IP", "type": "string", "jsonPath": ".status.head.serviceIP", "priority": 1},
-    ],
-    c.KIND_RAYJOB: [
-        {"name": "job status", "type": "string", "jsonPath": ".status.jobStatus"},
-        {"name": "deployment status", "type": "string", "jsonPath": ".status.jobDeploymentStatus"},
-        {"name": "ray cluster name", "type": "string", "jsonPath": ".status.rayClusterName"},
-        {"name": "start time", "type": "string", "jsonPath": ".status.startTime"},
-        {"name": "end time", "type": "string", "jsonPath": ".status.endTime"},
-        {"name": "age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    ],
-    c.KIND_RAYSERVICE: [
-        {"name": "service status", "type": "string", "jsonPath": ".status.serviceStatus"},
-        {"name": "num serve endpoints", "type": "string", "jsonPath": ".status.numServeEndpoints"},
-    ],
-}

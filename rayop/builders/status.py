@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from rayop.api import constants as C
 from rayop.api import features
 from rayop.api.objects import clone
+from rayop.base.times import format_time as base_format_time
 from rayop.builders import cluster as cl
 from rayop.builders.pod import is_gpu_resource_key
 from rayop.builders.quantity import Quantity, QuantityError, canonical, parse_quantity
@@ -26,11 +27,7 @@ TPU_RESOURCE = "google.com/tpu"
 
 def format_time(now: datetime | str) -> str:
     """metav1.Time: RFC 3339 in UTC with second precision."""
-    if isinstance(now, str):
-        return now
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=UTC)
-    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return now if isinstance(now, str) else base_format_time(now)
 
 
 def _d(value: Any) -> Mapping[str, Any]:

@@ -36,6 +36,7 @@ import orjson
 
 from rayop.api import constants as C
 from rayop.api.objects import clone
+from rayop.base.times import parse_timestamp
 from rayop.controllers import podplan
 from rayop.controllers.podplan import GroupPlan, PodToCreate, is_terminating, name_of
 from rayop.runtime.client import (
@@ -203,16 +204,7 @@ def is_controlled_by(obj: Mapping[str, Any], rc: Mapping[str, Any]) -> bool:
     return any(r.get("uid") == uid and r.get("controller") for r in md(obj).get("ownerReferences") or [])
 
 
-def parse_time(ts: str | None) -> float | None:
-    if not ts:
-        return None
-    try:
-        return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        try:
-            return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return None
+parse_time = parse_timestamp
 
 
 def job_finished(job: Mapping[str, Any]) -> str:

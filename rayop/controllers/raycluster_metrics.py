@@ -8,7 +8,6 @@ derived from the object (creationTimestamp → RayClusterProvisioned's lastTrans
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Any, Protocol
 
 from prometheus_client import REGISTRY
@@ -16,19 +15,14 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from rayop.api import constants as C
+from rayop.base.times import parse_timestamp
 
 
 class _Lister(Protocol):
     def list(self) -> list[dict[str, Any]]: ...
 
 
-def _ts(raw: Any) -> float | None:
-    if not isinstance(raw, str) or not raw:
-        return None
-    try:
-        return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+_ts = parse_timestamp
 
 
 class RayClusterCollector(Collector):

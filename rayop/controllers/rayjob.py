@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 
 from rayop.api import constants as C
 from rayop.api import features
+from rayop.base.times import parse_time
 from rayop.builders import cluster as cl
 from rayop.builders import job as B
 from rayop.builders.pod import auth_secret_name
@@ -183,7 +184,7 @@ class RayJobCollector(Collector):
             new_dep in M.DEPLOYMENT_TERMINAL or new_dep == M.RETRYING
         ):
             return
-        start = M.parse_time(new.get("startTime") or old.get("startTime"))
+        start = parse_time(new.get("startTime") or old.get("startTime"))
         if start is None:
             return
         md = _md(rj)

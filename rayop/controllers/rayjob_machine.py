@@ -23,6 +23,7 @@ from typing import Any, Final
 
 from rayop.api import constants as C
 from rayop.api import features
+from rayop.base.times import format_time, parse_time
 from rayop.builders import job as B
 from rayop.ray.dashboard import JobInfo
 from rayop.validation import validate_rayjob, validate_rayjob_status
@@ -229,18 +230,7 @@ class Decision:
 # Time helpers -----------------------------------------------------------------------------------------
 
 
-def fmt_time(t: datetime) -> str:
-    """metav1.Time's JSON form: RFC 3339, UTC, whole seconds."""
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(s: str | None) -> datetime | None:
-    if not s:
-        return None
-    try:
-        return datetime.fromisoformat(s.replace("Z", "+00:00"))
-    except ValueError:
-        return None
+fmt_time = format_time
 
 
 def fmt_ms(ms: int) -> str:

@@ -1,128 +1,28 @@
 """Certificates for the embedded control plane, made with `cryptography` (no openssl binary needed).
 
-Layout follows test-control-plane.md §4.2: a serving CA + apiserver certificate, a client CA with an
+Layout: a serving CA + apiserver certificate, a client CA with an
 admin (system:masters) and a kube-controller-manager certificate, and the service-account key pair.
 Files are reused across restarts of the same state directory so kubeconfigs stay valid.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-Key = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write a secret file that is never readable by others, not even for a moment."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # an existing file keeps its old mode through O_CREAT
-        os.write(fd, data)
-    finally:
-        os.close(fd)
+from rayop.base.files import write_private
+from rayop.base.pki import Key, key_pem, load_cert, load_key, make_ca, make_leaf, pem
 
 
 def _write_key(path: Path, key: Key) -> None:
-    write_private(
-        path,
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ),
-    )
+    write_private(path, key_pem(key))
 
 
 def _load_key(path: Path) -> Key:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    assert isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey))
-    return key
-
-
-def _name(cn: str, org: str | None = None) -> x509.Name:
-    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
-    if org:
-        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
-    return x509.Name(attrs)
-
-
-def make_ca(cn: str, days: int = 3650) -> tuple[x509.Certificate, Key]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn))
-        .issuer_name(_name(cn))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
-
-
-def make_leaf(
-    ca_cert: x509.Certificate,
-    ca_key: Key,
-    cn: str,
-    *,
-    org: str | None = None,
-    dns: list[str] | None = None,
-    ips: list[str] | None = None,
-    server: bool = False,
-    client: bool = False,
-    days: int = 3650,
-) -> tuple[x509.Certificate, Key]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    usages = []
-    if server:
-        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
-    if client:
-        usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
-    b = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn, org))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-    )
-    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns or []]
-    sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips or []]
-    if sans:
-        b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    return b.sign(ca_key, hashes.SHA256()), key
-
-
-def pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
+    return load_key(path.read_bytes())
 
 
 @dataclass(frozen=True)
@@ -181,9 +81,9 @@ def ensure_pki(
         cert, key = make_ca("rayop-client-ca")
         pki.client_ca.write_bytes(pem(cert))
         _write_key(pki.client_ca_key, key)
-    s_ca = x509.load_pem_x509_certificate(pki.serving_ca.read_bytes())
+    s_ca = load_cert(pki.serving_ca.read_bytes())
     s_key = _load_key(pki.serving_ca_key)
-    c_ca = x509.load_pem_x509_certificate(pki.client_ca.read_bytes())
+    c_ca = load_cert(pki.client_ca.read_bytes())
     c_key = _load_key(pki.client_ca_key)
 
     ips = sorted({"127.0.0.1", "10.0.0.1", *(extra_ips or [])})
@@ -200,7 +100,7 @@ def ensure_pki(
     sans_file = directory / "apiserver.sans"
     wanted = ",".join(ips + dns)
     if not pki.apiserver_crt.exists() or not sans_file.exists() or sans_file.read_text() != wanted:
-        cert, key = make_leaf(s_ca, s_key, "kube-apiserver", dns=dns, ips=ips, server=True)
+        cert, key = make_leaf(s_ca, s_key, "kube-apiserver", sans=[*ips, *dns], server=True)
         pki.apiserver_crt.write_bytes(pem(cert))
         _write_key(pki.apiserver_key, key)
         sans_file.write_text(wanted)

@@ -27,7 +27,9 @@ from typing import Any
 
 import yaml
 
-from rayop.local.pki import PlanePKI, ensure_pki, write_private
+from rayop.base.files import write_private
+from rayop.base.procs import cmdline, pid_alive
+from rayop.local.pki import PlanePKI, ensure_pki
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -153,38 +155,16 @@ class PlaneState:
         return cls(**json.loads(path.read_text()))
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still "exists"; treat it as dead.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
-
-
-def _pid_cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
 def stop_pid(pid: int, marker: str, grace: float = 10.0) -> None:
     """Stop one process we started: only if its command line still carries our marker (the state
     directory), so a recycled PID of somebody else's process is never signalled."""
-    if not _pid_alive(pid) or marker not in _pid_cmdline(pid):
+    if not pid_alive(pid) or marker not in cmdline(pid):
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
@@ -553,7 +533,7 @@ def running_plane(state_dir: Path) -> PlaneState | None:
     except (ValueError, TypeError, OSError):
         return None
     alive = [
-        n for n, pid in st.pids.items() if _pid_alive(pid) and str(state_dir.resolve()) in _pid_cmdline(pid)
+        n for n, pid in st.pids.items() if pid_alive(pid) and str(state_dir.resolve()) in cmdline(pid)
     ]
     if "kube-apiserver" in alive and "etcd" in alive:
         return st
@@ -568,7 +548,7 @@ def stop_recorded(state_dir: Path) -> list[str]:
     st = PlaneState.load(sf)
     stopped = []
     for name, pid in reversed(list(st.pids.items())):
-        if _pid_alive(pid):
+        if pid_alive(pid):
             # The node agent stops its pods (with their grace periods) before it exits.
             stop_pid(pid, str(state_dir.resolve()), grace=STOP_GRACE.get(name, 10.0))
             stopped.append(name)

@@ -27,6 +27,8 @@ from urllib.parse import urlparse
 
 import aiohttp
 
+from rayop.base.procs import cmdline, pid_alive
+from rayop.base.times import format_micro_time
 from rayop.node import podspec, runtime
 from rayop.node.cgroups import Cgroups
 from rayop.node.locate import ANN_STATE_DIR
@@ -98,10 +100,6 @@ def _machine_memory() -> int:
             if line.startswith("MemTotal:"):
                 return int(line.split()[1]) * 1024
     return 0
-
-
-def _micro(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1e6):06d}Z"
 
 
 class NodeAgent:
@@ -328,7 +326,7 @@ class NodeAgent:
         await self.renew_lease()
 
     async def renew_lease(self) -> None:
-        now = _micro(time.time())
+        now = format_micro_time(time.time())
         spec = {
             "holderIdentity": self.cfg.name,
             "leaseDurationSeconds": self.cfg.lease_seconds,
@@ -770,12 +768,12 @@ class NodeAgent:
         # A recorded PID counts as ours only if its command line names this pod's folder: after a
         # reboot or a long outage the number may belong to another pod's process, or to anyone's.
         marker = f"{self.pods_dir / state.uid}/"
-        if state.sandbox_pid and marker not in runtime.cmdline(state.sandbox_pid):
+        if state.sandbox_pid and marker not in cmdline(state.sandbox_pid):
             state.sandbox_pid = 0
         w = PodWorker(self, pod, state)
         w.sandbox_ready = bool(state.sandbox_pid)
         for r in state.containers.values():
-            if r.pid and marker in runtime.cmdline(r.pid) and runtime.pid_alive(r.pid):
+            if r.pid and marker in cmdline(r.pid) and pid_alive(r.pid):
                 continue
             if r.pid:
                 exit_file = w.dir / "containers" / r.name / str(r.attempt) / "exit.json"
@@ -804,10 +802,10 @@ class NodeAgent:
         if state is not None:
             marker = str(d) + "/"
             for r in state.containers.values():
-                if r.pid and marker in runtime.cmdline(r.pid):
+                if r.pid and marker in cmdline(r.pid):
                     runtime.kill(r.pid, signal.SIGKILL)
                     await runtime.wait_exit(r.pid)
-            if state.sandbox_pid and marker in runtime.cmdline(state.sandbox_pid):
+            if state.sandbox_pid and marker in cmdline(state.sandbox_pid):
                 runtime.kill(state.sandbox_pid, signal.SIGKILL)
                 await runtime.wait_exit(state.sandbox_pid)
             if state.netns:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rayop.node import runtime
+from rayop.base.procs import pid_alive
 from rayop.runtime.client import NODES, PODS, ApiClient
 
 ANN_STATE_DIR = "node.rayop.io/state-dir"
@@ -48,7 +48,7 @@ class ContainerLocation:
 
     @property
     def running(self) -> bool:
-        return self.pid != 0 and runtime.pid_alive(self.pid)
+        return self.pid != 0 and pid_alive(self.pid)
 
 
 def read_state(pod_dir: Path) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rayop.base.procs import pid_alive
+from rayop.base.times import format_time
 from rayop.node import podspec, runtime
 from rayop.node.network import PodNet
 from rayop.node.probes import ProbeWorker, run_probe
@@ -31,9 +33,7 @@ TERMINAL = ("Succeeded", "Failed")
 
 
 def rfc3339(t: float | None) -> str | None:
-    if t is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    return None if t is None else format_time(t)
 
 
 @dataclass
@@ -245,7 +245,7 @@ class PodWorker:
     # --- sandbox -----------------------------------------------------------------------------------
 
     async def ensure_sandbox(self) -> float | None:
-        if self.sandbox_ready and runtime.pid_alive(self.state.sandbox_pid):
+        if self.sandbox_ready and pid_alive(self.state.sandbox_pid):
             return None
         if self.sandbox_ready:
             # The holder died under us (killed by hand?): start over, like a kubelet with a dead sandbox.

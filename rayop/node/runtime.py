@@ -10,33 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rayop.base.procs import cmdline, pid_alive
+
 SHIM = [sys.executable, "-m", "rayop.node.shim"]
 
 
 class RuntimeError_(Exception):
     pass
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        # A zombie has exited already.
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def find_pod_processes(marker: str) -> list[int]:

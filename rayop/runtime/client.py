@@ -14,18 +14,19 @@ import functools
 import json
 import os
 import ssl
-import tempfile
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import orjson
 import yaml
 
+from rayop.base.pki import load_chain
+from rayop.base.resource import Resource as Resource  # re-exported: callers of the client name kinds with it
 from rayop.runtime import metrics
 
 Obj = dict[str, Any]
@@ -94,32 +95,6 @@ class ApiError(Exception):
             return 0.0
 
 
-@dataclass(frozen=True)
-class Resource:
-    """Where a kind lives in the API: group ("" for core), version, plural, namespaced."""
-
-    group: str
-    version: str
-    plural: str
-    namespaced: bool = True
-    kind: str = ""
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    def path(self, namespace: str | None = None, name: str | None = None, sub: str | None = None) -> str:
-        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        if self.namespaced and namespace:
-            base += f"/namespaces/{quote(namespace)}"
-        base += f"/{self.plural}"
-        if name:
-            base += f"/{quote(name)}"
-            if sub:
-                base += f"/{sub}"
-        return base
-
-
 # The kinds the runtime and its users touch. Ray kinds are declared by their owners (rayop.api).
 PODS = Resource("", "v1", "pods", kind="Pod")
 SERVICES = Resource("", "v1", "services", kind="Service")
@@ -180,14 +155,7 @@ class ClientConfig:
         elif self.ca_data:
             ctx = ssl.create_default_context(cadata=self.ca_data.decode())
         if self.cert_data and self.key_data:
-            # ssl wants files; write them once to a private temp dir for the process lifetime.
-            d = tempfile.mkdtemp(prefix="rayop-cred-")
-            cert = Path(d, "tls.crt")
-            key = Path(d, "tls.key")
-            cert.write_bytes(self.cert_data)
-            key.write_bytes(self.key_data)
-            os.chmod(key, 0o600)
-            ctx.load_cert_chain(str(cert), str(key))
+            load_chain(ctx, self.cert_data, self.key_data)
         return ctx
 
     def bearer(self) -> str | None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import secrets
 import socket
@@ -21,6 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from rayop.base.times import format_micro_time
 from rayop.runtime.client import EVENTS, ApiClient, ApiError
 
 log = logging.getLogger("rayop.runtime.events")
@@ -38,8 +38,7 @@ MAX_DEFER_SECONDS = 5.0
 
 
 def micro_time(t: float | None = None) -> str:
-    d = dt.datetime.fromtimestamp(time.time() if t is None else t, tz=dt.UTC)
-    return d.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return format_micro_time(time.time() if t is None else t)
 
 
 @dataclass

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import random
 import socket
@@ -24,6 +23,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from rayop.base.times import format_micro_time, utcnow
 from rayop.runtime import metrics
 from rayop.runtime.client import LEASES, ApiClient, ApiError
 
@@ -33,7 +33,7 @@ Callback = Callable[[], "Awaitable[None] | None"]
 
 
 def _now_micro() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return format_micro_time(utcnow())
 
 
 def default_identity() -> str:

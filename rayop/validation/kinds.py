@@ -648,20 +648,3 @@ def validate_rayservice(
 ) -> list[FieldError]:
     """All errors of a RayService (KubeRay ``ValidateRayServiceMetadata``/``Spec``); see validate_raycluster."""
     return _ratchet(_rayservice, obj, gates, old)
-
-
-VALIDATORS = {
-    C.KIND_RAYCLUSTER: validate_raycluster,
-    C.KIND_RAYJOB: validate_rayjob,
-    C.KIND_RAYSERVICE: validate_rayservice,
-}
-
-
-def validate(
-    kind: str, obj: Any, *, gates: Mapping[str, bool] | None = None, old: Any = None
-) -> list[FieldError]:
-    fn = VALIDATORS.get(kind)
-    if fn is None:
-        return [not_supported("kind", kind, tuple(VALIDATORS))]
-    result: list[FieldError] = fn(obj, gates=gates, old=old)
-    return result

@@ -370,15 +370,3 @@ def warnings_rayservice(obj: Any, old: Any = None) -> list[str]:
         return out
 
     return _safe_warnings(run)
-
-
-WARNERS: dict[str, Callable[..., list[str]]] = {
-    C.KIND_RAYCLUSTER: warnings_raycluster,
-    C.KIND_RAYJOB: warnings_rayjob,
-    C.KIND_RAYSERVICE: warnings_rayservice,
-}
-
-
-def warnings_for(kind: str, obj: Any, old: Any = None) -> list[str]:
-    fn = WARNERS.get(kind)
-    return fn(obj, old) if fn else []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from rayop.api import constants as C
+from rayop.api import kinds
 from rayop.validation import FieldError, aggregate_message, validate, warnings_for
 
 ADMISSION_API_VERSION = "admission.k8s.io/v1"
@@ -13,16 +13,8 @@ ADMISSION_API_VERSION = "admission.k8s.io/v1"
 MAX_WARNING_CHARS = 256
 MAX_WARNINGS = 20
 
-PATHS: dict[str, str] = {
-    C.KIND_RAYCLUSTER: "/validate-ray-io-v1-raycluster",
-    C.KIND_RAYJOB: "/validate-ray-io-v1-rayjob",
-    C.KIND_RAYSERVICE: "/validate-ray-io-v1-rayservice",
-}
-PLURALS: dict[str, str] = {
-    C.KIND_RAYCLUSTER: C.PLURAL_RAYCLUSTERS,
-    C.KIND_RAYJOB: C.PLURAL_RAYJOBS,
-    C.KIND_RAYSERVICE: C.PLURAL_RAYSERVICES,
-}
+# The path the webhook serves for each kind it admits (from the kind registry).
+PATHS: dict[str, str] = {k.kind: k.webhook_path for k in kinds.admitted()}
 
 
 class BadReview(ValueError):
@@ -35,15 +27,16 @@ def _clip(text: str) -> str:
 
 def invalid_status(kind: str, name: str, errors: list[FieldError]) -> dict[str, Any]:
     """A metav1.Status like apierrors.NewInvalid builds: 422, reason Invalid, one cause per field error."""
+    group = kinds.by_kind(kind).group
     return {
         "metadata": {},
         "status": "Failure",
-        "message": f'{kind}.{C.GROUP} "{name}" is invalid: {aggregate_message(errors)}',
+        "message": f'{kind}.{group} "{name}" is invalid: {aggregate_message(errors)}',
         "reason": "Invalid",
         "code": 422,
         "details": {
             "name": name,
-            "group": C.GROUP,
+            "group": group,
             "kind": kind,
             "causes": [{"reason": e.cause_type, "message": e.body(), "field": e.path} for e in errors],
         },
@@ -81,8 +74,9 @@ def review(kind: str, body: Any, gates: Mapping[str, bool] | None = None) -> dic
     old = req.get("oldObject") if op == "UPDATE" else None
     errors = validate(kind, obj, gates=gates, old=old)
     warnings = [w for w in warnings_for(kind, obj, old) if w]
-    if not warnings and req_kind.get("version") == C.ALPHA_VERSION:
-        warnings = [f"{C.GROUP}/{C.ALPHA_VERSION} {kind} is deprecated; use {C.API_VERSION}"]
+    spec = kinds.by_kind(kind)
+    if not warnings and req_kind.get("version") in spec.deprecated_versions:
+        warnings = [f"{spec.group}/{req_kind['version']} {kind} is deprecated; use {spec.api_version}"]
     if warnings:
         resp["warnings"] = [_clip(w) for w in dict.fromkeys(warnings)][:MAX_WARNINGS]
     if errors:

@@ -20,17 +20,15 @@ import base64
 import datetime as dt
 import ipaddress
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from rayop.base import pki
+from rayop.base.files import replace_private
 from rayop.runtime.client import SECRETS, ApiClient, ApiError
 
 GENERATED_MARKER = ".rayop-generated"
@@ -44,7 +42,6 @@ SERVING_VALIDITY = dt.timedelta(days=365)
 # Rotate when less than this share of the validity is left: long enough to survive an outage of the
 # operator, short enough that a leaked key does not live for the whole year.
 ROTATE_REMAINING_FRACTION = 1 / 3
-BACKDATE = dt.timedelta(minutes=5)  # tolerate clock skew between the operator and the API server
 
 
 def utcnow() -> dt.datetime:
@@ -73,17 +70,6 @@ class CertBundle:
         return x509.load_pem_x509_certificate(self.cert_pem).serial_number
 
 
-def _key() -> ec.EllipticCurvePrivateKey:
-    # P-256: fast to generate and to handshake with; every Kubernetes API server accepts it.
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
 def generate_ca(
     common_name: str = "rayop-webhook-ca",
     *,
@@ -91,46 +77,8 @@ def generate_ca(
     validity: dt.timedelta = CA_VALIDITY,
 ) -> tuple[bytes, bytes]:
     """(cert PEM, key PEM) of a new self-signed CA."""
-    now = now or utcnow()
-    key = _key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + validity)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
-
-
-def _san(names: Sequence[str]) -> list[x509.GeneralName]:
-    out: list[x509.GeneralName] = []
-    for n in names:
-        try:
-            out.append(x509.IPAddress(ipaddress.ip_address(n)))
-        except ValueError:
-            out.append(x509.DNSName(n))
-    return out
+    cert, key = pki.make_ca(common_name, now=now or utcnow(), validity=validity)
+    return pki.pem(cert), pki.key_pem(key)
 
 
 def generate_serving_cert(
@@ -144,60 +92,15 @@ def generate_serving_cert(
     """(cert PEM, key PEM, not_before, not_after) of a serving certificate for ``sans`` signed by the CA."""
     if not sans:
         raise ValueError("a serving certificate needs at least one subject alternative name")
-    now = now or utcnow()
-    ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
-    ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-        raise ValueError("the webhook CA key must be an EC key")
-    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    key = _key()
-    nb = now - BACKDATE
-    # A leaf must not outlive its CA, or the API server stops trusting it early.
-    na = min(now + validity, ca_cert.not_valid_after_utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, sans[0])]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(nb)
-        .not_valid_after(na)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_encipherment=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                content_commitment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(_san(sans)), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
-        .sign(ca_key, hashes.SHA256())
+    ca_cert = pki.load_cert(ca_cert_pem)
+    cert, key = pki.make_leaf(
+        ca_cert, pki.load_key(ca_key_pem), sans[0], sans=sans, server=True, now=now or utcnow(), validity=validity
     )
-    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key), nb, na
+    return pki.pem(cert), pki.key_pem(key), cert.not_valid_before_utc, cert.not_valid_after_utc
 
 
-def cert_validity(cert_pem: bytes) -> tuple[dt.datetime, dt.datetime]:
-    c = x509.load_pem_x509_certificate(cert_pem)
-    return c.not_valid_before_utc, c.not_valid_after_utc
-
-
-def split_pems(bundle: bytes) -> list[bytes]:
-    marker = b"-----END CERTIFICATE-----"
-    out = []
-    for part in bundle.split(marker):
-        part = part.strip()
-        if part:
-            out.append(part + b"\n" + marker + b"\n")
-    return out
+cert_validity = pki.validity_of
+split_pems = pki.split_pems
 
 
 def new_bundle(
@@ -512,12 +415,5 @@ class FileCertSource:
         # for mounted ones (which are never rotated by us), see make_cert_source.
         (self.dir / GENERATED_MARKER).write_text("generated by rayop; rotated by the operator\n")
         self.ca_path.write_bytes(b.ca_bundle)
-        tmp = self.key_path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, b.key_pem)
-        finally:
-            os.close(fd)
-        tmp.replace(self.key_path)
+        replace_private(self.key_path, b.key_pem)
         self.cert_path.write_bytes(b.cert_pem)

@@ -6,14 +6,13 @@ import base64
 from collections.abc import Mapping
 from typing import Any
 
-from rayop.api import constants as C
+from rayop.api import kinds
 from rayop.runtime.client import VALIDATING_WEBHOOKS, ApiClient, ApiError
-from rayop.webhook.admission import PATHS, PLURALS
 
 DEFAULT_NAME = "rayop-validating-webhook"
 # Short: a slow webhook stalls every kubectl apply, and failurePolicy Fail turns a timeout into a rejection.
 DEFAULT_TIMEOUT_SECONDS = 5
-WEBHOOK_NAMES = {kind: f"validate.{plural}.{C.GROUP}" for kind, plural in PLURALS.items()}
+WEBHOOK_NAMES = {k.kind: f"validate.{k.plural}.{k.group}" for k in kinds.admitted()}
 
 UrlOrService = str | Mapping[str, Any]
 
@@ -43,12 +42,12 @@ def build_webhook_configuration(
 ) -> dict[str, Any]:
     """``target`` is a base URL (``https://127.0.0.1:9443``) or a Service ``{namespace, name, port}``."""
     hooks = []
-    for kind, path in PATHS.items():
+    for spec in kinds.admitted():
         hooks.append(
             {
-                "name": WEBHOOK_NAMES[kind],
+                "name": WEBHOOK_NAMES[spec.kind],
                 "admissionReviewVersions": ["v1"],
-                "clientConfig": _client_config(target, path, ca_bundle),
+                "clientConfig": _client_config(target, spec.webhook_path, ca_bundle),
                 "failurePolicy": failure_policy,
                 "sideEffects": "None",
                 "timeoutSeconds": timeout_seconds,
@@ -56,10 +55,10 @@ def build_webhook_configuration(
                 "namespaceSelector": dict(namespace_selector or {}),
                 "rules": [
                     {
-                        "apiGroups": [C.GROUP],
-                        "apiVersions": [C.VERSION, C.ALPHA_VERSION],
+                        "apiGroups": [spec.group],
+                        "apiVersions": list(spec.versions),
                         "operations": ["CREATE", "UPDATE"],
-                        "resources": [PLURALS[kind]],
+                        "resources": [spec.plural],
                         "scope": "Namespaced",
                     }
                 ],

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import ssl
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -23,6 +22,7 @@ from aiohttp import web
 from prometheus_client import Counter, Gauge, Histogram
 
 from rayop.api import features as F
+from rayop.base.pki import load_chain
 from rayop.runtime.client import ApiClient
 from rayop.webhook.admission import PATHS, BadReview, review
 from rayop.webhook.certs import CertBundle, CertSource, FileCertSource, split_pems
@@ -186,13 +186,7 @@ class WebhookServer:
         return f"https://{host}:{self.port}"
 
     def _load_into(self, ctx: ssl.SSLContext, b: CertBundle) -> None:
-        # load_cert_chain wants files; a private temp dir keeps the key off shared paths.
-        with tempfile.TemporaryDirectory(prefix="rayop-webhook-") as d:
-            cert, key = Path(d, "tls.crt"), Path(d, "tls.key")
-            key.touch(mode=0o600)
-            key.write_bytes(b.key_pem)
-            cert.write_bytes(b.cert_pem)
-            ctx.load_cert_chain(str(cert), str(key))
+        load_chain(ctx, b.cert_pem, b.key_pem)
 
     def _context(self, b: CertBundle) -> ssl.SSLContext:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -21,19 +21,16 @@ import yaml
 from rayop.api import constants as C
 from rayop.api import crdgen
 from rayop.api import schema as S
+from rayop.api.kinds import KINDS, by_kind
 from rayop.local.openapi import fetch_documents
 from rayop.local.plane import ControlPlane, PlaneError
-from rayop.runtime.client import CRDS, ApiClient, ApiError, Resource
+from rayop.runtime.client import CRDS, ApiClient, ApiError
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data"
 CRD_DIR = REPO / "config" / "crd"
-PLURALS = {
-    C.KIND_RAYCLUSTER: C.PLURAL_RAYCLUSTERS,
-    C.KIND_RAYJOB: C.PLURAL_RAYJOBS,
-    C.KIND_RAYSERVICE: C.PLURAL_RAYSERVICES,
-}
-V1 = {kind: Resource(C.GROUP, C.VERSION, plural, kind=kind) for kind, plural in PLURALS.items()}
+PLURALS = {k.kind: k.plural for k in KINDS}
+V1 = {k.kind: k.resource for k in KINDS}
 ALL_FIELDS = {
     C.KIND_RAYCLUSTER: DATA / "raycluster-all-fields.yaml",
     C.KIND_RAYJOB: DATA / "rayjob-all-fields.yaml",
@@ -139,7 +136,7 @@ async def test_crd_is_established_with_kuberays_names(kube: ApiClient, kind: str
 
 def test_the_every_field_manifests_cover_every_spec_field() -> None:
     for kind, path in ALL_FIELDS.items():
-        declared = set(S.SCHEMAS[kind]()["properties"]["spec"]["properties"])
+        declared = set(by_kind(kind).schema()["properties"]["spec"]["properties"])
         used = {field for d in docs(path) for field in d["spec"]}
         assert used == declared, f"{path.name} misses {sorted(declared - used)}"
 

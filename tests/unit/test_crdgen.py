@@ -19,7 +19,9 @@ import yaml
 from typer.testing import CliRunner
 
 from rayop.api import crdgen
+from rayop.api import kinds as registry
 from rayop.api import schema as s
+from rayop.api.kinds import by_kind
 from rayop.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -237,7 +239,7 @@ def _referenced(node: Any) -> Iterator[str]:
 
 def stub_documents() -> list[dict[str, Any]]:
     """Documents whose every component the Ray schemas reference is a bare object."""
-    names = sorted({n for build in s.SCHEMAS.values() for n in _referenced(build())})
+    names = sorted({n for build in (k.schema for k in registry.KINDS) for n in _referenced(build())})
     core = {n: {"type": "object"} for n in names if not n.startswith(s.NETWORKING)}
     net = {n: {"type": "object"} for n in names if n.startswith(s.NETWORKING)}
     return [
@@ -247,7 +249,7 @@ def stub_documents() -> list[dict[str, Any]]:
 
 
 def test_the_ray_schemas_reference_only_the_expected_kubernetes_types() -> None:
-    names = {n for build in s.SCHEMAS.values() for n in _referenced(build())}
+    names = {n for build in (k.schema for k in registry.KINDS) for n in _referenced(build())}
     assert names == {
         "io.k8s.api.core.v1.PodTemplateSpec",
         "io.k8s.api.core.v1.Service",
@@ -340,7 +342,7 @@ def walk(node: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def test_files_are_in_canonical_form(crd: dict[str, Any]) -> None:
-    path = CRD_DIR / crdgen.file_name(crd["spec"]["names"]["kind"])
+    path = CRD_DIR / by_kind(crd["spec"]["names"]["kind"]).crd_file
     assert crdgen.to_yaml(crd) == path.read_text()
 
 
