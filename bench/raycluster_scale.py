@@ -42,9 +42,10 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
 from rayop.api import constants as C  # noqa: E402
+from rayop.api.kinds import RAYCLUSTERS  # noqa: E402
 from rayop.builders import pod as podb  # noqa: E402
 from rayop.builders.options import BuildOptions  # noqa: E402
-from rayop.controllers.raycluster import RAYCLUSTERS, RayClusterConfig  # noqa: E402
+from rayop.controllers.settings import RayClusterSettings  # noqa: E402
 from rayop.local.plane import ControlPlane, PlaneOptions, pick_free_ports  # noqa: E402
 from rayop.runtime.client import NAMESPACES, NODES, PODS, ApiClient, load_kubeconfig  # noqa: E402
 from tests.integration.rayclusters import raycluster, running_ready_status  # noqa: E402
@@ -437,7 +438,7 @@ async def main_async(args: argparse.Namespace) -> str:
     plane.start()
     kube = ApiClient(load_kubeconfig(plane.kubeconfig))
     kube.bucket.qps = 0  # the bench's own reads and status writes are not rate limited
-    cfg = RayClusterConfig()
+    cfg = RayClusterSettings()
     # The operator's ApiClient keeps at most 200 connections: that bounds its requests in flight.
     inflight = 200
     cases = []

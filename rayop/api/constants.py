@@ -57,6 +57,10 @@ ANN_HASH_WITHOUT_REPLICAS: Final = "ray.io/hash-without-replicas-and-workers-to-
 ANN_NUM_WORKER_GROUPS: Final = "ray.io/num-worker-groups"
 ANN_INITIALIZING_TIMEOUT: Final = "ray.io/initializing-timeout"
 
+# GCS fault-tolerance backends (gcsFaultToleranceOptions.backend)
+GCS_BACKEND_REDIS: Final = "redis"
+GCS_BACKEND_ROCKSDB: Final = "rocksdb"
+
 # Finalizers
 FINALIZER_GCS_FT_REDIS_CLEANUP: Final = "ray.io/gcs-ft-redis-cleanup-finalizer"
 FINALIZER_RAYJOB: Final = "ray.io/rayjob-finalizer"

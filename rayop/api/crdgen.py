@@ -229,6 +229,7 @@ def inline(root: Mapping[str, Any], comps: Mapping[str, Schema]) -> Schema:
 
 # CRDs ----------------------------------------------------------------------------------------------
 
+
 def build_crd(spec: KindSpec, comps: Mapping[str, Schema], k8s_version: str) -> dict[str, Any]:
     """One CustomResourceDefinition from a registered kind: its stored version, and each deprecated
     version served with the same schema (KubeRay still serves v1alpha1 for old manifests; identical

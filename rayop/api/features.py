@@ -45,25 +45,42 @@ def resolve_gates(gates: Mapping[str, bool] | None = None) -> dict[str, bool]:
     return out
 
 
-def parse_feature_gates(spec: str) -> dict[str, bool]:
-    """Parse the ``--feature-gates`` flag syntax ``A=true,B=false`` (as component-base does).
+# strconv.ParseBool, which component-base's feature gates use.
+_GO_TRUE = {"1", "t", "true"}
+_GO_FALSE = {"0", "f", "false"}
+
+
+def parse_feature_gates(spec: str | Mapping[str, object] | None) -> dict[str, bool]:
+    """The gates a ``--feature-gates`` value (``A=true,B=false``, as component-base parses it) or a
+    config file's mapping turns on or off; the defaults are not included (see resolve_gates).
 
     Raises ValueError on an unknown gate or a value that is not a boolean, so a typo fails at startup
     instead of silently leaving a gate at its default.
     """
-    out = dict(DEFAULT_GATES)
-    for item in spec.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        name, sep, raw = item.partition("=")
-        name = name.strip()
-        if not sep:
-            raise ValueError(f"missing bool value for feature gate {name!r}")
+    if not spec:
+        return {}
+    items: list[tuple[str, object]]
+    if isinstance(spec, Mapping):
+        items = [(str(k), v) for k, v in spec.items()]
+    else:
+        items = []
+        for item in spec.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            key, sep, text = item.partition("=")
+            if not sep:
+                raise ValueError(f"missing bool value for feature gate {key.strip()!r}")
+            items.append((key.strip(), text.strip()))
+    out: dict[str, bool] = {}
+    for name, value in items:
         if name not in DEFAULT_GATES:
             raise ValueError(f"unrecognized feature gate: {name}")
-        val = raw.strip().lower()
-        if val not in ("true", "false"):
-            raise ValueError(f"invalid value of {name}={raw.strip()}, err: must be true or false")
-        out[name] = val == "true"
+        if isinstance(value, bool):
+            out[name] = value
+            continue
+        val = str(value).strip().lower()
+        if val not in _GO_TRUE | _GO_FALSE:
+            raise ValueError(f"invalid value of {name}={value}, err: must be true or false")
+        out[name] = val in _GO_TRUE
     return out

@@ -149,7 +149,9 @@ def make_leaf(
     except x509.ExtensionNotFound:
         ski = None  # a CA made by an older release: no key identifier to point at
     if ski is not None:
-        b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+        b = b.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
     return b.sign(ca_key, hashes.SHA256()), key
 
 

@@ -12,7 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from rayop.api import constants as C
-from rayop.api.objects import clone
+from rayop.api import spec as RS
+from rayop.base.objects import annotations_of, clone, meta, spec_of
+from rayop.base.objects import owner_reference as base_owner_reference
+from rayop.base.types import Obj
 from rayop.builders.quantity import Quantity, QuantityError, canonical, parse_quantity
 
 __all__ = [
@@ -22,6 +25,7 @@ __all__ = [
     "canonical",
     "check_label",
     "check_name",
+    "child_metadata",
     "cluster_hash_without_replicas",
     "desired_worker_replicas",
     "fqdn_ray_ip",
@@ -40,17 +44,8 @@ __all__ = [
     "upgrade_recreate_hash",
 ]
 
-Obj = dict[str, Any]
 MAX_INT32 = 2**31 - 1
 _POD_PREFIX_MAX = 50  # 63 - len("-worker-") - 5 random characters
-
-
-def _spec(cluster: Mapping[str, Any]) -> Mapping[str, Any]:
-    return cluster.get("spec") or {}
-
-
-def _meta(cluster: Mapping[str, Any]) -> Mapping[str, Any]:
-    return cluster.get("metadata") or {}
 
 
 # Names ------------------------------------------------------------------------------------------------
@@ -88,14 +83,14 @@ def pod_name(prefix: str, node_type: str, *, generate: bool) -> str:
 
 
 def head_service_name(cluster: Mapping[str, Any]) -> str:
-    custom = ((_spec(cluster).get("headGroupSpec") or {}).get("headService") or {}).get("metadata") or {}
+    custom = ((spec_of(cluster).get("headGroupSpec") or {}).get("headService") or {}).get("metadata") or {}
     if custom.get("name"):
         return str(custom["name"])
-    return f"{_meta(cluster).get('name', '')}-head-svc"
+    return f"{meta(cluster).get('name', '')}-head-svc"
 
 
 def fqdn_ray_ip(cluster: Mapping[str, Any], cluster_domain: str = C.DEFAULT_CLUSTER_DOMAIN) -> str:
-    return f"{head_service_name(cluster)}.{_meta(cluster).get('namespace', '')}.svc.{cluster_domain}"
+    return f"{head_service_name(cluster)}.{meta(cluster).get('namespace', '')}.svc.{cluster_domain}"
 
 
 def head_port(ray_start_params: Mapping[str, Any] | None) -> str:
@@ -105,51 +100,55 @@ def head_port(ray_start_params: Mapping[str, Any] | None) -> str:
     return str(C.PORT_GCS)
 
 
-def owner_reference(cluster: Mapping[str, Any]) -> Obj:
-    meta = _meta(cluster)
+def child_metadata(cluster: Mapping[str, Any], name: str) -> Obj:
+    """Metadata of an object the operator makes for a RayCluster (ServiceAccount, Role, RoleBinding, auth
+    Secret): in its namespace, labelled with its name and KubeRay's app labels, owned by it."""
     return {
-        "apiVersion": C.API_VERSION,
-        "kind": C.KIND_RAYCLUSTER,
-        "name": meta.get("name", ""),
-        "uid": meta.get("uid", ""),
-        "controller": True,
-        "blockOwnerDeletion": True,
+        "name": name,
+        "namespace": meta(cluster).get("namespace", ""),
+        "labels": {
+            C.LABEL_CLUSTER: meta(cluster).get("name", ""),
+            C.LABEL_APP_NAME: C.APP_NAME_VALUE,
+            C.LABEL_CREATED_BY: C.CREATED_BY_VALUE,
+        },
+        "ownerReferences": [owner_reference(cluster)],
     }
+
+
+def owner_reference(cluster: Mapping[str, Any]) -> Obj:
+    return base_owner_reference(cluster, api_version=C.API_VERSION, kind=C.KIND_RAYCLUSTER)
 
 
 # Feature switches ---------------------------------------------------------------------------------------
 
 
+# Each reads the cluster's spec (and annotations) through rayop.api.spec, the one copy of these rules.
+
+
 def is_autoscaling_enabled(cluster: Mapping[str, Any]) -> bool:
-    return _spec(cluster).get("enableInTreeAutoscaling") is True
+    return RS.autoscaling_enabled(spec_of(cluster))
 
 
 def autoscaler_version(cluster: Mapping[str, Any]) -> str | None:
     """`v1`, `v2`, or None when unset (then Ray decides; KubeRay injects nothing)."""
-    version = (_spec(cluster).get("autoscalerOptions") or {}).get("version")
-    return str(version) if version else None
+    return RS.autoscaler_version(spec_of(cluster))
 
 
 def gcs_ft_enabled(cluster: Mapping[str, Any]) -> bool:
-    if _spec(cluster).get("gcsFaultToleranceOptions") is not None:
-        return True
-    return str((_meta(cluster).get("annotations") or {}).get(C.ANN_FT_ENABLED, "")).lower() == "true"
+    return RS.gcs_ft_enabled(spec_of(cluster), annotations_of(cluster))
 
 
 def gcs_ft_backend(cluster: Mapping[str, Any]) -> str | None:
     """`redis` (also for the legacy annotation), `rocksdb`, or None when GCS FT is off."""
-    if not gcs_ft_enabled(cluster):
-        return None
-    opts = _spec(cluster).get("gcsFaultToleranceOptions") or {}
-    return str(opts.get("backend") or "redis").lower()
+    return RS.gcs_ft_backend(spec_of(cluster), annotations_of(cluster))
 
 
 def is_auth_enabled(cluster: Mapping[str, Any]) -> bool:
-    return (_spec(cluster).get("authOptions") or {}).get("mode") == "token"
+    return RS.auth_enabled(spec_of(cluster))
 
 
 def is_k8s_auth_enabled(cluster: Mapping[str, Any]) -> bool:
-    return (_spec(cluster).get("authOptions") or {}).get("enableK8sTokenAuth") is True
+    return RS.k8s_auth_enabled(spec_of(cluster))
 
 
 # Replicas -------------------------------------------------------------------------------------------

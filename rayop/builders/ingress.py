@@ -7,10 +7,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from rayop.api import constants as C
+from rayop.base.types import Obj
 from rayop.builders import cluster as cl
 from rayop.builders.service import service_ports
-
-Obj = dict[str, Any]
 
 INGRESS_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 

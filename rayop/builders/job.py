@@ -15,11 +15,11 @@ from typing import Any, Final
 import yaml
 
 from rayop.api import constants as C
+from rayop.base.objects import owner_reference as base_owner_reference
+from rayop.base.types import Obj
 from rayop.builders import cluster as cl
 from rayop.builders.pod import set_token_auth_env
 from rayop.builders.service import build_head_service
-
-Obj = dict[str, Any]
 
 K8S_JOB_MODE: Final = "K8sJobMode"
 HTTP_MODE: Final = "HTTPMode"
@@ -37,8 +37,6 @@ SUBMITTER_RESOURCES: Final[Obj] = {
     "limits": {"cpu": "1", "memory": "1Gi"},
     "requests": {"cpu": "500m", "memory": "200Mi"},
 }
-# k8s.io/apimachinery/pkg/util/rand alphabet: no vowels, no confusable digits.
-RAND_ALPHABET: Final = "bcdfghjklmnpqrstvwxz2456789"
 
 
 class JobSpecError(ValueError):
@@ -157,15 +155,12 @@ def dashboard_url_from_service(
 
 
 def owner_reference(owner: Mapping[str, Any]) -> Obj:
-    md = owner["metadata"]
-    return {
-        "apiVersion": owner.get("apiVersion", C.API_VERSION),
-        "kind": owner.get("kind", C.KIND_RAYJOB),
-        "name": md["name"],
-        "uid": md.get("uid", ""),
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+    """The controller reference to a RayJob (or the RayService/RayJob whose kind the owner names)."""
+    return base_owner_reference(
+        owner,
+        api_version=str(owner.get("apiVersion") or C.API_VERSION),
+        kind=str(owner.get("kind") or C.KIND_RAYJOB),
+    )
 
 
 def _head_container(cluster_spec: Mapping[str, Any]) -> Mapping[str, Any]:

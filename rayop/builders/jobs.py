@@ -7,9 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from rayop.api import constants as C
+from rayop.base.types import Obj
 from rayop.builders import cluster as cl
-
-Obj = dict[str, Any]
 
 CLEANUP_HINT = (
     "To delete the storage namespace in Redis by hand and remove the RayCluster's finalizer, see "

@@ -12,8 +12,7 @@ from typing import Any
 
 from rayop.api import constants as C
 from rayop.api import features
-
-Obj = dict[str, Any]
+from rayop.base.types import Obj
 
 CREATOR_CRDS = (C.KIND_RAYCLUSTER, C.KIND_RAYJOB, C.KIND_RAYSERVICE)
 

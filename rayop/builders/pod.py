@@ -15,12 +15,11 @@ from typing import Any
 
 from rayop.api import constants as C
 from rayop.api import features
-from rayop.api.objects import clone
+from rayop.base.objects import clone
+from rayop.base.types import Obj
 from rayop.builders import cluster as cl
 from rayop.builders.options import BuildOptions
 from rayop.builders.quantity import QuantityError, canonical, go_float, parse_quantity
-
-Obj = dict[str, Any]
 
 HEAD = C.NODE_TYPE_HEAD
 WORKER = C.NODE_TYPE_WORKER

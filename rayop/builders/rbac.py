@@ -7,10 +7,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from rayop.api import constants as C
+from rayop.base.types import Obj
 from rayop.builders import cluster as cl
 from rayop.builders.pod import autoscaler_service_account_name as _sa_name
-
-Obj = dict[str, Any]
 
 
 def autoscaler_service_account_name(cluster: Mapping[str, Any]) -> str:
@@ -18,25 +17,11 @@ def autoscaler_service_account_name(cluster: Mapping[str, Any]) -> str:
     return cl.check_name(_sa_name(cluster))
 
 
-def _meta(cluster: Mapping[str, Any], name: str) -> Obj:
-    meta = cluster.get("metadata") or {}
-    return {
-        "name": name,
-        "namespace": meta.get("namespace", ""),
-        "labels": {
-            C.LABEL_CLUSTER: meta.get("name", ""),
-            C.LABEL_APP_NAME: C.APP_NAME_VALUE,
-            C.LABEL_CREATED_BY: C.CREATED_BY_VALUE,
-        },
-        "ownerReferences": [cl.owner_reference(cluster)],
-    }
-
-
 def build_service_account(cluster: Mapping[str, Any]) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": _meta(cluster, autoscaler_service_account_name(cluster)),
+        "metadata": cl.child_metadata(cluster, autoscaler_service_account_name(cluster)),
     }
 
 
@@ -45,7 +30,7 @@ def build_role(cluster: Mapping[str, Any]) -> Obj:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
-        "metadata": _meta(cluster, name),
+        "metadata": cl.child_metadata(cluster, name),
         "rules": [
             {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]},
             # In-place pod resize by the autoscaler.
@@ -61,7 +46,7 @@ def build_role_binding(cluster: Mapping[str, Any]) -> Obj:
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
-        "metadata": _meta(cluster, name),
+        "metadata": cl.child_metadata(cluster, name),
         "subjects": [
             {
                 "kind": "ServiceAccount",

@@ -7,10 +7,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from rayop.api import constants as C
+from rayop.base.types import Obj
 from rayop.builders import cluster as cl
 from rayop.builders.pod import auth_secret_name
-
-Obj = dict[str, Any]
 
 
 def needs_auth_secret(cluster: Mapping[str, Any]) -> bool:
@@ -21,20 +20,10 @@ def needs_auth_secret(cluster: Mapping[str, Any]) -> bool:
 
 def build_auth_secret(cluster: Mapping[str, Any], token: str) -> Obj:
     """The Secret `<cluster>` holding `auth_token`; the caller generates the token (builders take no randomness)."""
-    meta = cluster.get("metadata") or {}
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "Opaque",
-        "metadata": {
-            "name": auth_secret_name(cluster),
-            "namespace": meta.get("namespace", ""),
-            "labels": {
-                C.LABEL_CLUSTER: meta.get("name", ""),
-                C.LABEL_APP_NAME: C.APP_NAME_VALUE,
-                C.LABEL_CREATED_BY: C.CREATED_BY_VALUE,
-            },
-            "ownerReferences": [cl.owner_reference(cluster)],
-        },
+        "metadata": cl.child_metadata(cluster, auth_secret_name(cluster)),
         "data": {C.AUTH_TOKEN_SECRET_KEY: base64.b64encode(token.encode()).decode()},
     }

@@ -7,17 +7,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from rayop.api import constants as C
+from rayop.base.objects import meta as meta_of
+from rayop.base.types import Obj
 from rayop.builders import cluster as cl
 from rayop.builders.options import BuildOptions
 
-Obj = dict[str, Any]
-
 APP_PROTOCOL = "tcp"
 LABEL_HEADLESS_WORKER_SVC = C.LABEL_HEADLESS_WORKER_SVC
-
-
-def _meta(cluster: Mapping[str, Any]) -> Mapping[str, Any]:
-    return cluster.get("metadata") or {}
 
 
 def _head_group(cluster: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -39,7 +35,7 @@ def service_ports(cluster: Mapping[str, Any]) -> dict[str, int]:
 
 
 def head_service_labels(cluster: Mapping[str, Any]) -> dict[str, str]:
-    name = str(_meta(cluster).get("name", ""))
+    name = str(meta_of(cluster).get("name", ""))
     return {
         C.LABEL_CLUSTER: name,
         C.LABEL_NODE_TYPE: C.NODE_TYPE_HEAD,
@@ -61,7 +57,7 @@ def build_head_service(cluster: Mapping[str, Any], opts: BuildOptions | None = N
     annotations = {
         str(k): str(v) for k, v in ((cluster.get("spec") or {}).get("headServiceAnnotations") or {}).items()
     }
-    namespace = _meta(cluster).get("namespace", "")
+    namespace = meta_of(cluster).get("namespace", "")
     service_type = head.get("serviceType") or ""
     ports = [
         {"name": name, "port": number, "appProtocol": APP_PROTOCOL}
@@ -110,14 +106,14 @@ def build_head_service(cluster: Mapping[str, Any], opts: BuildOptions | None = N
 
 
 def serve_service_name(cluster: Mapping[str, Any]) -> str:
-    return f"{_meta(cluster).get('name', '')}-serve-svc"
+    return f"{meta_of(cluster).get('name', '')}-serve-svc"
 
 
 def build_serve_service(cluster: Mapping[str, Any], opts: BuildOptions | None = None) -> Obj | None:
     """`<cluster>-serve-svc` selecting every pod of the cluster on the `serve` port; None without such a port
     (KubeRay reports an error then)."""
     del opts
-    name = str(_meta(cluster).get("name", ""))
+    name = str(meta_of(cluster).get("name", ""))
     ports = service_ports(cluster)
     if "serve" not in ports:
         return None
@@ -133,7 +129,7 @@ def build_serve_service(cluster: Mapping[str, Any], opts: BuildOptions | None = 
         "kind": "Service",
         "metadata": {
             "name": serve_service_name(cluster),
-            "namespace": _meta(cluster).get("namespace", ""),
+            "namespace": meta_of(cluster).get("namespace", ""),
             "labels": {
                 C.LABEL_ORIGINATED_FROM_CR_NAME: name,
                 C.LABEL_ORIGINATED_FROM_CRD: C.KIND_RAYCLUSTER,
@@ -148,13 +144,13 @@ def build_serve_service(cluster: Mapping[str, Any], opts: BuildOptions | None = 
 def build_headless_worker_service(cluster: Mapping[str, Any], opts: BuildOptions | None = None) -> Obj:
     """`<cluster>-headless`: DNS for peer-to-peer traffic between the hosts of multi-host worker replicas."""
     del opts
-    name = str(_meta(cluster).get("name", ""))
+    name = str(meta_of(cluster).get("name", ""))
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
             "name": f"{name}-headless",
-            "namespace": _meta(cluster).get("namespace", ""),
+            "namespace": meta_of(cluster).get("namespace", ""),
             "labels": {LABEL_HEADLESS_WORKER_SVC: name},
             "ownerReferences": [cl.owner_reference(cluster)],
         },

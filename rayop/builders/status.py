@@ -3,19 +3,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from rayop.api import constants as C
 from rayop.api import features
-from rayop.api.objects import clone
+from rayop.base.objects import clone
 from rayop.base.times import format_time as base_format_time
+from rayop.base.types import Obj
 from rayop.builders import cluster as cl
 from rayop.builders.pod import is_gpu_resource_key
 from rayop.builders.quantity import Quantity, QuantityError, canonical, parse_quantity
-
-Obj = dict[str, Any]
 
 REASON_ALL_PODS_READY_FIRST_TIME = "AllPodRunningAndReadyFirstTime"
 REASON_PODS_PROVISIONING = "RayClusterPodsProvisioning"
@@ -95,7 +94,7 @@ def is_running_and_ready(pod: Mapping[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in _pod_conditions(pod))
 
 
-def all_pods_running(pods: list[Mapping[str, Any]]) -> bool:
+def all_pods_running(pods: Sequence[Mapping[str, Any]]) -> bool:
     """KubeRay's CheckAllPodsRunning: non-empty, all Running, and no Ready condition that is not True.
 
     A Running pod without any Ready condition passes, exactly as in KubeRay.
@@ -206,7 +205,7 @@ def _cap32(n: int) -> int:
 
 def calculate_status(
     cluster: Mapping[str, Any],
-    pods: list[Mapping[str, Any]],
+    pods: Sequence[Mapping[str, Any]],
     head_service: Mapping[str, Any] | None,
     *,
     reconcile_error: BaseException | str | None,

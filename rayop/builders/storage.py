@@ -6,11 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from rayop.api import constants as C
+from rayop.base.types import Obj
 from rayop.builders import cluster as cl
 from rayop.builders.pod import gcs_storage_pvc_name
 from rayop.builders.quantity import canonical, parse_quantity
-
-Obj = dict[str, Any]
 
 DEFAULT_SIZE = "1Gi"
 

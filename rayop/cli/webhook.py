@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from rayop.api.features import parse_feature_gates
+from rayop.api.features import parse_feature_gates, resolve_gates
 
 
 def run_webhook(
@@ -53,7 +53,7 @@ def run_webhook(
     from rayop.webhook.standalone import WebhookOptions, serve
 
     try:
-        gates = parse_feature_gates(feature_gates)
+        gates = resolve_gates(parse_feature_gates(feature_gates))
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--feature-gates") from e
     setup_logging("console", log_level.upper())

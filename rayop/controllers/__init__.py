@@ -1,19 +1,30 @@
-"""The reconcilers, one per kind. `setup` registers them all on a runtime Manager."""
+"""The reconcilers, one per kind, and what they share.
+
+- `raycluster`, `rayjob`: a reconciler per kind and its `setup(manager, settings)`;
+- `podplan`, `rayjob_machine`: pure decisions (which Pods to create and delete; the RayJob state
+  machine), tested by tables of cases;
+- `common`: event helpers, owner-scoped writes, status writes, shared cache selectors;
+- `settings`: one settings dataclass per controller, built by `rayop.operator.config`;
+- `raycluster_metrics`, `rayjob_metrics`: the `kuberay_*` gauges.
+
+`setup` registers them all on a runtime Manager.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from rayop.controllers import raycluster, rayjob
+from rayop.controllers.settings import ControllerSettings
+from rayop.runtime.protocols import ControllerHandle, Manager
 
-# Each entry registers one controller: setup(manager, config). Keep it a plain list.
-SETUPS: list[Callable[[Any, Any], Any]] = [
+# Each entry registers one controller. Keep it a plain list.
+SETUPS: list[Callable[[Manager, ControllerSettings], ControllerHandle]] = [
     raycluster.setup,
     rayjob.setup,
 ]
 
 
-def setup(manager: Any, config: Any = None) -> list[Any]:
+def setup(manager: Manager, settings: ControllerSettings) -> list[ControllerHandle]:
     """Register every controller on `manager`; returns the controllers."""
-    return [fn(manager, config) for fn in SETUPS]
+    return [fn(manager, settings) for fn in SETUPS]

@@ -7,23 +7,18 @@ of KubeRay's algorithm testable without an API server.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from rayop.api import constants as C
 
-Obj = dict[str, Any]
+# KubeRay names multi-host replicas with k8s.io/apimachinery's rand.String alphabet (base.names).
+from rayop.base.names import random_suffix
+from rayop.base.objects import is_terminating, labels_of, name_of
+from rayop.base.types import Obj
+
 ShouldDelete = Callable[[Obj], tuple[bool, str]]
-
-# KubeRay names multi-host replicas with k8s.io/apimachinery's rand.String alphabet (no vowels, no
-# look-alike digits), so generated names never spell words.
-_RAND_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
-
-
-def random_suffix(n: int = 5) -> str:
-    return "".join(secrets.choice(_RAND_ALPHABET) for _ in range(n))
 
 
 @dataclass(frozen=True)
@@ -45,19 +40,6 @@ class GroupPlan:
     delete_all: bool = False  # suspended group: one deletecollection for the group
     stop: str = ""
     note: str = ""
-
-
-def name_of(pod: Mapping[str, Any]) -> str:
-    return str(pod.get("metadata", {}).get("name", ""))
-
-
-def is_terminating(pod: Mapping[str, Any]) -> bool:
-    return bool(pod.get("metadata", {}).get("deletionTimestamp"))
-
-
-def labels_of(pod: Mapping[str, Any]) -> Mapping[str, str]:
-    labels = pod.get("metadata", {}).get("labels") or {}
-    return labels if isinstance(labels, dict) else {}
 
 
 def is_running_and_ready(pod: Mapping[str, Any]) -> bool:

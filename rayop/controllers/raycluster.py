@@ -23,23 +23,71 @@ import base64
 import contextvars
 import copy
 import logging
-import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
 
 from rayop.api import constants as C
-from rayop.api.objects import clone
+from rayop.api import features
+from rayop.api import spec as RS
+from rayop.api.kinds import RAYCLUSTERS
+from rayop.base.names import random_suffix
+from rayop.base.objects import (
+    annotations_of,
+    clone,
+    condition_true,
+    is_controlled_by,
+    is_terminating,
+    meta,
+    name_of,
+    ref,
+    set_controller,
+    spec_of,
+)
+from rayop.base.resource import Resource
 from rayop.base.times import parse_timestamp
+from rayop.base.types import Obj
+from rayop.builders import cluster as cluster_builders
+from rayop.builders import ingress as ingress_builders
+from rayop.builders import jobs as job_builders
+from rayop.builders import pod as pod_builders
+from rayop.builders import rbac as rbac_builders
+from rayop.builders import secrets as secret_builders
+from rayop.builders import service as service_builders
+from rayop.builders import status as status_builders
+from rayop.builders import storage as storage_builders
+from rayop.builders.options import BuildOptions
 from rayop.controllers import podplan
-from rayop.controllers.podplan import GroupPlan, PodToCreate, is_terminating, name_of
+from rayop.controllers.common import (
+    ACT_CLEANUP,
+    ACT_CREATE,
+    ACT_DELETE,
+    ACT_SUSPEND,
+    ACT_UPDATE,
+    ACT_VALIDATE,
+    INDEX_CLUSTER,
+    JOB_SELECTOR,
+    NORMAL,
+    POD_SELECTOR,
+    WARNING,
+    Writer,
+    cluster_key,
+    cluster_selector,
+    gather_first_error,
+    node_type,
+    split_key,
+)
+from rayop.controllers.podplan import GroupPlan, PodToCreate
+from rayop.controllers.settings import ControllerSettings, RayClusterSettings
+from rayop.runtime.cache import index_by_label
 from rayop.runtime.client import (
+    INGRESSES,
     JOBS,
     PODS,
     PVCS,
@@ -50,17 +98,11 @@ from rayop.runtime.client import (
     SERVICES,
     ApiClient,
     ApiError,
-    Resource,
 )
-from rayop.runtime.controller import Result
 from rayop.runtime.expectations import CREATE, Expectations
+from rayop.runtime.protocols import Cache, ControllerHandle, Key, Manager, Recorder, Result
+from rayop.validation import FieldError, validate_raycluster
 
-try:  # the networking group constant may be named differently by the runtime's client
-    from rayop.runtime.client import INGRESSES
-except ImportError:  # pragma: no cover
-    INGRESSES = Resource("networking.k8s.io", "v1", "ingresses", kind="Ingress")
-
-Obj = dict[str, Any]
 log = logging.getLogger("rayop.controllers.raycluster")
 
 # "This pass stopped short; come back soon", per reconcile call. One reconciler object serves every
@@ -74,11 +116,6 @@ def _flag_more_work() -> None:
     if flag is not None:
         flag[0] = True
 
-
-RAYCLUSTERS = Resource(C.GROUP, C.VERSION, C.PLURAL_RAYCLUSTERS, kind=C.KIND_RAYCLUSTER)
-
-# Index names on the shared caches: "<namespace>/<cluster>" of the `ray.io/cluster` label.
-INDEX_CLUSTER = "raycluster"
 
 # The Expectations group of the head Service a reconcile created ("/" cannot occur in a worker group name).
 HEAD_SERVICE_EXPECTATION = "services/head"
@@ -94,17 +131,6 @@ FAILED_CREATE_WORKER_POD = "FailedCreateWorkerPod"
 FAILED_DELETE_WORKER_POD = "FailedDeleteWorkerPod"
 FAILED_DELETE_ALL_PODS = "FailedDeleteAllPods"
 
-# Event actions (events.k8s.io), as KubeRay's recorder sets them.
-ACT_CREATE = "Create"
-ACT_DELETE = "Delete"
-ACT_UPDATE = "Update"
-ACT_VALIDATE = "Validate"
-ACT_CLEANUP = "Cleanup"
-ACT_SUSPEND = "Suspend"
-
-NORMAL = "Normal"
-WARNING = "Warning"
-
 
 class ReconcileError(Exception):
     """A step failed. `reason` (if any) becomes the ReplicaFailure condition reason, as KubeRay wraps its
@@ -115,96 +141,15 @@ class ReconcileError(Exception):
         self.reason = reason
 
 
-@dataclass
-class RayClusterConfig:
-    """Operator-level knobs of the RayCluster controller (flags, env vars of §9.1, feature gates)."""
-
-    gates: Mapping[str, bool] = field(default_factory=dict)
-    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
-    pod_create_concurrency: int = 32
-    pod_batch: int = 250
-    reconcile_concurrency: int = 4
-
-    def env_true(self, name: str) -> bool:
-        return str(self.environ.get(name, "")).lower() == "true"
-
-    def env_not_false(self, name: str) -> bool:
-        return str(self.environ.get(name, "")).lower() != "false"
-
-    @property
-    def requeue_seconds(self) -> float:
-        try:
-            return float(int(self.environ.get(C.OPENV_RAYCLUSTER_DEFAULT_REQUEUE_SECONDS, "")))
-        except ValueError:
-            return float(DEFAULT_REQUEUE_SECONDS)
-
-    def gate(self, name: str, default: bool) -> bool:
-        return bool(self.gates.get(name, default))
-
-
 # --- small helpers on plain dicts ------------------------------------------------------------------
 
 
-def md(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    m = obj.get("metadata")
-    return m if isinstance(m, dict) else {}
-
-
-def spec_of(rc: Mapping[str, Any]) -> Mapping[str, Any]:
-    s = rc.get("spec")
-    return s if isinstance(s, dict) else {}
-
-
-def conditions(rc: Mapping[str, Any]) -> list[Obj]:
-    st = rc.get("status")
-    conds = st.get("conditions") if isinstance(st, dict) else None
-    return [c for c in conds or [] if isinstance(c, dict)]
-
-
-def condition_true(rc: Mapping[str, Any], ctype: str) -> bool:
-    return any(c.get("type") == ctype and c.get("status") == "True" for c in conditions(rc))
-
-
-def cluster_key(namespace: str, name: str) -> str:
-    return f"{namespace}/{name}"
-
-
-def pod_cluster_key(pod: Mapping[str, Any]) -> list[str]:
-    """Index function: the RayCluster a Ray Pod (or Service, Job) belongs to, by its `ray.io/cluster` label."""
-    labels = md(pod).get("labels") or {}
-    cl = labels.get(C.LABEL_CLUSTER) if isinstance(labels, dict) else None
-    return [cluster_key(str(md(pod).get("namespace", "")), str(cl))] if cl else []
-
-
-def owner_ref(rc: Mapping[str, Any]) -> Obj:
-    m = md(rc)
-    return {
-        "apiVersion": C.API_VERSION,
-        "kind": C.KIND_RAYCLUSTER,
-        "name": m.get("name"),
-        "uid": m.get("uid"),
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+md = meta
 
 
 def ensure_owned(obj: Obj, rc: Mapping[str, Any]) -> Obj:
-    """Set the controller ownerReference to the RayCluster unless the builder already did; force the namespace."""
-    meta = obj.setdefault("metadata", {})
-    meta["namespace"] = md(rc).get("namespace")
-    refs = meta.get("ownerReferences") or []
-    if not any(r.get("controller") for r in refs):
-        refs = [*refs, owner_ref(rc)]
-    meta["ownerReferences"] = refs
-    return obj
-
-
-def is_controlled_by(obj: Mapping[str, Any], rc: Mapping[str, Any]) -> bool:
-    uid = md(rc).get("uid")
-    return any(r.get("uid") == uid and r.get("controller") for r in md(obj).get("ownerReferences") or [])
-
-
-parse_time = parse_timestamp
+    """Put a child in its RayCluster's namespace under the RayCluster's controller reference."""
+    return set_controller(obj, rc, api_version=C.API_VERSION, kind=C.KIND_RAYCLUSTER)
 
 
 def job_finished(job: Mapping[str, Any]) -> str:
@@ -239,7 +184,11 @@ class Store:
     in-memory fakes in unit tests."""
 
     def __init__(
-        self, clusters: Any, pods: Any, services: Any, children: Mapping[Resource, Any] | None = None
+        self,
+        clusters: Cache,
+        pods: Cache,
+        services: Cache,
+        children: Mapping[Resource, Cache] | None = None,
     ) -> None:
         self.clusters = clusters
         self.pods = pods
@@ -252,25 +201,84 @@ class Store:
         return res in self.children
 
     def child(self, res: Resource, namespace: str, name: str) -> Obj | None:
-        obj: Obj | None = self.children[res].get(namespace, name)
-        return obj
+        return self.children[res].get(namespace, name)
 
     def cluster(self, namespace: str, name: str) -> Obj | None:
-        obj: Obj | None = self.clusters.get(namespace, name)
-        return obj
+        return self.clusters.get(namespace, name)
 
     def cluster_pods(self, namespace: str, name: str) -> list[Obj]:
         return list(self.pods.by_index(INDEX_CLUSTER, cluster_key(namespace, name)))
 
     def pod(self, namespace: str, name: str) -> Obj | None:
-        obj: Obj | None = self.pods.get(namespace, name)
-        return obj
+        return self.pods.get(namespace, name)
 
     def cluster_services(self, namespace: str, name: str) -> list[Obj]:
         return list(self.services.by_index(INDEX_CLUSTER, cluster_key(namespace, name)))
 
 
-Builders = Any  # the rayop.builders package namespace (module objects), injected for testability
+class WorkerPodBuilder(Protocol):
+    def __call__(
+        self,
+        cluster: Mapping[str, Any],
+        group: Mapping[str, Any],
+        opts: BuildOptions,
+        *,
+        replica_index: int | None = None,
+        replica_name: str | None = None,
+        host_index: int | None = None,
+    ) -> Obj: ...
+
+
+class StatusCalculator(Protocol):
+    def __call__(
+        self,
+        cluster: Mapping[str, Any],
+        pods: Sequence[Mapping[str, Any]],
+        head_service: Mapping[str, Any] | None,
+        *,
+        reconcile_error: BaseException | str | None,
+        now: datetime | str,
+        gates: Mapping[str, bool] | None = None,
+    ) -> Obj: ...
+
+
+@dataclass(frozen=True)
+class RayClusterBuilders:
+    """The pure builders the reconciler calls; the defaults are rayop.builders'. Unit tests replace
+    single ones (`dataclasses.replace`) to isolate the reconciler from what the builders produce."""
+
+    head_pod: Callable[[Mapping[str, Any], BuildOptions], Obj] = pod_builders.build_head_pod
+    worker_pod: WorkerPodBuilder = pod_builders.build_worker_pod
+    head_service: Callable[[Mapping[str, Any], BuildOptions], Obj] = service_builders.build_head_service
+    headless_worker_service: Callable[[Mapping[str, Any]], Obj] = (
+        service_builders.build_headless_worker_service
+    )
+    serve_service: Callable[[Mapping[str, Any]], Obj | None] = service_builders.build_serve_service
+    service_account: Callable[[Mapping[str, Any]], Obj] = rbac_builders.build_service_account
+    role: Callable[[Mapping[str, Any]], Obj] = rbac_builders.build_role
+    role_binding: Callable[[Mapping[str, Any]], Obj] = rbac_builders.build_role_binding
+    ingress: Callable[[Mapping[str, Any]], Obj] = ingress_builders.build_ingress
+    gcs_pvc: Callable[[Mapping[str, Any]], Obj | None] = storage_builders.build_gcs_pvc
+    needs_auth_secret: Callable[[Mapping[str, Any]], bool] = secret_builders.needs_auth_secret
+    auth_secret: Callable[[Mapping[str, Any], str], Obj] = secret_builders.build_auth_secret
+    redis_cleanup_job: Callable[[Mapping[str, Any], Mapping[str, Any]], Obj] = (
+        job_builders.build_redis_cleanup_job
+    )
+    calculate_status: StatusCalculator = status_builders.calculate_status
+    status_changed: Callable[[Mapping[str, Any] | None, Mapping[str, Any] | None], bool] = (
+        status_builders.status_changed
+    )
+    desired_worker_replicas: Callable[[Mapping[str, Any]], int] = cluster_builders.desired_worker_replicas
+    upgrade_recreate_hash: Callable[[Mapping[str, Any]], str] = cluster_builders.upgrade_recreate_hash
+    should_delete_pod: Callable[[Mapping[str, Any], str], tuple[bool, str]] = (
+        cluster_builders.should_delete_pod
+    )
+
+
+class Validate(Protocol):
+    def __call__(
+        self, obj: Any, *, gates: Mapping[str, bool] | None = None, old: Any = None
+    ) -> list[FieldError]: ...
 
 
 class RayClusterReconciler:
@@ -278,35 +286,34 @@ class RayClusterReconciler:
         self,
         client: ApiClient,
         store: Store,
-        recorder: Any,
-        builders: Builders,
-        validate: Callable[..., list[Any]],
-        opts: Any,
-        config: RayClusterConfig,
+        recorder: Recorder,
+        settings: RayClusterSettings,
         *,
+        builders: RayClusterBuilders | None = None,
+        validate: Validate = validate_raycluster,
         expectations: Expectations | None = None,
         now: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
         self.store = store
-        self.recorder = recorder
-        self.b = builders
+        self.w = Writer(client, recorder)
+        self.b = builders or RayClusterBuilders()
         self.validate = validate
-        self.opts = opts
-        self.cfg = config
+        self.opts = settings.build_options
+        self.cfg = settings
         self.exp = expectations if expectations is not None else Expectations()  # empty is falsy (__len__)
         self.now = now
         # (namespace, name) -> (fingerprint of metadata and spec, errors): most reconciles are caused by
         # pod and status events and see an unchanged spec, so the rules need not run again.
-        self._validated: dict[tuple[str, str], tuple[bytes, list[Any]]] = {}
+        self._validated: dict[tuple[str, str], tuple[bytes, list[FieldError | str]]] = {}
         # (namespace, name) -> resourceVersion our last status write replaced. While the cache still shows
         # that version, a status computed from it would be written with a stale resourceVersion (409).
         self._status_replaced: dict[tuple[str, str], str] = {}
 
     # -- entry point ------------------------------------------------------------------------------
 
-    async def reconcile(self, key: Any) -> Result:
-        namespace, name = _split_key(key)
+    async def reconcile(self, key: Key) -> Result:
+        namespace, name = split_key(key)
         cached = self.store.cluster(namespace, name)
         if cached is None:
             self.exp.forget((namespace, name))
@@ -323,7 +330,7 @@ class RayClusterReconciler:
         spec = spec_of(rc)
         managed_by = spec.get("managedBy")
         if managed_by and managed_by != C.MANAGED_BY_KUBERAY:
-            log.debug("skipping %s: managed by %s", _ref(rc), managed_by)
+            log.debug("skipping %s: managed by %s", ref(rc), managed_by)
             return Result()
 
         rc = set_defaults(clone(rc))
@@ -365,11 +372,11 @@ class RayClusterReconciler:
             except Exception as e:
                 # A malformed user object that got past the schema (webhook off) must not take down the
                 # operator or the other clusters: surface it on this RayCluster and retry later.
-                log.warning("%s: %s failed on malformed input: %r", _ref(rc), step.__name__, e, exc_info=True)
-                await self._event(rc, WARNING, C.EV_INVALID_SPEC, ACT_VALIDATE, f"{step.__name__}: {e!r}")
+                log.warning("%s: %s failed on malformed input: %r", ref(rc), step.__name__, e, exc_info=True)
+                self.w.event(rc, WARNING, C.EV_INVALID_SPEC, ACT_VALIDATE, f"{step.__name__}: {e!r}")
                 reconcile_err = ReconcileError(f"{step.__name__}: {e!r}")
             if reconcile_err is not None:
-                log.info("%s: %s: %s", _ref(rc), step.__name__, reconcile_err)
+                log.info("%s: %s: %s", ref(rc), step.__name__, reconcile_err)
                 break
 
         if reconcile_err is None and self._cache_behind(rc):
@@ -384,8 +391,8 @@ class RayClusterReconciler:
         except Exception as e:
             # The status is derived from the user's templates too (desired CPU, memory...): a value that
             # slipped past the schema must show up on the object, and must not stop other clusters.
-            log.warning("%s: status calculation failed: %r", _ref(rc), e, exc_info=True)
-            await self._event(rc, WARNING, C.EV_INVALID_SPEC, ACT_VALIDATE, f"calculating the status: {e!r}")
+            log.warning("%s: status calculation failed: %r", ref(rc), e, exc_info=True)
+            self.w.event(rc, WARNING, C.EV_INVALID_SPEC, ACT_VALIDATE, f"calculating the status: {e!r}")
             await self._write_reason(original, f"{C.EV_INVALID_SPEC}: {e!r}")
             return Result(requeue=True)
         if reconcile_err is not None or changed:
@@ -427,7 +434,7 @@ class RayClusterReconciler:
             text = "; ".join(str(e) for e in errors)
             msg = f"The RayCluster {what} is invalid {md(rc).get('namespace')}/{md(rc).get('name')}: {text}"
             log.info("%s", msg)
-            await self._event(rc, WARNING, reason, ACT_VALIDATE, msg)
+            self.w.event(rc, WARNING, reason, ACT_VALIDATE, msg)
             await self._write_reason(original, f"{reason}: {text}")
             # No requeue (as KubeRay): the next edit of the object brings it back.
             return Result()
@@ -436,11 +443,11 @@ class RayClusterReconciler:
                 f"The RayCluster status is invalid {md(rc).get('namespace')}/{md(rc).get('name')}, "
                 "RayClusterSuspending and RayClusterSuspended conditions should not be both true"
             )
-            await self._event(rc, WARNING, C.EV_INVALID_STATUS, ACT_VALIDATE, msg)
+            self.w.event(rc, WARNING, C.EV_INVALID_STATUS, ACT_VALIDATE, msg)
             return Result(DEFAULT_REQUEUE)
         return None
 
-    def _validation_errors(self, rc: Obj) -> list[Any]:
+    def _validation_errors(self, rc: Obj) -> list[FieldError | str]:
         meta = md(rc)
         key = (str(meta.get("namespace")), str(meta.get("name")))
         try:
@@ -452,11 +459,11 @@ class RayClusterReconciler:
         if fingerprint and hit is not None and hit[0] == fingerprint:
             return hit[1]
         try:
-            errors = list(self.validate(rc, gates=dict(self.cfg.gates)))
+            errors: list[FieldError | str] = list(self.validate(rc, gates=dict(self.cfg.gates)))
         except Exception as e:
             # Validation is pure and total by contract; if it still trips on some input, refuse the
             # object visibly rather than reconcile what could not be checked.
-            log.warning("%s: validation failed: %r", _ref(rc), e, exc_info=True)
+            log.warning("%s: validation failed: %r", ref(rc), e, exc_info=True)
             errors = [f"spec: Invalid value: {e!r}"]
         if fingerprint:
             self._validated[key] = (fingerprint, errors)
@@ -472,11 +479,11 @@ class RayClusterReconciler:
     # -- GCS fault tolerance (Redis) ------------------------------------------------------------------
 
     async def _gcs_ft_finalizer(self, rc: Obj) -> Result | None:
-        if not self.cfg.env_not_false(C.OPENV_ENABLE_GCS_FT_REDIS_CLEANUP):
+        if not self.cfg.gcs_ft_redis_cleanup:
             return None
         finalizers = list(md(rc).get("finalizers") or [])
         has = C.FINALIZER_GCS_FT_REDIS_CLEANUP in finalizers
-        redis_ft = self.b.cluster.gcs_ft_enabled(rc) and _gcs_backend(rc) != "rocksdb"
+        redis_ft = RS.gcs_ft_backend(spec_of(rc), annotations_of(rc)) == C.GCS_BACKEND_REDIS
         deleting = bool(md(rc).get("deletionTimestamp"))
         if not deleting:
             if redis_ft and not has:
@@ -500,13 +507,13 @@ class RayClusterReconciler:
             try:
                 timeout = float(int(raw))
             except ValueError:
-                log.info("%s: ignoring bad %s=%r", _ref(rc), C.ANN_GCS_FT_DELETION_TIMEOUT, raw)
-        deleted_at = parse_time(md(rc).get("deletionTimestamp")) or self.now()
+                log.info("%s: ignoring bad %s=%r", ref(rc), C.ANN_GCS_FT_DELETION_TIMEOUT, raw)
+        deleted_at = parse_timestamp(md(rc).get("deletionTimestamp")) or self.now()
         remaining = deleted_at + timeout - self.now()
         rest = [f for f in finalizers if f != C.FINALIZER_GCS_FT_REDIS_CLEANUP]
         if remaining <= 0:
             await self._patch_finalizers(rc, rest)
-            await self._event(
+            self.w.event(
                 rc,
                 WARNING,
                 C.EV_FORCE_DELETED_STUCK_CLUSTER,
@@ -518,12 +525,12 @@ class RayClusterReconciler:
             return Result()
 
         pods = self.store.cluster_pods(ns, name)
-        heads = [p for p in pods if _node_type(p) == C.NODE_TYPE_HEAD]
-        workers = [p for p in pods if _node_type(p) == C.NODE_TYPE_WORKER]
+        heads = [p for p in pods if node_type(p) == C.NODE_TYPE_HEAD]
+        workers = [p for p in pods if node_type(p) == C.NODE_TYPE_WORKER]
         for group, selector in ((heads, C.NODE_TYPE_HEAD), (workers, C.NODE_TYPE_WORKER)):
             if any(not is_terminating(p) for p in group):
                 await self.client.delete_collection(
-                    PODS, ns, label_selector=f"{C.LABEL_CLUSTER}={name},{C.LABEL_NODE_TYPE}={selector}"
+                    PODS, ns, label_selector=cluster_selector(name, node_type=selector)
                 )
         if heads:
             # The GCS on the head may still write to Redis: clean up only once it is gone.
@@ -532,24 +539,24 @@ class RayClusterReconciler:
         jobs = await self.client.list(
             JOBS,
             ns,
-            label_selector=f"{C.LABEL_CLUSTER}={name},{C.LABEL_NODE_TYPE}={C.NODE_TYPE_REDIS_CLEANUP}",
+            label_selector=cluster_selector(name, node_type=C.NODE_TYPE_REDIS_CLEANUP),
         )
         if jobs["items"]:
             done = job_finished(jobs["items"][0])
             if not done:
                 return Result(min(DEFAULT_REQUEUE, remaining))
             await self._patch_finalizers(rc, rest)
-            log.info("%s: Redis cleanup Job %s, finalizer removed", _ref(rc), done)
+            log.info("%s: Redis cleanup Job %s, finalizer removed", ref(rc), done)
             return Result()
 
-        head_pod = self.b.pod.build_head_pod(rc, self.opts)
-        job = ensure_owned(self.b.jobs.build_redis_cleanup_job(rc, head_pod), rc)
+        head_pod = self.b.head_pod(rc, self.opts)
+        job = ensure_owned(self.b.redis_cleanup_job(rc, head_pod), rc)
         try:
             await self.client.create(JOBS, job, ns)
         except ApiError as e:
             if e.already_exists:
                 return Result(DEFAULT_REQUEUE)
-            await self._event(
+            self.w.event(
                 rc,
                 WARNING,
                 C.EV_FAILED_CREATE_REDIS_CLEANUP_JOB,
@@ -557,7 +564,7 @@ class RayClusterReconciler:
                 f"Failed to create Redis cleanup Job {ns}/{md(job).get('name')}, {e}",
             )
             raise
-        await self._event(
+        self.w.event(
             rc,
             NORMAL,
             C.EV_CREATED_REDIS_CLEANUP_JOB,
@@ -567,14 +574,7 @@ class RayClusterReconciler:
         return Result(DEFAULT_REQUEUE)
 
     async def _patch_finalizers(self, rc: Obj, finalizers: list[str]) -> None:
-        # A merge patch of metadata only, guarded by the resourceVersion: the spec is never written.
-        await self.client.patch(
-            RAYCLUSTERS,
-            md(rc)["name"],
-            {"metadata": {"finalizers": finalizers, "resourceVersion": md(rc).get("resourceVersion")}},
-            md(rc)["namespace"],
-            patch_type="merge",
-        )
+        await self.w.set_finalizers(RAYCLUSTERS, rc, finalizers)
 
     # -- child resources that are created once ----------------------------------------------------
 
@@ -602,9 +602,9 @@ class RayClusterReconciler:
             if e.already_exists:
                 # Not in our cache (made by someone else, without our label, or the cache lags): read it.
                 return await self.client.get_or_none(res, nm, ns) if self.store.cached(res) else None
-            await self._event(rc, WARNING, failed, ACT_CREATE, f"Failed creating {what} {ns}/{nm}, {e}")
+            self.w.event(rc, WARNING, failed, ACT_CREATE, f"Failed creating {what} {ns}/{nm}, {e}")
             raise
-        await self._event(rc, NORMAL, created, ACT_CREATE, f"Created {what} {ns}/{nm}")
+        self.w.event(rc, NORMAL, created, ACT_CREATE, f"Created {what} {ns}/{nm}")
         return None
 
     async def _lookup(self, res: Resource, namespace: str, name: str) -> Obj | None:
@@ -614,12 +614,12 @@ class RayClusterReconciler:
         return await self.client.get_or_none(res, name, namespace)
 
     def _autoscaling(self, rc: Obj) -> bool:
-        return bool(self.b.cluster.is_autoscaling_enabled(rc))
+        return bool(RS.autoscaling_enabled(spec_of(rc)))
 
     async def reconcile_autoscaler_service_account(self, rc: Obj) -> None:
         if not self._autoscaling(rc):
             return
-        sa = self.b.rbac.build_service_account(rc)
+        sa = self.b.service_account(rc)
         ns, nm = md(rc)["namespace"], md(sa)["name"]
         if await self._lookup(SERVICEACCOUNTS, ns, nm) is not None:
             return
@@ -643,7 +643,7 @@ class RayClusterReconciler:
                 f"head Pod, they need to create a ServiceAccount themselves. However, ServiceAccount {nm} is not "
                 "found. Please create one."
             )
-            await self._event(rc, WARNING, C.EV_AUTOSCALER_SA_NOT_FOUND, ACT_CREATE, msg)
+            self.w.event(rc, WARNING, C.EV_AUTOSCALER_SA_NOT_FOUND, ACT_CREATE, msg)
             raise ReconcileError(msg)
         await self._ensure(
             rc,
@@ -661,7 +661,7 @@ class RayClusterReconciler:
         await self._ensure(
             rc,
             ROLES,
-            self.b.rbac.build_role(rc),
+            self.b.role(rc),
             created=C.EV_CREATED_ROLE,
             failed=C.EV_FAILED_CREATE_ROLE,
             what="role",
@@ -673,7 +673,7 @@ class RayClusterReconciler:
         await self._ensure(
             rc,
             ROLEBINDINGS,
-            self.b.rbac.build_role_binding(rc),
+            self.b.role_binding(rc),
             created=C.EV_CREATED_ROLE_BINDING,
             failed=C.EV_FAILED_CREATE_ROLE_BINDING,
             what="role binding",
@@ -683,7 +683,7 @@ class RayClusterReconciler:
         head = spec_of(rc).get("headGroupSpec") or {}
         if head.get("enableIngress") is not True:
             return
-        ing = ensure_owned(self.b.ingress.build_ingress(rc), rc)
+        ing = ensure_owned(self.b.ingress(rc), rc)
         existing = await self._ensure(
             rc,
             INGRESSES,
@@ -695,7 +695,7 @@ class RayClusterReconciler:
         if existing is None:
             return
         if not is_controlled_by(existing, rc):
-            await self._event(
+            self.w.event(
                 rc,
                 WARNING,
                 C.EV_FAILED_CREATE_INGRESS,
@@ -716,7 +716,7 @@ class RayClusterReconciler:
             upd["metadata"]["labels"] = want_md.get("labels") or {}
             upd["metadata"]["annotations"] = want_md.get("annotations") or {}
             await self.client.replace(INGRESSES, upd)
-            await self._event(
+            self.w.event(
                 rc,
                 NORMAL,
                 C.EV_UPDATED_INGRESS,
@@ -725,11 +725,11 @@ class RayClusterReconciler:
             )
 
     async def reconcile_auth_secret(self, rc: Obj) -> None:
-        if not self.b.secrets.needs_auth_secret(rc):
+        if not self.b.needs_auth_secret(rc):
             return
         # The token is drawn here, not in the builder: builders are pure. It is only used when the Secret
         # does not exist yet, so an existing token is never rotated behind Ray's back.
-        secret = self.b.secrets.build_auth_secret(rc, new_auth_token())
+        secret = self.b.auth_secret(rc, new_auth_token())
         await self._ensure(
             rc,
             SECRETS,
@@ -752,7 +752,7 @@ class RayClusterReconciler:
             return
         if len(found) > 1:
             raise ReconcileError(f"{len(found)} head services found {[name_of(s) for s in found]}")
-        svc = self.b.service.build_head_service(rc, self.opts)
+        svc = self.b.head_service(rc, self.opts)
         if not (svc.get("spec") or {}).get("ports"):
             raise ReconcileError("ray head service does not have any ports set up")
         await self._ensure(
@@ -772,13 +772,13 @@ class RayClusterReconciler:
     async def reconcile_headless_worker_service(self, rc: Obj) -> None:
         if not any(int(g.get("numOfHosts") or 1) > 1 for g in spec_of(rc).get("workerGroupSpecs") or []):
             return
-        svc = self.b.service.build_headless_worker_service(rc)
+        svc = self.b.headless_worker_service(rc)
         await self._ensure_cached_service(rc, svc)
 
     async def reconcile_serve_service(self, rc: Obj) -> None:
         if (md(rc).get("annotations") or {}).get(C.ANN_ENABLE_SERVE_SERVICE) != "true":
             return
-        svc = self.b.service.build_serve_service(rc)
+        svc = self.b.serve_service(rc)
         if svc is None:
             raise ReconcileError("the serve service needs a port named serve on the head Ray container")
         await self._ensure_cached_service(rc, svc)
@@ -796,12 +796,12 @@ class RayClusterReconciler:
         )
 
     async def reconcile_gcs_pvc(self, rc: Obj) -> None:
-        if _gcs_backend(rc) != "rocksdb":
+        if RS.gcs_ft_backend(spec_of(rc), annotations_of(rc)) != C.GCS_BACKEND_ROCKSDB:
             return
         storage = (spec_of(rc).get("gcsFaultToleranceOptions") or {}).get("storage") or {}
         if storage.get("claimName"):
             return  # bring-your-own claim: the user owns it
-        pvc = self.b.storage.build_gcs_pvc(rc)
+        pvc = self.b.gcs_pvc(rc)
         if pvc is None:
             return
         if storage.get("deletionPolicy") == "Retain":
@@ -813,12 +813,10 @@ class RayClusterReconciler:
                 await self.client.create(PVCS, pvc, md(rc)["namespace"])
             except ApiError as e:
                 if not e.already_exists:
-                    await self._event(
-                        rc, WARNING, C.EV_FAILED_CREATE_PVC, ACT_CREATE, f"Failed creating PVC, {e}"
-                    )
+                    self.w.event(rc, WARNING, C.EV_FAILED_CREATE_PVC, ACT_CREATE, f"Failed creating PVC, {e}")
                     raise
                 return
-            await self._event(rc, NORMAL, C.EV_CREATED_PVC, ACT_CREATE, f"Created PVC {md(pvc)['name']}")
+            self.w.event(rc, NORMAL, C.EV_CREATED_PVC, ACT_CREATE, f"Created PVC {md(pvc)['name']}")
             return
         await self._ensure(
             rc,
@@ -835,14 +833,14 @@ class RayClusterReconciler:
         ns, name = md(rc)["namespace"], md(rc)["name"]
         spec = spec_of(rc)
         pods = self.store.cluster_pods(ns, name)
-        conditions_gate = self.cfg.gate("RayClusterStatusConditions", True)
+        conditions_gate = self.cfg.gate(features.RAY_CLUSTER_STATUS_CONDITIONS, True)
 
         suspending = condition_true(rc, C.COND_SUSPENDING)
         if suspending or (not conditions_gate and spec.get("suspend") is True):
             await self._delete_all(
                 rc,
                 pods,
-                f"{C.LABEL_CLUSTER}={name}",
+                cluster_selector(name),
                 reason_ok=C.EV_DELETED_POD,
                 reason_fail=C.EV_FAILED_DELETE_POD_COLLECTION,
                 why="due to suspension",
@@ -853,29 +851,29 @@ class RayClusterReconciler:
             # Suspension is atomic: status first moves to Suspending, then the Pods go (§4 step 2).
             return
 
-        heads = [p for p in pods if _node_type(p) == C.NODE_TYPE_HEAD]
+        heads = [p for p in pods if node_type(p) == C.NODE_TYPE_HEAD]
         if await self._recreate_upgrade(rc, pods, heads):
             return
 
         # A missing head is created alongside the workers rather than before them: workers wait for the
         # GCS in their init container anyway, and one round trip less per cluster matters at scale.
         head_create = await self._reconcile_head(rc)
-        await _gather_first_error([*([head_create] if head_create else []), self._reconcile_groups(rc)])
+        await gather_first_error([*([head_create] if head_create else []), self._reconcile_groups(rc)])
 
-    def _group_pods(self, rc: Obj, node_type: str, group: str | None = None) -> list[Obj]:
+    def _group_pods(self, rc: Obj, kind: str, group: str | None = None) -> list[Obj]:
         return [
             p
             for p in self.store.cluster_pods(md(rc)["namespace"], md(rc)["name"])
-            if _node_type(p) == node_type
+            if node_type(p) == kind
             and (group is None or (md(p).get("labels") or {}).get(C.LABEL_GROUP) == group)
         ]
 
     async def _reconcile_groups(self, rc: Obj) -> None:
         ckey = (md(rc)["namespace"], md(rc)["name"])
         spec = spec_of(rc)
-        random_delete = self.cfg.env_true(C.OPENV_ENABLE_RANDOM_POD_DELETE)
+        random_delete = self.cfg.random_pod_delete
         autoscaling = self._autoscaling(rc)
-        indexing = self.cfg.gate("RayMultiHostIndexing", True)
+        indexing = self.cfg.gate(features.RAY_MULTI_HOST_INDEXING, True)
         for group in spec.get("workerGroupSpecs") or []:
             gname = str(group.get("groupName", ""))
             if not self.exp.satisfied(ckey, gname, self.store.pods):
@@ -889,7 +887,7 @@ class RayClusterReconciler:
             plan = podplan.plan_worker_group(
                 group,
                 group_pods,
-                desired_pods=int(self.b.cluster.desired_worker_replicas(group)),
+                desired_pods=int(self.b.desired_worker_replicas(group)),
                 autoscaling=autoscaling,
                 random_delete=random_delete,
                 multi_host_indexing=indexing,
@@ -903,7 +901,7 @@ class RayClusterReconciler:
             return False
         head = heads[0]
         ann = md(head).get("annotations") or {}
-        want = self.b.cluster.upgrade_recreate_hash(spec_of(rc))
+        want = self.b.upgrade_recreate_hash(spec_of(rc))
         have = ann.get(C.ANN_UPGRADE_RECREATE_HASH)
         if have == want:
             return False
@@ -928,7 +926,7 @@ class RayClusterReconciler:
         await self._delete_all(
             rc,
             pods,
-            f"{C.LABEL_CLUSTER}={name}",
+            cluster_selector(name),
             reason_ok=C.EV_DELETED_POD,
             reason_fail=C.EV_FAILED_DELETE_POD_COLLECTION,
             why="for the Recreate upgrade strategy",
@@ -954,7 +952,7 @@ class RayClusterReconciler:
         try:
             await self.client.delete_collection(PODS, ns, label_selector=selector)
         except ApiError as e:
-            await self._event(
+            self.w.event(
                 rc,
                 WARNING,
                 reason_fail,
@@ -968,7 +966,7 @@ class RayClusterReconciler:
             (t.split("=", 1)[1] for t in selector.split(",") if t.startswith(f"{C.LABEL_GROUP}=")), None
         )
         self.exp.forget((ns, name), group)
-        await self._event(rc, NORMAL, reason_ok, action, f"Deleted Pods for RayCluster {ns}/{name} {why}")
+        self.w.event(rc, NORMAL, reason_ok, action, f"Deleted Pods for RayCluster {ns}/{name} {why}")
 
     async def _reconcile_head(self, rc: Obj) -> Awaitable[None] | None:
         """Deletes what must go (raising to stop this pass); returns the creation of a missing head, for
@@ -987,7 +985,7 @@ class RayClusterReconciler:
             try:
                 await self.client.delete(PODS, name_of(head), ns, ignore_not_found=True)
             except ApiError as e:
-                await self._event(
+                self.w.event(
                     rc,
                     WARNING,
                     C.EV_FAILED_DELETE_HEAD_POD,
@@ -996,7 +994,7 @@ class RayClusterReconciler:
                 )
                 raise ReconcileError(str(e), FAILED_DELETE_HEAD_POD) from e
             self.exp.expect_delete(ckey, C.HEAD_GROUP_NAME, name_of(head))
-            await self._event(
+            self.w.event(
                 rc,
                 NORMAL,
                 C.EV_DELETED_HEAD_POD,
@@ -1011,7 +1009,7 @@ class RayClusterReconciler:
                 and ann.get(C.ANN_DISABLE_PROVISIONED_HEAD_RESTART) == "true"
             ):
                 return None
-            pod = ensure_owned(self.b.pod.build_head_pod(rc, self.opts), rc)
+            pod = ensure_owned(self.b.head_pod(rc, self.opts), rc)
             return self._create_head(rc, pod)
         # More than one head: keep the healthy ones out of harm's way, delete the rest (KubeRay).
         extras = [p for p in heads if (p.get("status") or {}).get("phase") not in ("Running", "Pending")]
@@ -1037,11 +1035,11 @@ class RayClusterReconciler:
         ckey = (ns, md(rc)["name"])
         meta = pod.setdefault("metadata", {})
         if not meta.get("name") and meta.get("generateName"):
-            meta["name"] = f"{str(meta.pop('generateName'))[:58]}{podplan.random_suffix()}"
+            meta["name"] = f"{str(meta.pop('generateName'))[:58]}{random_suffix()}"
         try:
             created: Obj = await self.client.create(PODS, pod, ns)
         except ApiError as e:
-            await self._event(
+            self.w.event(
                 rc, WARNING, fail_event, ACT_CREATE, f"Failed to create {what} {ns}/{name_of(pod)}, {e}"
             )
             raise ReconcileError(str(e), fail_reason) from e
@@ -1057,7 +1055,7 @@ class RayClusterReconciler:
         created = await self._create_pod(
             rc, pod, C.HEAD_GROUP_NAME, C.EV_FAILED_CREATE_HEAD_POD, FAILED_CREATE_HEAD_POD, "head Pod"
         )
-        await self._event(
+        self.w.event(
             rc, NORMAL, C.EV_CREATED_HEAD_POD, ACT_CREATE, f"Created head Pod {ns}/{name_of(created)}"
         )
 
@@ -1071,7 +1069,7 @@ class RayClusterReconciler:
             await self._delete_all(
                 rc,
                 group_pods,
-                f"{C.LABEL_CLUSTER}={name},{C.LABEL_GROUP}={gname}",
+                cluster_selector(name, group=gname),
                 reason_ok=C.EV_DELETED_WORKER_POD,
                 reason_fail=C.EV_FAILED_DELETE_WORKER_POD_COLLECTION,
                 why=f"of suspended worker group {gname}",
@@ -1089,7 +1087,7 @@ class RayClusterReconciler:
                     await self.client.delete(PODS, pod, ns)
                 except ApiError as e:
                     if not e.not_found:
-                        await self._event(
+                        self.w.event(
                             rc,
                             WARNING,
                             C.EV_FAILED_DELETE_WORKER_POD,
@@ -1099,7 +1097,7 @@ class RayClusterReconciler:
                         raise ReconcileError(str(e), FAILED_DELETE_WORKER_POD) from e
                     return
                 self.exp.expect_delete(ckey, gname, pod)
-                await self._event(
+                self.w.event(
                     rc,
                     NORMAL,
                     C.EV_DELETED_WORKER_POD,
@@ -1107,7 +1105,7 @@ class RayClusterReconciler:
                     f"Deleted worker Pod {ns}/{pod}; {reason}",
                 )
 
-        await _gather_first_error([delete_one(p, r) for p, r in plan.delete])
+        await gather_first_error([delete_one(p, r) for p, r in plan.delete])
         if plan.stop:
             raise ReconcileError(plan.stop)
 
@@ -1126,7 +1124,7 @@ class RayClusterReconciler:
 
         async def create_one(spec: PodToCreate) -> None:
             pod = ensure_owned(
-                self.b.pod.build_worker_pod(
+                self.b.worker_pod(
                     rc,
                     group,
                     self.opts,
@@ -1144,14 +1142,14 @@ class RayClusterReconciler:
 
         created_names: list[str] = []
         try:
-            await _gather_first_error([create_one(s) for s in todo])
+            await gather_first_error([create_one(s) for s in todo])
         finally:
             if created_names:
                 # One Event per batch, not per Pod as KubeRay does: at scale the per-Pod Events doubled the
                 # API writes of a scale-up and slowed the Pod creations they describe. The reason is
                 # KubeRay's; the note names every Pod (the recorder truncates past 1 KiB).
                 what = "worker Pod" if len(created_names) == 1 else f"{len(created_names)} worker Pods"
-                await self._event(
+                self.w.event(
                     rc,
                     NORMAL,
                     C.EV_CREATED_WORKER_POD,
@@ -1171,7 +1169,7 @@ class RayClusterReconciler:
         self._status_replaced.pop((ns, name), None)
         pods = self.store.cluster_pods(ns, name)
         heads = self._head_services(rc)
-        new = self.b.status.calculate_status(
+        new = self.b.calculate_status(
             rc,
             pods,
             heads[0] if heads else None,
@@ -1180,135 +1178,36 @@ class RayClusterReconciler:
             gates=dict(self.cfg.gates),
         )
         old = original.get("status") or {}
-        if not self.b.status.status_changed(old, new):
+        if not self.b.status_changed(old, new):
             return False
         await self._put_status(original, new)
         return True
 
     async def _put_status(self, original: Obj, status: Obj) -> None:
-        body = {
-            "apiVersion": C.API_VERSION,
-            "kind": C.KIND_RAYCLUSTER,
-            "metadata": {
-                "name": md(original)["name"],
-                "namespace": md(original)["namespace"],
-                "resourceVersion": md(original).get("resourceVersion"),
-            },
-            "status": status,
-        }
         try:
-            await self.client.replace_status(RAYCLUSTERS, body)
+            await self.w.write_status(RAYCLUSTERS, original, status)
             replaced = md(original).get("resourceVersion")
             if replaced:
                 self._status_replaced[(md(original)["namespace"], md(original)["name"])] = str(replaced)
         except ApiError as e:
             if e.conflict or e.not_found:
                 # Our cached copy is stale; the watch event that made it stale requeues us anyway.
-                log.debug("%s: status write skipped: %s", _ref(original), e.reason)
+                log.debug("%s: status write skipped: %s", ref(original), e.reason)
                 return
             raise
 
-    # -- events -------------------------------------------------------------------------------------
 
-    async def _event(self, rc: Obj, type_: str, reason: str, action: str, message: str) -> None:
-        try:
-            res = self.recorder.record(rc, type_, reason, action, message)
-            if asyncio.iscoroutine(res):
-                await res
-        except ApiError as e:  # an event is best effort; never fail a reconcile over it
-            log.debug("event %s for %s not recorded: %s", reason, _ref(rc), e)
-
-
-# --- module helpers --------------------------------------------------------------------------------
-
-
-async def _gather_first_error(coros: Iterable[Awaitable[None]]) -> None:
-    results = await asyncio.gather(*coros, return_exceptions=True)
-    for r in results:
-        if isinstance(r, BaseException):
-            raise r
-
-
-def _split_key(key: Any) -> tuple[str, str]:
-    if isinstance(key, tuple):
-        return str(key[0]), str(key[1])
-    ns, _, name = str(key).partition("/")
-    return ns, name
-
-
-def _ref(obj: Mapping[str, Any]) -> str:
-    return f"{md(obj).get('namespace')}/{md(obj).get('name')}"
-
-
-def _node_type(pod: Mapping[str, Any]) -> str:
-    return str((md(pod).get("labels") or {}).get(C.LABEL_NODE_TYPE, ""))
-
-
-def _gcs_backend(rc: Mapping[str, Any]) -> str:
-    opts = spec_of(rc).get("gcsFaultToleranceOptions")
-    if isinstance(opts, dict):
-        return str(opts.get("backend") or "redis").lower()
-    return "redis"
-
-
-def _should_delete(b: Builders, pod: Obj) -> tuple[bool, str]:
+def _should_delete(b: RayClusterBuilders, pod: Obj) -> tuple[bool, str]:
     # The Ray container is the Pod's first container; its status is found by name (statuses are unordered).
-    containers = (pod.get("spec") or {}).get("containers") or [{}]
-    res = b.cluster.should_delete_pod(pod, str(containers[0].get("name", "")))
-    if isinstance(res, tuple):
-        return bool(res[0]), str(res[1])
-    return bool(res), f"Pod {name_of(pod)} is in a terminal state" if res else ""
+    containers = spec_of(pod).get("containers") or [{}]
+    return b.should_delete_pod(pod, str(containers[0].get("name", "")))
 
 
 # --- wiring ----------------------------------------------------------------------------------------
 
-# KubeRay's manager cache only holds Ray Pods (internal/managercache/cache.go): never every Pod of the cluster.
-POD_SELECTOR = f"{C.LABEL_NODE_TYPE} in ({C.NODE_TYPE_HEAD},{C.NODE_TYPE_WORKER},{C.NODE_TYPE_REDIS_CLEANUP})"
-JOB_SELECTOR = f"{C.LABEL_CREATED_BY}={C.CREATED_BY_VALUE}"
 
-
-def load_builders() -> Builders:
-    """The builder modules, imported when the operator starts (keeps this module importable alone)."""
-    import importlib
-    from types import SimpleNamespace
-
-    names = ("cluster", "pod", "service", "rbac", "ingress", "storage", "secrets", "jobs", "status")
-    return SimpleNamespace(**{n: importlib.import_module(f"rayop.builders.{n}") for n in names})
-
-
-def setup(manager: Any, config: Any = None) -> Any:
-    """Register the RayCluster controller, its caches and metrics on a runtime Manager.
-
-    `config` is duck-typed (the operator's settings): `environ`, `feature_gates`, `reconcile_concurrency`,
-    `pod_create_concurrency`, `pod_batch`, `build_options`, `enable_metrics` are read when present.
-    """
-    from rayop.api import features
-    from rayop.builders.options import BuildOptions
-    from rayop.runtime.cache import index_by_label
-    from rayop.validation import validate_raycluster
-
-    environ = dict(getattr(config, "environ", None) or os.environ)
-    gates = features.resolve_gates(getattr(config, "feature_gates", None))
-    cfg = RayClusterConfig(gates=gates, environ=environ)
-    for knob in ("pod_create_concurrency", "pod_batch", "reconcile_concurrency"):
-        value = getattr(config, knob, None)
-        if value:
-            setattr(cfg, knob, int(value))
-    opts = getattr(config, "build_options", None)
-    if opts is None:
-        # Config-file-only knobs (KubeRay's Configuration) reach the builders through BuildOptions.
-        extra = getattr(config, "extra", None) or {}
-        file_knobs = {
-            "head_sidecar_containers": extra.get("headSidecarContainers"),
-            "worker_sidecar_containers": extra.get("workerSidecarContainers"),
-            "default_container_envs": extra.get("defaultContainerEnvs"),
-            "default_pod_labels": extra.get("defaultPodLabels"),
-            "default_pod_annotations": extra.get("defaultPodAnnotations"),
-        }
-        opts = BuildOptions.from_env(
-            environ, feature_gates=gates, **{k: v for k, v in file_knobs.items() if v}
-        )
-
+def setup(manager: Manager, settings: ControllerSettings) -> ControllerHandle:
+    """Register the RayCluster controller, its caches and (when enabled) its metrics on `manager`."""
     clusters = manager.informer(RAYCLUSTERS)
     pods = manager.informer(PODS, label_selector=POD_SELECTOR)
     pods.add_index(INDEX_CLUSTER, index_by_label(C.LABEL_CLUSTER))
@@ -1321,24 +1220,17 @@ def setup(manager: Any, config: Any = None) -> Any:
         res: manager.informer(res, label_selector=C.LABEL_CLUSTER)
         for res in (SERVICEACCOUNTS, ROLES, ROLEBINDINGS, INGRESSES, SECRETS, PVCS)
     }
-
     reconciler = RayClusterReconciler(
-        manager.client,
-        Store(clusters, pods, services, children),
-        manager.events,
-        load_builders(),
-        validate_raycluster,
-        opts,
-        cfg,
+        manager.client, Store(clusters, pods, services, children), manager.events, settings.raycluster
     )
-    concurrency = int(getattr(config, "reconcile_concurrency", 0) or cfg.reconcile_concurrency)
-    ctrl = manager.new_controller("raycluster", reconciler.reconcile, concurrency=concurrency)
+    ctrl = manager.new_controller(
+        "raycluster", reconciler.reconcile, concurrency=settings.reconcile_concurrency
+    )
     ctrl.watch_primary(clusters)
     for inf in (pods, services, jobs, *children.values()):
         ctrl.watch_owned(inf, C.KIND_RAYCLUSTER, owner_group=C.GROUP)
-    if getattr(config, "enable_metrics", True):
+    if settings.enable_metrics:
         from rayop.controllers import raycluster_metrics
 
         raycluster_metrics.register(clusters)
-    ctrl.reconciler = reconciler
     return ctrl

@@ -18,25 +18,36 @@ from __future__ import annotations
 import base64
 import copy
 import logging
-import os
-import secrets
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import REGISTRY
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
-
 from rayop.api import constants as C
-from rayop.api import features
-from rayop.base.times import parse_time
+from rayop.api.kinds import RAYCLUSTERS, RAYJOBS
+from rayop.base.names import random_suffix
+from rayop.base.objects import meta, ref
+from rayop.base.resource import Resource
+from rayop.base.types import Obj
 from rayop.builders import cluster as cl
 from rayop.builders import job as B
 from rayop.builders.pod import auth_secret_name
 from rayop.controllers import rayjob_machine as M
-from rayop.controllers.raycluster import RAYCLUSTERS
+from rayop.controllers.common import (
+    ACT_RECONCILE,
+    ACT_UPDATE,
+    ACT_VALIDATE,
+    INDEX_CLUSTER,
+    JOB_SELECTOR,
+    NORMAL,
+    POD_SELECTOR,
+    WARNING,
+    Writer,
+    cluster_key,
+    split_key,
+)
+from rayop.controllers.rayjob_metrics import RayJobCollector, register_metrics
+from rayop.controllers.settings import ControllerSettings
 from rayop.ray.dashboard import (
     DIRECT_TIMEOUT_SECONDS,
     DashboardClient,
@@ -45,37 +56,14 @@ from rayop.ray.dashboard import (
     DuplicateSubmission,
     JobNotFound,
 )
-from rayop.runtime.client import JOBS, PODS, SECRETS, SERVICES, ApiClient, ApiError, Resource
-from rayop.runtime.controller import Result
+from rayop.runtime.cache import index_by_label
+from rayop.runtime.client import JOBS, PODS, SECRETS, SERVICES, ApiClient, ApiError
+from rayop.runtime.protocols import Cache, ControllerHandle, Key, Manager, Recorder, Result
 
-Obj = dict[str, Any]
 log = logging.getLogger("rayop.controllers.rayjob")
 
-RAYJOBS = Resource(C.GROUP, C.VERSION, C.PLURAL_RAYJOBS, kind=C.KIND_RAYJOB)
-
-NORMAL = "Normal"
-WARNING = "Warning"
-ACT_CREATE = "Create"
-ACT_DELETE = "Delete"
-ACT_UPDATE = "Update"
-ACT_VALIDATE = "Validate"
-ACT_RECONCILE = "Reconcile"
-
-# The same selectors the RayCluster controller uses, so the manager shares one informer per kind.
-POD_SELECTOR = f"{C.LABEL_NODE_TYPE} in ({C.NODE_TYPE_HEAD},{C.NODE_TYPE_WORKER},{C.NODE_TYPE_REDIS_CLEANUP})"
-JOB_SELECTOR = f"{C.LABEL_CREATED_BY}={C.CREATED_BY_VALUE}"
-
-
-def random_suffix(n: int = 5) -> str:
-    return "".join(secrets.choice(B.RAND_ALPHABET) for _ in range(n))
-
-
-def _md(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    return (obj or {}).get("metadata") or {}
-
-
-def _ref(obj: Mapping[str, Any]) -> str:
-    return f"{_md(obj).get('namespace')}/{_md(obj).get('name')}"
+_md = meta
+_ref = ref
 
 
 # Reaching dashboards ------------------------------------------------------------------------------------
@@ -127,96 +115,6 @@ class Dashboards:
         return DashboardClient.direct(url, token=token, timeout=self.timeout or DIRECT_TIMEOUT_SECONDS)
 
 
-# Metrics ---------------------------------------------------------------------------------------------------
-
-
-class RayJobCollector(Collector):
-    """kuberay_job_info and kuberay_job_deployment_status from the RayJob cache at scrape time, plus
-    kuberay_job_execution_duration_seconds recorded at each attempt's end (kuberay-behaviour.md §9.3)."""
-
-    def __init__(self) -> None:
-        self.sources: list[Any] = []
-        # (namespace, name) -> (uid, deployment status, retry count, seconds)
-        self.durations: dict[tuple[str, str], tuple[str, str, int, float]] = {}
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        info = GaugeMetricFamily(
-            "kuberay_job_info",
-            "Metadata information about RayJob custom resources",
-            labels=["name", "namespace", "uid"],
-        )
-        status = GaugeMetricFamily(
-            "kuberay_job_deployment_status",
-            "The RayJob's current deployment status",
-            labels=["name", "namespace", "uid", "deployment_status"],
-        )
-        duration = GaugeMetricFamily(
-            "kuberay_job_execution_duration_seconds",
-            "Duration of the RayJob CR's JobDeploymentStatus transition from `Initializing` to either the "
-            "`Retrying` state or a terminal state, such as `Complete` or `Failed`.",
-            labels=["name", "namespace", "uid", "job_deployment_status", "retry_count"],
-        )
-        live: set[tuple[str, str]] = set()
-        for src in self.sources:
-            for rj in src.list():
-                md = _md(rj)
-                name, ns, uid = str(md.get("name", "")), str(md.get("namespace", "")), str(md.get("uid", ""))
-                live.add((ns, name))
-                info.add_metric([name, ns, uid], 1)
-                dep = str((rj.get("status") or {}).get("jobDeploymentStatus") or "New")
-                status.add_metric([name, ns, uid, dep], 1)
-        for (ns, name), (uid, dep, retries, secs) in list(self.durations.items()):
-            if (ns, name) not in live and self.sources:
-                continue
-            duration.add_metric([name, ns, uid, dep, str(retries)], secs)
-        yield info
-        yield status
-        yield duration
-
-    def observe_transition(
-        self, rj: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any]
-    ) -> None:
-        old_dep, new_dep = (
-            str(old.get("jobDeploymentStatus") or ""),
-            str(new.get("jobDeploymentStatus") or ""),
-        )
-        if old_dep in M.DEPLOYMENT_TERMINAL or not (
-            new_dep in M.DEPLOYMENT_TERMINAL or new_dep == M.RETRYING
-        ):
-            return
-        start = parse_time(new.get("startTime") or old.get("startTime"))
-        if start is None:
-            return
-        md = _md(rj)
-        secs = max(0.0, (datetime.now(UTC) - start).total_seconds())
-        self.durations[(str(md.get("namespace")), str(md.get("name")))] = (
-            str(md.get("uid", "")),
-            new_dep,
-            int(old.get("failed") or 0),
-            secs,
-        )
-
-    def forget(self, namespace: str, name: str) -> None:
-        self.durations.pop((namespace, name), None)
-
-
-_collector: RayJobCollector | None = None
-
-
-def register_metrics(source: Any) -> RayJobCollector:
-    global _collector
-    if _collector is None:
-        _collector = RayJobCollector()
-        REGISTRY.register(_collector)
-    _collector.sources.append(source)
-    return _collector
-
-
-def unregister_metrics(source: Any) -> None:
-    if _collector is not None and source in _collector.sources:
-        _collector.sources.remove(source)
-
-
 # The reconciler -------------------------------------------------------------------------------------------
 
 
@@ -224,10 +122,10 @@ def unregister_metrics(source: Any) -> None:
 class Store:
     """The caches the reconciler reads (informers in production, fakes in unit tests)."""
 
-    clusters: Any
-    services: Any
-    jobs: Any
-    pods: Any
+    clusters: Cache
+    services: Cache
+    jobs: Cache
+    pods: Cache
 
 
 class RayJobReconciler:
@@ -235,7 +133,7 @@ class RayJobReconciler:
         self,
         client: ApiClient,
         store: Store,
-        recorder: Any,
+        recorder: Recorder,
         dashboards: Dashboards,
         config: M.RayJobConfig,
         *,
@@ -245,7 +143,7 @@ class RayJobReconciler:
     ) -> None:
         self.client = client
         self.store = store
-        self.recorder = recorder
+        self.w = Writer(client, recorder)
         self.dashboards = dashboards
         self.cfg = config
         self.metrics = metrics
@@ -255,8 +153,8 @@ class RayJobReconciler:
         self.submissions = 0
         self.reconciles = 0
 
-    async def reconcile(self, key: Any) -> Result:
-        ns, name = (str(key[0]), str(key[1])) if isinstance(key, tuple) else str(key).split("/", 1)
+    async def reconcile(self, key: Key) -> Result:
+        ns, name = split_key(key)
         self.reconciles += 1
         rj = await self.client.get_or_none(RAYJOBS, name, ns)
         if rj is None:
@@ -292,8 +190,12 @@ class RayJobReconciler:
         head_pod = None
         mode = spec.get("submissionMode") or B.K8S_JOB_MODE
         if mode == B.SIDECAR_MODE and cname:
-            heads = self.store.pods.list(ns, {C.LABEL_CLUSTER: cname, C.LABEL_NODE_TYPE: C.NODE_TYPE_HEAD})
-            heads = [p for p in heads if not _md(p).get("deletionTimestamp")]
+            heads = [
+                p
+                for p in self.store.pods.by_index(INDEX_CLUSTER, cluster_key(ns, cname))
+                if meta(p).get("labels", {}).get(C.LABEL_NODE_TYPE) == C.NODE_TYPE_HEAD
+                and not meta(p).get("deletionTimestamp")
+            ]
             head_pod = heads[0] if heads else None
         job: M.JobLookup | None = None
         if (
@@ -389,52 +291,31 @@ class RayJobReconciler:
         return rj
 
     def _event(self, rj: Obj, type_: str, reason: str, action: str, message: str) -> None:
-        try:
-            self.recorder.record(rj, type_, reason, action, message)
-        except Exception:  # an event is a courtesy; never fail a reconcile over it
-            log.debug("event %s for %s not recorded", reason, _ref(rj), exc_info=True)
+        self.w.event(rj, type_, reason, action, message)
 
     async def _set_finalizer(self, rj: Obj, *, add: bool) -> Obj:
         md = _md(rj)
         fins = [f for f in (md.get("finalizers") or []) if f != C.FINALIZER_RAYJOB]
         if add:
             fins.append(C.FINALIZER_RAYJOB)
-        patch = {"metadata": {"finalizers": fins, "resourceVersion": md.get("resourceVersion")}}
         try:
-            result: Obj = await self.client.patch(RAYJOBS, str(md["name"]), patch, str(md["namespace"]))
+            return await self.w.set_finalizers(RAYJOBS, rj, fins)
         except ApiError as e:
             if e.not_found and not add:
                 return rj
             raise
-        return result
 
     async def _create(self, rj: Obj, res: Resource, obj: Obj, ok_reason: str, fail_reason: str) -> None:
-        what = f"{obj['metadata'].get('namespace')}/{obj['metadata']['name']}"
-        try:
-            await self.client.create(res, obj)
-        except ApiError as e:
-            if e.already_exists:
-                # Created by an earlier reconcile whose status write did not land (or a lagging cache).
-                return
-            self._event(
-                rj, WARNING, fail_reason, ACT_CREATE, f"Failed to create {res.kind} {what}: {e.message}"
-            )
-            raise
-        self._event(rj, NORMAL, ok_reason, ACT_CREATE, f"Created {res.kind} {what}")
+        # An existing object was created by an earlier reconcile whose status write did not land (or
+        # the cache lags): not an error.
+        await self.w.create(rj, res, obj, what=res.kind, created=ok_reason, failed=fail_reason)
 
     async def _delete(
         self, rj: Obj, res: Resource, name: str, propagation: str | None, ok_reason: str, fail_reason: str
     ) -> None:
-        ns = str(_md(rj)["namespace"])
-        try:
-            gone = await self.client.delete(res, name, ns, propagation=propagation, ignore_not_found=True)
-        except ApiError as e:
-            self._event(
-                rj, WARNING, fail_reason, ACT_DELETE, f"Failed to delete {res.kind} {ns}/{name}: {e.message}"
-            )
-            raise
-        if gone is not None:
-            self._event(rj, NORMAL, ok_reason, ACT_DELETE, f"Deleted {res.kind} {ns}/{name}")
+        await self.w.delete(
+            rj, res, name, what=res.kind, deleted=ok_reason, failed=fail_reason, propagation=propagation
+        )
 
     async def _update_service(self, rj: Obj, a: M.UpdateServiceSelector) -> None:
         ns = str(_md(rj)["namespace"])
@@ -525,82 +406,37 @@ class RayJobReconciler:
     # -- status ------------------------------------------------------------------------------------------------
 
     async def write_status(self, rj: Obj, status: Obj) -> None:
-        md = _md(rj)
-        body = {
-            "apiVersion": C.API_VERSION,
-            "kind": C.KIND_RAYJOB,
-            "metadata": {
-                "name": md["name"],
-                "namespace": md["namespace"],
-                "resourceVersion": md.get("resourceVersion"),
-            },
-            "spec": rj.get("spec") or {},
-            "status": status,
-        }
-        await self.client.replace_status(RAYJOBS, body)
+        await self.w.write_status(RAYJOBS, rj, status)
 
 
 # Wiring ----------------------------------------------------------------------------------------------------
 
 
-def config_from_env(environ: Mapping[str, str], gates: Mapping[str, bool] | None = None) -> M.RayJobConfig:
-    def int_env(name: str, default: int) -> int:
-        try:
-            return int(environ.get(name, ""))
-        except ValueError:
-            return default
-
-    g = features.resolve_gates(gates)
-    return M.RayJobConfig(
-        cluster_domain=environ.get(C.OPENV_CLUSTER_DOMAIN) or C.DEFAULT_CLUSTER_DOMAIN,
-        transition_grace_seconds=int_env(C.OPENV_RAYJOB_TRANSITION_GRACE, 300),
-        status_check_timeout_seconds=int_env(C.OPENV_RAYJOB_STATUS_CHECK_TIMEOUT, 300),
-        delete_rayjob_after_finish=environ.get(C.OPENV_DELETE_RAYJOB_CR_AFTER_JOB_FINISHES, "").lower()
-        == "true",
-        deletion_policy_gate=g.get(features.RAY_JOB_DELETION_POLICY, True),
-        sidecar_submitter_restart=g.get(features.SIDECAR_SUBMITTER_RESTART, False),
-        login_shell=environ.get(C.OPENV_ENABLE_LOGIN_SHELL, "").lower() == "true",
-        head_cluster_ip_service=environ.get(C.OPENV_ENABLE_RAY_HEAD_CLUSTER_IP_SERVICE, "").lower() == "true",
-        gates=g,
-    )
-
-
-def setup(manager: Any, config: Any = None) -> Any:
-    """Register the RayJob controller and its caches on a runtime Manager.
-
-    `config` is duck-typed: `environ`, `feature_gates`, `reconcile_concurrency`, `use_kubernetes_proxy`,
-    `dashboard_resolver` (callable mapping a dashboard URL to the URL to call), `rayjob_config` (a full
-    RayJobConfig, overriding the env), `enable_metrics` are read when present.
-    """
-    environ = dict(getattr(config, "environ", None) or os.environ)
-    cfg = getattr(config, "rayjob_config", None) or config_from_env(
-        environ, getattr(config, "feature_gates", None)
-    )
+def setup(manager: Manager, settings: ControllerSettings) -> ControllerHandle:
+    """Register the RayJob controller, its caches and (when enabled) its metrics on `manager`."""
+    own = settings.rayjob
     rayjobs = manager.informer(RAYJOBS)
     clusters = manager.informer(RAYCLUSTERS)
     services = manager.informer(SERVICES)
     jobs = manager.informer(JOBS, label_selector=JOB_SELECTOR)
     pods = manager.informer(PODS, label_selector=POD_SELECTOR)
+    pods.add_index(INDEX_CLUSTER, index_by_label(C.LABEL_CLUSTER))
     dashboards = Dashboards(
-        manager.client,
-        use_proxy=bool(getattr(config, "use_kubernetes_proxy", False)),
-        resolve=getattr(config, "dashboard_resolver", None),
+        manager.client, use_proxy=own.use_kubernetes_proxy, resolve=own.dashboard_resolver
     )
-    metrics = register_metrics(rayjobs) if getattr(config, "enable_metrics", True) else None
+    metrics = register_metrics(rayjobs) if settings.enable_metrics else None
     reconciler = RayJobReconciler(
         manager.client,
         Store(clusters, services, jobs, pods),
         manager.events,
         dashboards,
-        cfg,
+        own.machine,
         metrics=metrics,
     )
-    concurrency = int(getattr(config, "reconcile_concurrency", 0) or 4)
-    ctrl = manager.new_controller("rayjob", reconciler.reconcile, concurrency=concurrency)
+    ctrl = manager.new_controller("rayjob", reconciler.reconcile, concurrency=settings.reconcile_concurrency)
     ctrl.watch_primary(rayjobs, predicate=_always)
     for inf in (clusters, services, jobs):
         ctrl.watch_owned(inf, C.KIND_RAYJOB, owner_group=C.GROUP)
-    ctrl.reconciler = reconciler
     return ctrl
 
 
@@ -615,7 +451,6 @@ __all__ = [
     "RayJobCollector",
     "RayJobReconciler",
     "Store",
-    "config_from_env",
     "random_suffix",
     "setup",
 ]

@@ -24,11 +24,10 @@ from typing import Any, Final
 from rayop.api import constants as C
 from rayop.api import features
 from rayop.base.times import format_time, parse_time
+from rayop.base.types import Obj
 from rayop.builders import job as B
 from rayop.ray.dashboard import JobInfo
 from rayop.validation import validate_rayjob, validate_rayjob_status
-
-Obj = dict[str, Any]
 
 # JobDeploymentStatus values (rayjob_types.go).
 NEW: Final = ""

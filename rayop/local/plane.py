@@ -532,9 +532,7 @@ def running_plane(state_dir: Path) -> PlaneState | None:
         st = PlaneState.load(sf)
     except (ValueError, TypeError, OSError):
         return None
-    alive = [
-        n for n, pid in st.pids.items() if pid_alive(pid) and str(state_dir.resolve()) in cmdline(pid)
-    ]
+    alive = [n for n, pid in st.pids.items() if pid_alive(pid) and str(state_dir.resolve()) in cmdline(pid)]
     if "kube-apiserver" in alive and "etcd" in alive:
         return st
     return None

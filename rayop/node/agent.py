@@ -29,6 +29,7 @@ import aiohttp
 
 from rayop.base.procs import cmdline, pid_alive
 from rayop.base.times import format_micro_time
+from rayop.base.types import Obj
 from rayop.node import podspec, runtime
 from rayop.node.cgroups import Cgroups
 from rayop.node.locate import ANN_STATE_DIR
@@ -47,7 +48,6 @@ from rayop.runtime.client import (
     load_config,
 )
 
-Obj = dict[str, Any]
 log = logging.getLogger("rayop.node")
 
 LEASE_NAMESPACE = "kube-node-lease"

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from rayop.base.procs import pid_alive
 from rayop.base.times import format_time
+from rayop.base.types import Obj
 from rayop.node import podspec, runtime
 from rayop.node.network import PodNet
 from rayop.node.probes import ProbeWorker, run_probe
@@ -26,7 +27,6 @@ from rayop.runtime.client import PODS, ApiError
 if TYPE_CHECKING:
     from rayop.node.agent import NodeAgent
 
-Obj = dict[str, Any]
 log = logging.getLogger("rayop.node.pod")
 
 TERMINAL = ("Succeeded", "Failed")

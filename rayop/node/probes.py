@@ -10,7 +10,6 @@ from typing import Any
 
 import aiohttp
 
-Obj = dict[str, Any]
 ExecFn = Callable[[list[str], float], Awaitable[int]]
 
 

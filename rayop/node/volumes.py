@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rayop.base.types import Obj
 from rayop.node import podspec
 from rayop.runtime.client import CONFIGMAPS, SECRETS, ApiClient, ApiError
-
-Obj = dict[str, Any]
 
 
 class VolumeError(Exception):

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from rayop.api import features
+from rayop.api.features import parse_feature_gates as parse_feature_gates  # re-exported for the CLI
+from rayop.controllers.settings import ControllerSettings
 
 # One table of gates and defaults for the whole code base (kuberay-behaviour.md §9.2).
 FEATURE_GATE_DEFAULTS: Mapping[str, bool] = features.DEFAULT_GATES
@@ -33,31 +35,6 @@ def parse_bool(value: str | bool, what: str = "value") -> bool:
     if v in _FALSE:
         return False
     raise ValueError(f"{what}: {value!r} is not a boolean")
-
-
-def parse_feature_gates(spec: str | Mapping[str, Any] | None) -> dict[str, bool]:
-    """Parse "A=true,B=false" (or a mapping) into overrides; unknown gates are an error, as in KubeRay."""
-    if not spec:
-        return {}
-    items: list[tuple[str, Any]]
-    if isinstance(spec, Mapping):
-        items = list(spec.items())
-    else:
-        items = []
-        for part in spec.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            name, sep, value = part.partition("=")
-            if not sep:
-                raise ValueError(f"feature gate {part!r}: want Name=true|false")
-            items.append((name.strip(), value))
-    out: dict[str, bool] = {}
-    for name, value in items:
-        if name not in FEATURE_GATE_DEFAULTS:
-            raise ValueError(f"unrecognized feature gate: {name}")
-        out[name] = parse_bool(value if isinstance(value, bool) else str(value), f"feature gate {name}")
-    return out
 
 
 def parse_namespaces(value: str | list[str] | None) -> list[str]:
@@ -115,10 +92,26 @@ class OperatorConfig:
         if unknown:
             raise ValueError(f"unrecognized feature gate: {', '.join(sorted(unknown))}")
 
-    @property
-    def environ(self) -> Mapping[str, str]:
-        """Alias of `env`, the name the controllers' setup reads."""
-        return self.env
+    def controller_settings(self) -> ControllerSettings:
+        """The controllers' settings: KubeRay's env vars, the feature gates, the flags, and the config
+        file's sidecar containers, default env vars, labels and annotations."""
+        gates = self.all_feature_gates()
+        settings = ControllerSettings.from_env(self.env, gates)
+        file_knobs: dict[str, Any] = {
+            "head_sidecar_containers": self.extra.get("headSidecarContainers"),
+            "worker_sidecar_containers": self.extra.get("workerSidecarContainers"),
+            "default_container_envs": self.extra.get("defaultContainerEnvs"),
+            "default_pod_labels": self.extra.get("defaultPodLabels"),
+            "default_pod_annotations": self.extra.get("defaultPodAnnotations"),
+        }
+        options = replace(settings.raycluster.build_options, **{k: v for k, v in file_knobs.items() if v})
+        return replace(
+            settings,
+            raycluster=replace(settings.raycluster, build_options=options),
+            rayjob=replace(settings.rayjob, use_kubernetes_proxy=self.use_kubernetes_proxy),
+            reconcile_concurrency=self.reconcile_concurrency,
+            enable_metrics=self.enable_metrics,
+        )
 
     def feature_enabled(self, name: str) -> bool:
         if name not in FEATURE_GATE_DEFAULTS:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import rayop.controllers as controllers
@@ -28,11 +27,7 @@ def make_client(config: OperatorConfig) -> ApiClient:
 
 
 def build_manager(config: OperatorConfig, client: ApiClient | None = None, **manager_kw: Any) -> Manager:
-    """A manager wired from config, with every controller the controllers package registers.
-
-    `rayop.controllers.setup(manager, config)` is the single registration point; without it the
-    operator would run no controllers, which is a packaging error, so it is reported loudly.
-    """
+    """A manager wired from config, with every controller `rayop.controllers.setup` registers."""
     client = client or make_client(config)
     kw: dict[str, Any] = {
         "leader_election": config.enable_leader_election,
@@ -47,11 +42,7 @@ def build_manager(config: OperatorConfig, client: ApiClient | None = None, **man
     manager = Manager(client, **kw)
     if config.enable_webhook:
         add_webhook(manager, config)
-    setup: Callable[[Manager, OperatorConfig], Any] | None = getattr(controllers, "setup", None)
-    if setup is None:
-        log.error("rayop.controllers.setup is missing: no controllers registered")
-    else:
-        setup(manager, config)
+    controllers.setup(manager, config.controller_settings())
     return manager
 
 

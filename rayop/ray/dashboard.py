@@ -19,9 +19,8 @@ from urllib.parse import quote
 
 import aiohttp
 
+from rayop.base.types import Obj
 from rayop.runtime.client import ApiClient
-
-Obj = dict[str, Any]
 
 # KubeRay's HTTP client timeouts (utils/constant.go): the proxy adds an API-server hop.
 DIRECT_TIMEOUT_SECONDS = 2.0

@@ -34,16 +34,15 @@ from typing import Any
 
 import aiohttp
 
+from rayop.base.objects import controller_ref, labels_match, owner_references
+from rayop.base.types import Obj
 from rayop.runtime import metrics
 from rayop.runtime.client import ApiClient, ApiError, Resource
+from rayop.runtime.protocols import Handler, IndexFunc, Transform
 
 log = logging.getLogger("rayop.runtime.cache")
 
-Obj = dict[str, Any]
 ObjKey = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped kinds
-Handler = Callable[[str, Obj, "Obj | None"], None]
-IndexFunc = Callable[[Obj], list[str]]
-Transform = Callable[[Obj], Obj]
 
 # Aliases for annotations inside Informer, whose `list` method shadows the builtin there.
 _ObjList = list[Obj]
@@ -125,14 +124,13 @@ INDEX_CONTROLLER_UID = "controller-uid"
 
 def index_by_owner_uid(obj: Obj) -> list[str]:
     """Every ownerReference's uid."""
-    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
-    return [str(r["uid"]) for r in refs if r.get("uid")]
+    return [str(r["uid"]) for r in owner_references(obj) if r.get("uid")]
 
 
 def index_by_controller_uid(obj: Obj) -> list[str]:
     """The uid of the controller ownerReference (controller: true), if any."""
-    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
-    return [str(r["uid"]) for r in refs if r.get("controller") and r.get("uid")]
+    c = controller_ref(obj)
+    return [str(c["uid"])] if c is not None and c.get("uid") else []
 
 
 def index_by_label(label: str, *, namespaced: bool = True) -> IndexFunc:
@@ -167,11 +165,6 @@ def index_by_labels(*labels: str, namespaced: bool = True) -> IndexFunc:
 def label_index_value(namespace: str, *values: str) -> str:
     """The by_index value that index_by_label(s)(namespaced=True) produce for these label values."""
     return "/".join([namespace, *values])
-
-
-def labels_match(obj: Mapping[str, Any], wanted: Mapping[str, str]) -> bool:
-    have = (obj.get("metadata") or {}).get("labels") or {}
-    return all(have.get(k) == v for k, v in wanted.items())
 
 
 class Backoff:

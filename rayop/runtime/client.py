@@ -27,9 +27,8 @@ import yaml
 
 from rayop.base.pki import load_chain
 from rayop.base.resource import Resource as Resource  # re-exported: callers of the client name kinds with it
+from rayop.base.types import Obj
 from rayop.runtime import metrics
-
-Obj = dict[str, Any]
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 

@@ -17,62 +17,43 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
 
+from rayop.base.objects import meta, namespace_of, owner_references
+from rayop.base.types import Obj
 from rayop.runtime import metrics
-from rayop.runtime.cache import ADDED, DELETED, Informer, Obj
+from rayop.runtime.cache import ADDED, DELETED
 from rayop.runtime.client import ApiError
+from rayop.runtime.protocols import Informer, Key, Mapper, Predicate, Reconcile, Result
 from rayop.runtime.queue import QueueShutDown, RateLimiter, WorkQueue
 
 log = logging.getLogger("rayop.runtime.controller")
 
-Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped kinds
-Predicate = Callable[[str, Obj, "Obj | None"], bool]
-Mapper = Callable[[Obj], "list[Key]"]
-Reconcile = Callable[[Key], Awaitable["Result | None"]]
-
-
-@dataclass(frozen=True)
-class Result:
-    """What a reconcile asks for next: nothing (None), a requeue after a delay, or a backoff requeue."""
-
-    requeue_after: float | None = None
-    requeue: bool = False
-
-
 # -- predicates ---------------------------------------------------------------------------------
-
-
-def _md(obj: Obj | None) -> dict[str, Any]:
-    md = (obj or {}).get("metadata")
-    return md if isinstance(md, dict) else {}
 
 
 def generation_changed(event: str, obj: Obj, old: Obj | None) -> bool:
     """True for adds and deletes, and for updates that changed metadata.generation (spec changes)."""
     if event != "MODIFIED" or old is None:
         return True
-    return _md(obj).get("generation") != _md(old).get("generation")
+    return meta(obj).get("generation") != meta(old).get("generation")
 
 
 def labels_changed(event: str, obj: Obj, old: Obj | None) -> bool:
     if event != "MODIFIED" or old is None:
         return True
-    return (_md(obj).get("labels") or {}) != (_md(old).get("labels") or {})
+    return (meta(obj).get("labels") or {}) != (meta(old).get("labels") or {})
 
 
 def annotations_changed(event: str, obj: Obj, old: Obj | None) -> bool:
     if event != "MODIFIED" or old is None:
         return True
-    return (_md(obj).get("annotations") or {}) != (_md(old).get("annotations") or {})
+    return (meta(obj).get("annotations") or {}) != (meta(old).get("annotations") or {})
 
 
 def deletion_started(event: str, obj: Obj, old: Obj | None) -> bool:
     if event != "MODIFIED" or old is None:
         return True
-    return bool(_md(obj).get("deletionTimestamp")) != bool(_md(old).get("deletionTimestamp"))
+    return bool(meta(obj).get("deletionTimestamp")) != bool(meta(old).get("deletionTimestamp"))
 
 
 def any_of(*preds: Predicate) -> Predicate:
@@ -100,8 +81,7 @@ default_predicate: Predicate = any_of(
 
 def controller_owner(obj: Obj, owner_kind: str, owner_group: str | None = None) -> Key | None:
     """The (namespace, name) of obj's controller ownerReference of the given kind, if any."""
-    md = _md(obj)
-    for ref in md.get("ownerReferences") or []:
+    for ref in owner_references(obj):
         if not ref.get("controller") or ref.get("kind") != owner_kind:
             continue
         if owner_group is not None:
@@ -109,7 +89,7 @@ def controller_owner(obj: Obj, owner_kind: str, owner_group: str | None = None) 
             group = api_version.rsplit("/", 1)[0] if "/" in api_version else ""
             if group != owner_group:
                 continue
-        return (md.get("namespace") or "", str(ref.get("name")))
+        return (namespace_of(obj), str(ref.get("name")))
     return None
 
 
@@ -117,7 +97,7 @@ def map_by_label(label: str) -> Mapper:
     """Map a child to the parent named by one of its labels (e.g. ray.io/cluster), same namespace."""
 
     def mapper(obj: Obj) -> list[Key]:
-        md = _md(obj)
+        md = meta(obj)
         value = (md.get("labels") or {}).get(label)
         return [(md.get("namespace") or "", str(value))] if value else []
 
@@ -166,7 +146,7 @@ class Controller:
 
         def handler(event: str, obj: Obj, old: Obj | None) -> None:
             if predicate(event, obj, old):
-                md = _md(obj)
+                md = meta(obj)
                 self.queue.add((md.get("namespace") or "", str(md.get("name"))))
 
         self._track(informer)

@@ -18,14 +18,13 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from rayop.base.times import format_micro_time
+from rayop.base.types import Obj
 from rayop.runtime.client import EVENTS, ApiClient, ApiError
 
 log = logging.getLogger("rayop.runtime.events")
 
-Obj = dict[str, Any]
 
 NOTE_MAX = 1024  # events.k8s.io/v1 rejects longer notes
 SERIES_WINDOW = 6 * 60.0  # client-go folds repeats seen within 6 minutes into a series

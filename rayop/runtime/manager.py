@@ -14,20 +14,19 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from rayop.runtime.cache import Informer, Transform, strip_managed_fields
+from rayop.runtime.cache import Informer, strip_managed_fields
 from rayop.runtime.client import SA_DIR, ApiClient, Resource
-from rayop.runtime.controller import Controller, Reconcile
+from rayop.runtime.controller import Controller
 from rayop.runtime.events import EventRecorder
 from rayop.runtime.leader import LeaderElector, default_identity
-from rayop.runtime.servers import Check, Servers
+from rayop.runtime.protocols import Check, Reconcile, Runnable, Transform
+from rayop.runtime.servers import Servers
 
 log = logging.getLogger("rayop.runtime.manager")
-
-Runnable = Callable[[], Coroutine[Any, Any, Any]]
 
 
 class LeaderElectionLost(RuntimeError):

@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-log = logging.getLogger("rayop.runtime.servers")
+from rayop.runtime.protocols import Check
 
-Check = Callable[[], "bool | Awaitable[bool]"]
+log = logging.getLogger("rayop.runtime.servers")
 
 
 def parse_addr(addr: str) -> tuple[str, int] | None:

@@ -5,17 +5,20 @@ resourceVersion makes the API server refuse (409) a write based on stale state i
 overwriting a newer status. The caller lets the controller requeue on 409 (KubeRay does the same with
 `r.Status().Update`). Skipping unchanged writes keeps etcd and the watchers quiet: KubeRay compares with
 `utils.InconsistentRayClusterStatus` for the same reason.
+
+The body carries only what the status subresource reads (kind, name, namespace, resourceVersion,
+status): the API server keeps the stored spec whatever the body says, so sending it would only cost a
+copy and bytes on the wire.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
-from typing import Any
 
+from rayop.base.objects import meta
+from rayop.base.types import Obj
 from rayop.runtime.client import ApiClient, Resource
 
-Obj = dict[str, Any]
 Changed = Callable[[Obj, Obj], bool]
 
 
@@ -35,6 +38,28 @@ def ignoring(*fields: str) -> Changed:
     return changed
 
 
+def status_body(resource: Resource, obj: Obj, status: Obj) -> Obj:
+    m = meta(obj)
+    if not m.get("resourceVersion"):
+        raise ValueError("a status write needs the object's metadata.resourceVersion")
+    return {
+        "apiVersion": resource.api_version,
+        "kind": resource.kind,
+        "metadata": {
+            "name": m.get("name"),
+            "namespace": m.get("namespace"),
+            "resourceVersion": m["resourceVersion"],
+        },
+        "status": status,
+    }
+
+
+async def write_status(client: ApiClient, resource: Resource, obj: Obj, status: Obj) -> Obj:
+    """PUT obj's /status; returns the stored object (with its new resourceVersion). Raises ApiError (409
+    on a stale resourceVersion). `obj`, typically a shared cached object, is not modified."""
+    return await client.replace_status(resource, status_body(resource, obj, status))
+
+
 async def write_status_if_changed(
     client: ApiClient,
     resource: Resource,
@@ -42,18 +67,7 @@ async def write_status_if_changed(
     new_status: Obj,
     changed: Changed = status_differs,
 ) -> Obj | None:
-    """PUT obj's /status with new_status if changed(old_status, new_status); returns the stored object
-    (with its new resourceVersion), or None when nothing was written. Raises ApiError (409 on a stale
-    resourceVersion). obj itself, typically a shared cached object, is not modified."""
-    old_status = obj.get("status") or {}
-    if not changed(old_status, new_status):
+    """`write_status` when changed(old status, new status); None when nothing was written."""
+    if not changed(obj.get("status") or {}, new_status):
         return None
-    body = {k: v for k, v in obj.items() if k != "status"}
-    body = copy.deepcopy(body)
-    md = body.setdefault("metadata", {})
-    if not md.get("resourceVersion"):
-        raise ValueError("write_status_if_changed needs the object's metadata.resourceVersion")
-    body.setdefault("kind", resource.kind)
-    body.setdefault("apiVersion", resource.api_version)
-    body["status"] = new_status
-    return await client.replace_status(resource, body)
+    return await write_status(client, resource, obj, new_status)

@@ -12,6 +12,7 @@ from typing import Any
 
 from rayop.api import constants as C
 from rayop.api import features as F
+from rayop.api.spec import auth_enabled, autoscaler_version, autoscaling_enabled, gcs_ft_enabled
 from rayop.validation._parse import parse_generic_version, version_at_least
 from rayop.validation._shape import as_bool, as_int, as_list, as_map, as_str, str_map
 from rayop.validation.errors import (
@@ -50,14 +51,6 @@ TRUTHY_V2 = ("1", "true")
 # ---- spec readers shared by rules, builders' callers and warnings ------------------------------------
 
 
-def autoscaling_enabled(spec: Mapping[str, Any]) -> bool:
-    return as_bool(spec.get("enableInTreeAutoscaling")) is True
-
-
-def autoscaler_version(spec: Mapping[str, Any]) -> str | None:
-    return as_str(as_map(spec.get("autoscalerOptions")).get("version"))
-
-
 def autoscaling_v2_enabled(spec: Mapping[str, Any]) -> bool:
     return autoscaler_version(spec) == "v2"
 
@@ -93,20 +86,6 @@ def head_env_v2(spec: Mapping[str, Any]) -> bool:
         ray_container(as_map(spec.get("headGroupSpec")).get("template")), C.ENV_ENABLE_AUTOSCALER_V2
     )
     return hit is not None and hit[1] in TRUTHY_V2
-
-
-def gcs_ft_enabled(spec: Mapping[str, Any], annotations: Mapping[str, str]) -> bool:
-    return annotations.get(C.ANN_FT_ENABLED, "").lower() == "true" or isinstance(
-        spec.get("gcsFaultToleranceOptions"), dict
-    )
-
-
-def gcs_backend(spec: Mapping[str, Any]) -> str:
-    return as_str(as_map(spec.get("gcsFaultToleranceOptions")).get("backend")) or "redis"
-
-
-def auth_token_mode(spec: Mapping[str, Any]) -> bool:
-    return as_str(as_map(spec.get("authOptions")).get("mode")) == "token"
 
 
 def k8s_token_auth(spec: Mapping[str, Any]) -> bool:
@@ -600,7 +579,7 @@ def _auth_rules(errs: list[FieldError], spec: dict[str, Any], base: str) -> None
     path = f"{base}.authOptions"
     _enum(errs, f"{path}.mode", auth.get("mode"), AUTH_MODES)
     k8s = k8s_token_auth(spec)
-    if auth_token_mode(spec):
+    if auth_enabled(spec):
         rv = as_str(spec.get("rayVersion")) or ""
         parsed = parse_generic_version(rv) if rv else None
         if not rv:

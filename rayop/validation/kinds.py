@@ -14,11 +14,11 @@ import yaml
 
 from rayop.api import constants as C
 from rayop.api import features as F
+from rayop.api.spec import autoscaling_enabled
 from rayop.validation import _shape as S
 from rayop.validation._parse import parse_go_atoi, parse_go_duration
 from rayop.validation._shape import as_bool, as_int, as_list, as_map, as_str, str_map
 from rayop.validation.cluster import (
-    autoscaling_enabled,
     k8s_token_auth,
     validate_cluster_spec,
     validate_cluster_update,

@@ -10,9 +10,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from rayop.api import constants as C
+from rayop.api.spec import autoscaling_enabled
 from rayop.validation._parse import parse_generic_version
 from rayop.validation._shape import as_bool, as_int, as_list, as_map, as_str, str_map
-from rayop.validation.cluster import autoscaling_enabled, containers
+from rayop.validation.cluster import containers
 from rayop.validation.kinds import parse_runtime_env_yaml, parse_serve_config
 
 # Field names of Ray Serve's config schema (ray.serve.schema, Ray 2.60). Serve ignores unknown keys, so a

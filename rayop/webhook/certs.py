@@ -94,7 +94,13 @@ def generate_serving_cert(
         raise ValueError("a serving certificate needs at least one subject alternative name")
     ca_cert = pki.load_cert(ca_cert_pem)
     cert, key = pki.make_leaf(
-        ca_cert, pki.load_key(ca_key_pem), sans[0], sans=sans, server=True, now=now or utcnow(), validity=validity
+        ca_cert,
+        pki.load_key(ca_key_pem),
+        sans[0],
+        sans=sans,
+        server=True,
+        now=now or utcnow(),
+        validity=validity,
     )
     return pki.pem(cert), pki.key_pem(key), cert.not_valid_before_utc, cert.not_valid_after_utc
 

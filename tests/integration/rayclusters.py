@@ -10,16 +10,17 @@ import asyncio
 import contextlib
 import copy
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
+from dataclasses import replace
 from typing import Any
 
 from rayop.api import constants as C
+from rayop.api.kinds import RAYCLUSTERS
 from rayop.controllers import raycluster as rcmod
 from rayop.controllers import raycluster_metrics
+from rayop.controllers.settings import ControllerSettings
 from rayop.runtime.client import PODS, ApiClient, ApiError
 from rayop.runtime.manager import Manager
 
-RAYCLUSTERS = rcmod.RAYCLUSTERS
 IMAGE = "rayproject/ray:2.60.0"
 
 
@@ -162,7 +163,15 @@ async def operator(
         concurrency=4,
     )
     env = {C.OPENV_RAYCLUSTER_DEFAULT_REQUEUE_SECONDS: "10", **(environ or {})}
-    rcmod.setup(mgr, SimpleNamespace(environ=env, **knobs))
+    settings = ControllerSettings.from_env(env)
+    concurrency = knobs.pop("reconcile_concurrency", 4)
+    settings = replace(
+        settings,
+        raycluster=replace(settings.raycluster, **knobs),
+        reconcile_concurrency=concurrency,
+        enable_metrics=True,
+    )
+    rcmod.setup(mgr, settings)
     task = asyncio.create_task(mgr.run())
     try:
         yield mgr

@@ -15,20 +15,20 @@ import contextlib
 import copy
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from types import SimpleNamespace
+from dataclasses import replace
 from typing import Any
 
 from rayop.api import constants as C
+from rayop.api.kinds import RAYCLUSTERS, RAYJOBS
 from rayop.controllers import raycluster as rcmod
-from rayop.controllers import raycluster_metrics
+from rayop.controllers import raycluster_metrics, rayjob_metrics
 from rayop.controllers import rayjob as rjmod
 from rayop.controllers import rayjob_machine as M
+from rayop.controllers.settings import ControllerSettings
 from rayop.runtime.client import PODS, ApiClient, ApiError
 from rayop.runtime.manager import Manager
 from tests.integration.rayclusters import raycluster
 
-RAYJOBS = rjmod.RAYJOBS
-RAYCLUSTERS = rcmod.RAYCLUSTERS
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 
 
@@ -75,16 +75,20 @@ async def operator(
         concurrency=4,
     )
     env = {C.OPENV_RAYCLUSTER_DEFAULT_REQUEUE_SECONDS: "10", **(environ or {})}
-    rcmod.setup(mgr, SimpleNamespace(environ=env))
-    rjmod.setup(
-        mgr,
-        SimpleNamespace(
-            environ=env,
+    settings = ControllerSettings.from_env(env)
+    settings = replace(
+        settings,
+        rayjob=replace(
+            settings.rayjob,
+            machine=config or M.RayJobConfig(requeue_seconds=0.5),
             dashboard_resolver=resolver,
             use_kubernetes_proxy=use_proxy,
-            rayjob_config=config or M.RayJobConfig(requeue_seconds=0.5),
         ),
+        reconcile_concurrency=4,
+        enable_metrics=True,
     )
+    rcmod.setup(mgr, settings)
+    rjmod.setup(mgr, settings)
     task = asyncio.create_task(mgr.run())
     try:
         yield mgr
@@ -94,13 +98,13 @@ async def operator(
             await asyncio.wait_for(task, 30)
         finally:
             raycluster_metrics.unregister(mgr.informer(RAYCLUSTERS))
-            rjmod.unregister_metrics(mgr.informer(RAYJOBS))
+            rayjob_metrics.unregister_metrics(mgr.informer(RAYJOBS))
 
 
 def reconciler_of(mgr: Manager) -> rjmod.RayJobReconciler:
     for c in mgr.controllers:
         if c.name == "rayjob":
-            r: rjmod.RayJobReconciler = c.reconciler  # type: ignore[attr-defined]
+            r: rjmod.RayJobReconciler = c.reconcile.__self__  # type: ignore[attr-defined]
             return r
     raise AssertionError("no rayjob controller")
 

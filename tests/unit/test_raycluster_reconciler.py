@@ -7,13 +7,16 @@ waits for, and reports), not the shape of the manifests (that is the builders' g
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from rayop.api import constants as C
-from rayop.controllers.raycluster import RAYCLUSTERS, RayClusterConfig, RayClusterReconciler, Store
+from rayop.api.kinds import RAYCLUSTERS
+from rayop.controllers.raycluster import RayClusterBuilders, RayClusterReconciler, Store
+from rayop.controllers.settings import RayClusterSettings
 from rayop.runtime.client import (
     JOBS,
     PODS,
@@ -130,73 +133,53 @@ def _owned_meta(rc: dict[str, Any]) -> dict[str, Any]:
     return {"metadata": {"name": rc["metadata"]["name"], "labels": {C.LABEL_CLUSTER: rc["metadata"]["name"]}}}
 
 
-def fake_builders() -> Any:
-    return SimpleNamespace(
-        cluster=SimpleNamespace(
-            gcs_ft_enabled=lambda rc: (
-                (rc["metadata"].get("annotations") or {}).get(C.ANN_FT_ENABLED) == "true"
-                or bool(rc["spec"].get("gcsFaultToleranceOptions"))
-            ),
-            is_autoscaling_enabled=lambda rc: bool(rc["spec"].get("enableInTreeAutoscaling")),
-            desired_worker_replicas=desired,
-            upgrade_recreate_hash=upgrade_hash,
-            should_delete_pod=should_delete_pod,
-        ),
-        pod=SimpleNamespace(build_head_pod=build_head_pod, build_worker_pod=build_worker_pod),
-        service=SimpleNamespace(
-            build_head_service=lambda rc, opts: {
-                "metadata": {
-                    "name": f"{rc['metadata']['name']}-head-svc",
-                    "labels": _labels(rc, "head", "headgroup"),
+def fake_builders() -> RayClusterBuilders:
+    return RayClusterBuilders(
+        head_pod=build_head_pod,
+        worker_pod=build_worker_pod,
+        head_service=lambda rc, opts: {
+            "metadata": {
+                "name": f"{rc['metadata']['name']}-head-svc",
+                "labels": _labels(rc, "head", "headgroup"),
+            },
+            "spec": {"ports": [{"name": "gcs", "port": 6379}]},
+        },
+        headless_worker_service=lambda rc: {
+            "metadata": {
+                "name": f"{rc['metadata']['name']}-headless",
+                "labels": {C.LABEL_CLUSTER: rc["metadata"]["name"]},
+            },
+            "spec": {"clusterIP": "None"},
+        },
+        serve_service=lambda rc: {
+            "metadata": {"name": f"{rc['metadata']['name']}-serve-svc"},
+            "spec": {},
+        },
+        service_account=_owned_meta,
+        role=_owned_meta,
+        role_binding=_owned_meta,
+        ingress=lambda rc: {
+            "metadata": {"name": f"{rc['metadata']['name']}-head-ingress"},
+            "spec": {},
+        },
+        gcs_pvc=lambda rc: {"metadata": {"name": f"{rc['metadata']['name']}-gcs-pvc"}, "spec": {}},
+        needs_auth_secret=lambda rc: (rc["spec"].get("authOptions") or {}).get("mode") == "token",
+        auth_secret=lambda rc, token: {**_owned_meta(rc), "stringData": {"auth_token": token}},
+        redis_cleanup_job=lambda rc, head: {
+            "metadata": {
+                "name": f"{rc['metadata']['name']}-redis-cleanup",
+                "labels": {
+                    C.LABEL_CLUSTER: rc["metadata"]["name"],
+                    C.LABEL_NODE_TYPE: C.NODE_TYPE_REDIS_CLEANUP,
                 },
-                "spec": {"ports": [{"name": "gcs", "port": 6379}]},
             },
-            build_headless_worker_service=lambda rc: {
-                "metadata": {
-                    "name": f"{rc['metadata']['name']}-headless",
-                    "labels": {C.LABEL_CLUSTER: rc["metadata"]["name"]},
-                },
-                "spec": {"clusterIP": "None"},
-            },
-            build_serve_service=lambda rc: {
-                "metadata": {"name": f"{rc['metadata']['name']}-serve-svc"},
-                "spec": {},
-            },
-        ),
-        rbac=SimpleNamespace(
-            build_service_account=_owned_meta,
-            build_role=_owned_meta,
-            build_role_binding=_owned_meta,
-        ),
-        ingress=SimpleNamespace(
-            build_ingress=lambda rc: {
-                "metadata": {"name": f"{rc['metadata']['name']}-head-ingress"},
-                "spec": {},
-            }
-        ),
-        storage=SimpleNamespace(
-            build_gcs_pvc=lambda rc: {"metadata": {"name": f"{rc['metadata']['name']}-gcs-pvc"}, "spec": {}}
-        ),
-        secrets=SimpleNamespace(
-            needs_auth_secret=lambda rc: (rc["spec"].get("authOptions") or {}).get("mode") == "token",
-            build_auth_secret=lambda rc, token: {
-                **_owned_meta(rc),
-                "stringData": {"auth_token": token},
-            },
-        ),
-        jobs=SimpleNamespace(
-            build_redis_cleanup_job=lambda rc, head: {
-                "metadata": {
-                    "name": f"{rc['metadata']['name']}-redis-cleanup",
-                    "labels": {
-                        C.LABEL_CLUSTER: rc["metadata"]["name"],
-                        C.LABEL_NODE_TYPE: C.NODE_TYPE_REDIS_CLEANUP,
-                    },
-                },
-                "spec": {},
-            }
-        ),
-        status=SimpleNamespace(calculate_status=calculate_status, status_changed=status_changed),
+            "spec": {},
+        },
+        calculate_status=calculate_status,
+        status_changed=status_changed,
+        desired_worker_replicas=desired,
+        upgrade_recreate_hash=upgrade_hash,
+        should_delete_pod=should_delete_pod,
     )
 
 
@@ -260,10 +243,9 @@ class Env:
             self.kube,  # type: ignore[arg-type]
             Store(self.clusters, self.pods, self.services, self.children),
             self.recorder,
-            fake_builders(),
-            validate,
-            None,
-            RayClusterConfig(environ=cfg.pop("environ", {}), **cfg),
+            replace(RayClusterSettings.from_env(cfg.pop("environ", {})), **cfg),
+            builders=fake_builders(),
+            validate=validate,
             now=lambda: self.now,
             expectations=Expectations(clock=lambda: self.now),
         )

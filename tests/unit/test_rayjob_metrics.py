@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from rayop.controllers.rayjob import RayJobCollector
+from rayop.controllers.rayjob_metrics import RayJobCollector
 
 
 class Source:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from rayop.api.objects import clone
+from rayop.base.objects import clone
 
 
 def test_clone_is_deep_and_equal() -> None:
