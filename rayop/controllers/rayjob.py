@@ -30,7 +30,7 @@ from rayop.base.objects import meta, ref
 from rayop.base.resource import Resource
 from rayop.base.types import Obj
 from rayop.builders import cluster as cl
-from rayop.builders import job as B
+from rayop.builders import rayjob as B
 from rayop.builders.pod import auth_secret_name
 from rayop.controllers import rayjob_machine as M
 from rayop.controllers.common import (

@@ -25,7 +25,7 @@ from rayop.api import constants as C
 from rayop.api import features
 from rayop.base.times import format_time, parse_time
 from rayop.base.types import Obj
-from rayop.builders import job as B
+from rayop.builders import rayjob as B
 from rayop.ray.dashboard import JobInfo
 from rayop.validation import validate_rayjob, validate_rayjob_status
 

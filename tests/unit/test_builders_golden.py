@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from rayop.builders import ingress, jobs, pod, rbac, secrets, service, status, storage
+from rayop.builders import ingress, pod, rbac, redis_cleanup, secrets, service, status, storage
 from rayop.builders.options import BuildOptions
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
@@ -96,7 +96,9 @@ def builders(case: Path, cluster: Obj, opts: BuildOptions, options: Obj) -> dict
         "ingress": lambda: ingress.build_ingress(cluster),
         "gcs-pvc": lambda: storage.build_gcs_pvc(cluster),
         "auth-secret": lambda: secrets.build_auth_secret(cluster, str(options["auth_token"])),
-        "redis-cleanup-job": lambda: jobs.build_redis_cleanup_job(cluster, pod.build_head_pod(cluster, opts)),
+        "redis-cleanup-job": lambda: redis_cleanup.build_redis_cleanup_job(
+            cluster, pod.build_head_pod(cluster, opts)
+        ),
         "status": status_of,
     }
 

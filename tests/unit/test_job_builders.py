@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from rayop.builders import job as B
+from rayop.builders import rayjob as B
 
 
 def rayjob(**spec: Any) -> dict[str, Any]:
