@@ -31,7 +31,7 @@ from rayop.builders.options import BuildOptions  # noqa: E402
 from rayop.builders.pod import build_head_pod, build_worker_pod  # noqa: E402
 from rayop.builders.service import build_head_service  # noqa: E402
 from rayop.local.plane import ControlPlane, PlaneOptions  # noqa: E402
-from rayop.node import runtime  # noqa: E402
+from rayop.node import containers  # noqa: E402
 from rayop.node.agent import NodeAgent, NodeConfig, default_python_env  # noqa: E402
 from rayop.node.locate import locate  # noqa: E402
 from rayop.runtime.client import NAMESPACES, PODS, SERVICEACCOUNTS, SERVICES, ApiClient, load_kubeconfig  # noqa: E402
@@ -168,7 +168,7 @@ async def ray_cluster(kube: ApiClient, agent: NodeAgent, ns: str, settle: float)
     status = ""
     code = -1
     for _ in range(30):
-        code, out = await runtime.exec_in(loc.pid, loc.spec_path, ["ray", "status"], 60)
+        code, out = await containers.exec_in(loc.pid, loc.spec_path, ["ray", "status"], 60)
         status = out.decode(errors="replace")
         if code == 0 and " 2 workers" in status:
             break
@@ -235,7 +235,7 @@ async def autoscaler(kube: ApiClient, ns: str, version: str) -> dict[str, float]
         ready_at = await poll(state_ready, 300, 0.25) - t0
         heads = await kube.list(PODS, ns, label_selector=f"ray.io/cluster={name},ray.io/node-type=head")
         loc = await locate(kube, ns, heads["items"][0]["metadata"]["name"], "ray-head")
-        code, out = await runtime.exec_in(loc.pid, loc.spec_path, ["python", "-c", SCALE_DRIVER], 400)
+        code, out = await containers.exec_in(loc.pid, loc.spec_path, ["python", "-c", SCALE_DRIVER], 400)
         text = out.decode(errors="replace")
         if code != 0:
             raise RuntimeError(text)

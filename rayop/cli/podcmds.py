@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from rayop.node import runtime
+from rayop.node import containers
 from rayop.node.locate import ContainerLocation, LocateError, locate
 from rayop.runtime.client import ApiClient, load_config
 
@@ -87,7 +87,7 @@ def exec_(
     if not loc.running:
         typer.echo(f'error: container "{loc.container}" in pod "{pod}" is not running', err=True)
         raise typer.Exit(1)
-    argv = runtime.exec_argv(loc.pid, loc.spec_path, command)
+    argv = containers.exec_argv(loc.pid, loc.spec_path, command)
     sys.stdout.flush()
     os.execv(argv[0], argv)
 

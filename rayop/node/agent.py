@@ -19,7 +19,7 @@ import shutil
 import signal
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ import aiohttp
 from rayop.base.procs import cmdline, pid_alive
 from rayop.base.times import format_micro_time
 from rayop.base.types import Obj
-from rayop.node import podspec, runtime
+from rayop.node import containers, podspec
 from rayop.node.cgroups import Cgroups
 from rayop.node.locate import ANN_STATE_DIR
 from rayop.node.network import Network, PodNet
@@ -142,7 +142,7 @@ class NodeAgent:
         self.boot_id = str(uuid.uuid4())
         self._bg: set[asyncio.Task[Any]] = set()
 
-    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """A fire-and-forget task that is kept referenced until it finishes."""
         t = asyncio.get_running_loop().create_task(coro)
         self._bg.add(t)
@@ -425,14 +425,22 @@ class NodeAgent:
             st.update(podIP=ip, podIPs=[{"ip": ip}])
         return st
 
-    def base_env(self, w: PodWorker) -> dict[str, str]:
+    @property
+    def pvc_dir(self) -> Path:
+        return self.state_dir / "pvc"
+
+    @property
+    def restart_backoff(self) -> tuple[float, float]:
+        return self.cfg.backoff_initial, self.cfg.backoff_max
+
+    def base_env(self, hostname: str) -> dict[str, str]:
         h, p = self.api_host, str(self.api_port)
         env = {
             "PATH": f"{self.cfg.python_env / 'bin'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             # A home of the container's own (in its private /tmp), as an image gives each container: Ray
             # keeps state under ~/.ray (an auth token turns token auth on), which pods must not share.
             "HOME": "/tmp/.home",
-            "HOSTNAME": w.hostname,
+            "HOSTNAME": hostname,
             "LANG": "C.UTF-8",
             **self.cfg.default_env,
             "KUBERNETES_SERVICE_HOST": h,
@@ -452,19 +460,32 @@ class NodeAgent:
         # unknown names fail fast instead of timing out against an unreachable host resolver.
         return f"search {namespace}.svc.{d} svc.{d} {d}\nnameserver 127.0.0.1\noptions timeout:1 attempts:1\n"
 
-    def hosts_for(self, w: PodWorker) -> str:
+    def hosts_file(self, ip: str, hostname: str, namespace: str, subdomain: str | None) -> str:
         d = self.cfg.cluster_domain
         api = ["kubernetes", "kubernetes.default", "kubernetes.default.svc", f"kubernetes.default.svc.{d}"]
         records = {k: v for k, v in self.records.items() if k != ("default", "kubernetes")}
         return podspec.render_hosts(
-            w.state.ip,
-            w.hostname,
-            w.state.namespace,
-            w.spec.get("subdomain"),
-            records,
-            d,
-            extra={self.api_host: api},
+            ip, hostname, namespace, subdomain, records, d, extra={self.api_host: api}
         )
+
+    # --- host paths the shims create ---------------------------------------------------------------
+
+    def release_host_paths(self, uid: str, created: set[str]) -> None:
+        """Remove the (empty) directories and files the shims of pod `uid` created on the host for mount
+        targets and working directories, unless another live pod of this node still claims them."""
+        others = [w for w in self.workers.values() if w.uid != uid and not w.gone]
+        claimed = set().union(*(podspec.claimed_host_paths(w.spec) for w in others)) if others else set()
+        for top in sorted(created, key=len, reverse=True):
+            if top in ("", "/") or any(c == top or c.startswith(top + "/") for c in claimed):
+                continue
+            p = Path(top)
+            with contextlib.suppress(OSError):
+                if p.is_file() and not p.is_symlink() and p.stat().st_size == 0:
+                    p.unlink()
+                    continue
+                for d in sorted((x for x in p.rglob("*") if x.is_dir()), key=lambda x: -len(x.parts)):
+                    d.rmdir()
+                p.rmdir()
 
     # --- events ------------------------------------------------------------------------------------
 
@@ -504,9 +525,6 @@ class NodeAgent:
                 await self.client.create(CORE_EVENTS, ev, md["namespace"])
 
         self.spawn(send())
-
-    def record_error(self, w: PodWorker, e: Exception) -> None:
-        self.event(w.pod, "Warning", "FailedSync", f"error syncing pod: {e}")
 
     # --- watches -----------------------------------------------------------------------------------
 
@@ -796,18 +814,18 @@ class NodeAgent:
         log.info("re-adopted pod %s/%s", *w.key)
 
     async def cleanup_leftover(self, d: Path, state: PodState | None) -> None:
-        for pid in runtime.find_pod_processes(str(d) + "/"):
-            runtime.kill(pid, signal.SIGKILL)
-            await runtime.wait_exit(pid)
+        for pid in containers.find_pod_processes(str(d) + "/"):
+            containers.kill(pid, signal.SIGKILL)
+            await containers.wait_exit(pid)
         if state is not None:
             marker = str(d) + "/"
             for r in state.containers.values():
                 if r.pid and marker in cmdline(r.pid):
-                    runtime.kill(r.pid, signal.SIGKILL)
-                    await runtime.wait_exit(r.pid)
+                    containers.kill(r.pid, signal.SIGKILL)
+                    await containers.wait_exit(r.pid)
             if state.sandbox_pid and marker in cmdline(state.sandbox_pid):
-                runtime.kill(state.sandbox_pid, signal.SIGKILL)
-                await runtime.wait_exit(state.sandbox_pid)
+                containers.kill(state.sandbox_pid, signal.SIGKILL)
+                await containers.wait_exit(state.sandbox_pid)
             if state.netns:
                 await self.network.delete_pod_net(PodNet(state.netns, state.veth, state.ip))
             self.cgroups.remove(state.uid)

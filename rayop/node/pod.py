@@ -10,22 +10,22 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
+
+import aiohttp
 
 from rayop.base.procs import pid_alive
 from rayop.base.times import format_time
 from rayop.base.types import Obj
-from rayop.node import podspec, runtime
-from rayop.node.network import PodNet
+from rayop.node import containers, podspec
+from rayop.node.cgroups import Cgroups
+from rayop.node.network import Network, PodNet
 from rayop.node.probes import ProbeWorker, run_probe
 from rayop.node.volumes import RefCache, VolumeError, VolumeManager
-from rayop.runtime.client import PODS, ApiError
-
-if TYPE_CHECKING:
-    from rayop.node.agent import NodeAgent
+from rayop.runtime.client import PODS, ApiClient, ApiError
 
 log = logging.getLogger("rayop.node.pod")
 
@@ -80,16 +80,80 @@ class PodState:
     containers: dict[str, ContainerRun] = field(default_factory=dict)
 
 
+class PodHost(Protocol):
+    """What a pod worker needs from its node: `NodeAgent` implements it. A worker reaches other pods only
+    through these (the host-path claims, the hosts file), never through their workers."""
+
+    @property
+    def client(self) -> ApiClient: ...
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        """For HTTP probes."""
+        ...
+
+    @property
+    def network(self) -> Network: ...
+
+    @property
+    def cgroups(self) -> Cgroups: ...
+
+    @property
+    def allocatable(self) -> Obj:
+        """The node's allocatable resources: limits a container leaves unset default to these."""
+        ...
+
+    @property
+    def pods_dir(self) -> Path:
+        """Where each pod gets its folder (`<pods_dir>/<uid>`)."""
+        ...
+
+    @property
+    def pvc_dir(self) -> Path:
+        """Where PersistentVolumeClaims bound on this node keep their data."""
+        ...
+
+    @property
+    def restart_backoff(self) -> tuple[float, float]:
+        """(first, longest) delay before a failed container is started again, in seconds."""
+        ...
+
+    def event(self, pod: Obj, etype: str, reason: str, message: str) -> None:
+        """A core/v1 Event about `pod` from this kubelet (best effort, repeats folded)."""
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """A background task that outlives the call (kept referenced until it ends)."""
+        ...
+
+    def base_env(self, hostname: str) -> dict[str, str]:
+        """The environment every container starts with (PATH, HOME, the API server's variables)."""
+        ...
+
+    def resolv_conf(self, namespace: str) -> str: ...
+
+    def hosts_file(self, ip: str, hostname: str, namespace: str, subdomain: str | None) -> str:
+        """The pod's /etc/hosts: its own names, the API server, and the Services it may resolve."""
+        ...
+
+    def ip_status(self, ip: str) -> Obj:
+        """The hostIP/podIP fields of a pod status."""
+        ...
+
+    def release_host_paths(self, uid: str, created: set[str]) -> None:
+        """Pod `uid` is gone: remove the (empty) host paths its shims created, unless another pod of the
+        node claims them."""
+
+
 class PodWorker:
-    def __init__(self, agent: NodeAgent, pod: Obj, state: PodState | None = None) -> None:
-        self.agent = agent
+    def __init__(self, host: PodHost, pod: Obj, state: PodState | None = None) -> None:
+        self.host = host
         self.pod = pod
         md = pod["metadata"]
         self.uid: str = md["uid"]
         self.key = (md["namespace"], md["name"])
-        self.dir = agent.pods_dir / self.uid
+        self.dir = host.pods_dir / self.uid
         self.state = state or PodState(self.uid, md["namespace"], md["name"])
-        self.volumes = VolumeManager(agent.client, self.dir, agent.state_dir / "pvc", agent.allocatable)
+        self.volumes = VolumeManager(host.client, self.dir, host.pvc_dir, host.allocatable)
         self.wake = asyncio.Event()
         self.gone = False
         self.task: asyncio.Task[None] | None = None
@@ -173,7 +237,7 @@ class PodWorker:
             except Exception as e:
                 failures += 1
                 log.exception("pod %s/%s: sync failed", *self.key)
-                self.agent.record_error(self, e)
+                self.host.event(self.pod, "Warning", "FailedSync", f"error syncing pod: {e}")
                 next_in = min(30.0, 0.5 * 2**failures)
             if next_in is None:
                 return
@@ -202,7 +266,7 @@ class PodWorker:
             await self.teardown(remove_dir=False)
             await self.push_status()
             try:
-                await self.agent.client.delete(
+                await self.host.client.delete(
                     PODS, md["name"], md["namespace"], grace_period=0, preconditions={"uid": self.uid}
                 )
             except ApiError as e:
@@ -254,21 +318,21 @@ class PodWorker:
             await self.teardown(remove_dir=False)
         self.dir.mkdir(parents=True, exist_ok=True)
         try:
-            refs = RefCache(self.agent.client, self.state.namespace)
+            refs = RefCache(self.host.client, self.state.namespace)
             vols = await self.volumes.sync(self.pod, refs)
             self.last_volume_sync = time.time()
         except VolumeError as e:
             self.set_waiting_all("ContainerCreating", str(e))
-            self.agent.event(self.pod, "Warning", "FailedMount", str(e))
+            self.host.event(self.pod, "Warning", "FailedMount", str(e))
             return 5.0
         if not self.state.ip:
-            self.state.ip = self.agent.network.allocate(self.uid)
-        net = await self.agent.network.create_pod_net(self.uid, self.state.ip)
+            self.state.ip = self.host.network.allocate(self.uid)
+        net = await self.host.network.create_pod_net(self.uid, self.state.ip)
         self.state.netns, self.state.veth = net.netns, net.veth
         self.write_hosts()
         etc = self.dir / "etc"
         (etc / "hostname").write_text(self.hostname + "\n")
-        (etc / "resolv.conf").write_text(self.agent.resolv_conf(self.state.namespace))
+        (etc / "resolv.conf").write_text(self.host.resolv_conf(self.state.namespace))
         mounts: list[Obj] = [
             {"source": str(etc / "hosts"), "target": "/etc/hosts"},
             {"source": str(etc / "hostname"), "target": "/etc/hostname"},
@@ -279,7 +343,7 @@ class PodWorker:
             if v.tmpfs_options is not None:
                 mounts.append({"type": "tmpfs", "target": str(v.path), "options": v.tmpfs_options})
         spec = {"netns": net.netns, "hostname": self.hostname, "mounts": mounts, "podDir": str(self.dir)}
-        self.state.sandbox_pid = await runtime.start_sandbox(spec, self.dir)
+        self.state.sandbox_pid = await containers.start_sandbox(spec, self.dir)
         self.sandbox_ready = True
         self.persist()
         log.info("pod %s/%s: sandbox up, ip %s", *self.key, self.state.ip)
@@ -288,7 +352,9 @@ class PodWorker:
     def write_hosts(self) -> None:
         etc = self.dir / "etc"
         etc.mkdir(parents=True, exist_ok=True)
-        content = self.agent.hosts_for(self)
+        content = self.host.hosts_file(
+            self.state.ip, self.hostname, self.state.namespace, self.spec.get("subdomain")
+        )
         p = etc / "hosts"
         try:
             if p.read_text() == content:
@@ -302,7 +368,7 @@ class PodWorker:
             f.write(content)
 
     async def sync_volumes(self) -> None:
-        refs = RefCache(self.agent.client, self.state.namespace)
+        refs = RefCache(self.host.client, self.state.namespace)
         try:
             await self.volumes.sync(self.pod, refs)
         except VolumeError as e:
@@ -317,58 +383,36 @@ class PodWorker:
             self.stop_probes(name)
         # Safety net: any container init of this pod the state does not know about (a start that was
         # interrupted after the shim forked) is found by its spec path and killed with its namespace.
-        for pid in runtime.find_pod_processes(str(self.dir) + "/"):
-            runtime.kill(pid, signal.SIGKILL)
-            await runtime.wait_exit(pid)
+        for pid in containers.find_pod_processes(str(self.dir) + "/"):
+            containers.kill(pid, signal.SIGKILL)
+            await containers.wait_exit(pid)
         if self.state.sandbox_pid:
-            runtime.kill(self.state.sandbox_pid, signal.SIGKILL)
-            await runtime.wait_exit(self.state.sandbox_pid)
+            containers.kill(self.state.sandbox_pid, signal.SIGKILL)
+            await containers.wait_exit(self.state.sandbox_pid)
             self.state.sandbox_pid = 0
         self.sandbox_ready = False
         if self.state.netns:
-            await self.agent.network.delete_pod_net(PodNet(self.state.netns, self.state.veth, self.state.ip))
+            await self.host.network.delete_pod_net(PodNet(self.state.netns, self.state.veth, self.state.ip))
             self.state.netns = ""
-        self.agent.cgroups.remove(self.uid)
+        self.host.cgroups.remove(self.uid)
         if self.state.ip and (remove_dir or self.state.phase in TERMINAL):
             # The status keeps showing a finished pod's IP, as a kubelet's does; the address is free.
-            self.agent.network.release(self.state.ip, self.uid)
+            self.host.network.release(self.state.ip, self.uid)
         if remove_dir:
             self.remove_created_paths()
             shutil.rmtree(self.dir, ignore_errors=True)
         elif self.dir.exists():
             self.persist()
 
-    def claimed_paths(self) -> set[str]:
-        """Mount targets and working directories of this pod's containers."""
-        out: set[str] = set()
-        for c in (self.spec.get("initContainers") or []) + (self.spec.get("containers") or []):
-            out.update(m["mountPath"].rstrip("/") for m in c.get("volumeMounts") or [])
-            if c.get("workingDir"):
-                out.add(str(c["workingDir"]).rstrip("/"))
-        return out
-
     def remove_created_paths(self) -> None:
-        """Remove the (empty) directories the shims created on the host for mount targets and working
-        directories, unless another pod of this node still needs them."""
+        """Hand the host paths the shims created for mount targets and working directories to the node,
+        which removes those no other pod of the node claims."""
         created: set[str] = set()
         for f in self.dir.glob("containers/*/*/created.json"):
             with contextlib.suppress(OSError, ValueError):
                 created.update(json.loads(f.read_text()).get("paths") or [])
-        if not created:
-            return
-        others = [w for w in self.agent.workers.values() if w is not self and not w.gone]
-        claimed = set().union(*(w.claimed_paths() for w in others)) if others else set()
-        for top in sorted(created, key=len, reverse=True):
-            if top in ("", "/") or any(c == top or c.startswith(top + "/") for c in claimed):
-                continue
-            p = Path(top)
-            with contextlib.suppress(OSError):
-                if p.is_file() and not p.is_symlink() and p.stat().st_size == 0:
-                    p.unlink()
-                    continue
-                for d in sorted((x for x in p.rglob("*") if x.is_dir()), key=lambda x: -len(x.parts)):
-                    d.rmdir()
-                p.rmdir()
+        if created:
+            self.host.release_host_paths(self.uid, created)
 
     # --- containers --------------------------------------------------------------------------------
 
@@ -422,14 +466,16 @@ class PodWorker:
 
     async def start_container(self, r: ContainerRun) -> None:
         c = self.container_spec(r.name)
-        refs = RefCache(self.agent.client, self.state.namespace)
+        refs = RefCache(self.host.client, self.state.namespace)
         cms, secs = await refs.text_maps(self.pod)
         pod_view = self.pod_with_status()
         try:
-            env = podspec.build_env(pod_view, c, self.agent.base_env(self), cms, secs, self.agent.allocatable)
+            env = podspec.build_env(
+                pod_view, c, self.host.base_env(self.hostname), cms, secs, self.host.allocatable
+            )
         except podspec.MissingRef as e:
             r.waiting_reason, r.waiting_message = "CreateContainerConfigError", str(e)
-            self.agent.event(self.pod, "Warning", "Failed", f"Error: {e}")
+            self.host.event(self.pod, "Warning", "Failed", f"Error: {e}")
             return
         argv = podspec.command_line(c, env)
         if not argv:
@@ -457,7 +503,7 @@ class PodWorker:
             if m.get("subPath") and not src.exists():
                 src.mkdir(parents=True, exist_ok=True)
             mounts.append({"source": str(src), "target": m["mountPath"], "readOnly": bool(m.get("readOnly"))})
-        cgroup_procs = self.agent.cgroups.prepare(self.uid, r.name, c)
+        cgroup_procs = self.host.cgroups.prepare(self.uid, r.name, c)
         if cgroup_procs:
             # The container's own memory cgroup where a container sees it: Ray sizes its object store
             # and memory monitor from /sys/fs/cgroup/memory/memory.limit_in_bytes, as in a real pod.
@@ -478,17 +524,17 @@ class PodWorker:
         r.ready = r.started = False
         r.liveness_killed = False
         try:
-            r.pid = await runtime.start_container(spec, run_dir)
-        except runtime.RuntimeError_ as e:
+            r.pid = await containers.start_container(spec, run_dir)
+        except containers.ContainerStartError as e:
             r.pid = 0
             r.exit = {"exitCode": 128, "reason": "StartError", "message": str(e), "finishedAt": time.time()}
             self.schedule_backoff(r)
-            self.agent.event(self.pod, "Warning", "Failed", f"Error: {e}")
+            self.host.event(self.pod, "Warning", "Failed", f"Error: {e}")
             return
         r.started_at = time.time()
         r.waiting_reason, r.waiting_message = "", ""
         self.persist()
-        self.agent.event(self.pod, "Normal", "Started", f"Started container {r.name}")
+        self.host.event(self.pod, "Normal", "Started", f"Started container {r.name}")
         self.watch(r)
         self.start_probes(r, c)
 
@@ -499,7 +545,7 @@ class PodWorker:
         self.watchers[r.name] = asyncio.get_running_loop().create_task(self._watch(r, r.pid, r.attempt))
 
     async def _watch(self, r: ContainerRun, pid: int, attempt: int) -> None:
-        await runtime.wait_exit(pid)
+        await containers.wait_exit(pid)
         if r.pid != pid:
             return
         exit_file = self.dir / "containers" / r.name / str(attempt) / "exit.json"
@@ -520,7 +566,7 @@ class PodWorker:
 
     def schedule_backoff(self, r: ContainerRun) -> None:
         ran = (r.exit or {}).get("finishedAt", time.time()) - (r.started_at or time.time())
-        init, cap = self.agent.cfg.backoff_initial, self.agent.cfg.backoff_max
+        init, cap = self.host.restart_backoff
         # A container that ran for a while starts its back-off over, like the kubelet's.
         r.backoff = init if ran > 2 * cap or r.backoff == 0 else min(cap, r.backoff * 2)
         r.backoff_until = time.time() + r.backoff
@@ -531,14 +577,14 @@ class PodWorker:
             return
         self.stop_probes(r.name)
         if grace > 0:
-            runtime.kill(pid, signal.SIGTERM)
+            containers.kill(pid, signal.SIGTERM)
             try:
-                await asyncio.wait_for(runtime.wait_exit(pid), grace)
+                await asyncio.wait_for(containers.wait_exit(pid), grace)
             except TimeoutError:
                 pass
         # SIGKILL to the init: the kernel kills its whole PID namespace, daemons included.
-        runtime.kill(pid, signal.SIGKILL)
-        await runtime.wait_exit(pid)
+        containers.kill(pid, signal.SIGKILL)
+        await containers.wait_exit(pid)
         w = self.watchers.get(r.name)
         if w is not None:
             with contextlib.suppress(asyncio.CancelledError):
@@ -563,10 +609,10 @@ class PodWorker:
         def attempt(probe: Obj) -> Callable[[], Any]:
             async def go() -> tuple[bool, str]:
                 async def ex(argv: list[str], timeout: float) -> int:
-                    code, _ = await runtime.exec_in(pid, self.run_dir(r) / "spec.json", argv, timeout)
+                    code, _ = await containers.exec_in(pid, self.run_dir(r) / "spec.json", argv, timeout)
                     return code
 
-                return await run_probe(probe, self.state.ip, c, ex, self.agent.http)
+                return await run_probe(probe, self.state.ip, c, ex, self.host.http)
 
             return go
 
@@ -579,15 +625,15 @@ class PodWorker:
                     r.ready = r.ready or not ready
                     after_startup()
                 else:
-                    self.agent.event(self.pod, "Warning", "Unhealthy", f"Startup probe failed: {msg}")
-                    self.agent.spawn(self.liveness_kill(r, c, startup or {}))
+                    self.host.event(self.pod, "Warning", "Unhealthy", f"Startup probe failed: {msg}")
+                    self.host.spawn(self.liveness_kill(r, c, startup or {}))
             elif kind == "readiness":
                 r.ready = ok
                 if not ok:
-                    self.agent.event(self.pod, "Warning", "Unhealthy", f"Readiness probe failed: {msg}")
+                    self.host.event(self.pod, "Warning", "Unhealthy", f"Readiness probe failed: {msg}")
             elif kind == "liveness" and not ok:
-                self.agent.event(self.pod, "Warning", "Unhealthy", f"Liveness probe failed: {msg}")
-                self.agent.spawn(self.liveness_kill(r, c, live or {}))
+                self.host.event(self.pod, "Warning", "Unhealthy", f"Liveness probe failed: {msg}")
+                self.host.spawn(self.liveness_kill(r, c, live or {}))
             self.wake.set()
 
         def after_startup() -> None:
@@ -614,7 +660,7 @@ class PodWorker:
         grace = probe.get("terminationGracePeriodSeconds")
         if grace is None:
             grace = self.spec.get("terminationGracePeriodSeconds", 30)
-        self.agent.event(
+        self.host.event(
             self.pod, "Normal", "Killing", f"Container {r.name} failed liveness probe, will be restarted"
         )
         await self.kill_container(r, float(grace))
@@ -628,7 +674,7 @@ class PodWorker:
     def pod_with_status(self) -> Obj:
         pod = dict(self.pod)
         st = dict(pod.get("status") or {})
-        st.update(self.agent.ip_status(self.state.ip))
+        st.update(self.host.ip_status(self.state.ip))
         pod["status"] = st
         return pod
 
@@ -731,7 +777,7 @@ class PodWorker:
         status: Obj = {
             "phase": self.state.phase,
             "conditions": conds,
-            **self.agent.ip_status(self.state.ip),
+            **self.host.ip_status(self.state.ip),
             "startTime": rfc3339(self.state.start_time),
             "containerStatuses": regular,
         }
@@ -745,7 +791,7 @@ class PodWorker:
             return
         md = self.pod["metadata"]
         try:
-            updated = await self.agent.client.patch(
+            updated = await self.host.client.patch(
                 PODS, md["name"], {"status": status}, md["namespace"], sub="status"
             )
         except ApiError as e:

@@ -389,3 +389,14 @@ def pod_phase(
     if failed:  # OnFailure: the failed ones restart
         return "Running"
     return "Succeeded"
+
+
+def claimed_host_paths(spec: Mapping[str, Any]) -> set[str]:
+    """The host paths a pod's containers use: mount targets and working directories (the shims create
+    them when missing, and the node removes them when no pod claims them any longer)."""
+    out: set[str] = set()
+    for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+        out.update(m["mountPath"].rstrip("/") for m in c.get("volumeMounts") or [])
+        if c.get("workingDir"):
+            out.add(str(c["workingDir"]).rstrip("/"))
+    return out

@@ -22,11 +22,12 @@ from typing import Any
 import pytest
 import yaml
 
+from rayop.base.procs import pid_alive
 from rayop.builders.options import BuildOptions
 from rayop.builders.pod import build_head_pod, build_worker_pod
 from rayop.builders.service import build_head_service
 from rayop.local.plane import ControlPlane, PlaneOptions
-from rayop.node import runtime
+from rayop.node import containers
 from rayop.node.agent import NodeAgent, NodeConfig
 from rayop.node.locate import locate
 from rayop.runtime.client import (
@@ -407,7 +408,7 @@ async def test_readiness_probe_and_exec(
     p = await phase(kube, ns, "probe", "Running")
     assert not ready(p)
     loc = await locate(kube, ns, "probe", None)
-    code, out = await runtime.exec_in(
+    code, out = await containers.exec_in(
         loc.pid, loc.spec_path, ["bash", "-c", "hostname; touch /tmp/ready"], 10
     )
     assert (code, out.decode().strip()) == (0, "probe")
@@ -551,7 +552,7 @@ async def test_deletion_terminates_gracefully_and_cleans_up(
         return await kube.get_or_none(PODS, "victim", ns) is None
 
     await eventually(gone, 30, 0.2, what="pod object removed")
-    assert not any(runtime.pid_alive(pid) for pid in pids)
+    assert not any(pid_alive(pid) for pid in pids)
     assert netns not in node.network.own_netns()
     # SIGTERM reached the process group first (the trap ran), the rest went with the PID namespace.
     assert (tmp_path / "term").read_text() == "got SIGTERM\n"
@@ -609,12 +610,12 @@ async def test_agent_restart_readopts_running_pods(
         uid = p["metadata"]["uid"]
         before = agent.workers[uid].state.containers["main"].pid
         await stop_agent(agent, task)
-        assert runtime.pid_alive(before), "pods outlive an agent stopped with cleanup_on_stop=False"
+        assert pid_alive(before), "pods outlive an agent stopped with cleanup_on_stop=False"
         agent, task = await start_agent(node_plane, net, state)
         w = await eventually(lambda: agent.workers.get(uid), 30, what="re-adopted worker")
         assert w.state.containers["main"].pid == before
         await kube.delete(PODS, "survivor", ns, grace_period=1)
-        await eventually(lambda: not runtime.pid_alive(before), 30, what="container stopped")
+        await eventually(lambda: not pid_alive(before), 30, what="container stopped")
         p2 = await kube.get_or_none(PODS, "survivor", ns)
         assert p2 is None or p2["status"]["containerStatuses"][0]["restartCount"] == 0
     finally:
@@ -686,14 +687,14 @@ async def test_ray_cluster_forms_from_kuberay_pods(node: NodeAgent, kube: ApiCli
     except AssertionError:
         raise AssertionError(await diagnose(kube, ns, names)) from None
     loc = await locate(kube, ns, names[0], "ray-head")
-    code, out = await runtime.exec_in(loc.pid, loc.spec_path, ["ray", "status"], 60)
+    code, out = await containers.exec_in(loc.pid, loc.spec_path, ["ray", "status"], 60)
     text = out.decode(errors="replace")
     assert code == 0, text
     # "Active:" / "Idle:" list "<count> <node type>" lines: 1 headgroup + 2 workers.
     nodes = text.split("Active:", 1)[1].split("Pending:", 1)[0]
     counts = [int(line.split()[0]) for line in nodes.splitlines() if line.strip()[:1].isdigit()]
     assert sum(counts) == 3, text
-    code, out = await runtime.exec_in(loc.pid, loc.spec_path, ["python", "-c", TASK_ON_WORKERS], 120)
+    code, out = await containers.exec_in(loc.pid, loc.spec_path, ["python", "-c", TASK_ON_WORKERS], 120)
     text = out.decode(errors="replace")
     assert code == 0, text
     hosts = text.split("HOSTS", 1)[1].split()
@@ -710,7 +711,7 @@ async def test_ray_cluster_forms_from_kuberay_pods(node: NodeAgent, kube: ApiCli
         return all([await kube.get_or_none(PODS, n, ns) is None for n in names])
 
     await eventually(all_gone, 120, 0.5, what="pods gone")
-    assert not any(runtime.pid_alive(p) for p in procs)
+    assert not any(pid_alive(p) for p in procs)
     assert not set(netns) & set(node.network.own_netns())
 
 
@@ -748,7 +749,7 @@ async def test_autoscaler_scales_real_pods(node: NodeAgent, kube: ApiClient, ns:
         head = heads["items"][0]["metadata"]["name"]
         loc = await locate(kube, ns, head, "ray-head")
         # The head advertises no CPU: the autoscaler must add workers through the RayCluster's replicas.
-        code, out = await runtime.exec_in(loc.pid, loc.spec_path, ["python", "-c", DEMAND], 400)
+        code, out = await containers.exec_in(loc.pid, loc.spec_path, ["python", "-c", DEMAND], 400)
         text = out.decode(errors="replace")
         assert code == 0, text + (await logs(kube, ns, head, "autoscaler"))[-3000:]
         hosts = text.split("HOSTS", 1)[1].split()

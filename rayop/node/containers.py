@@ -1,4 +1,5 @@
-"""Starting, watching, signalling and exec'ing into the shim processes of one node (no API calls)."""
+"""The node's container runtime: starting pod sandboxes and containers through the shim, finding, signalling,
+waiting for and exec'ing into their processes (no API calls; `shim.py` is the program these start)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from rayop.base.procs import cmdline, pid_alive
 SHIM = [sys.executable, "-m", "rayop.node.shim"]
 
 
-class RuntimeError_(Exception):
-    pass
+class ContainerStartError(Exception):
+    """A pod sandbox or a container did not start; the message ends with the shim's last log lines."""
 
 
 def find_pod_processes(marker: str) -> list[int]:
@@ -92,7 +93,7 @@ async def start_sandbox(spec: dict[str, Any], pod_dir: Path) -> int:
     path.write_text(json.dumps(spec))
     code, line = await _spawn_shim("sandbox", path, pod_dir / "shim.log")
     if not line.startswith("ready "):
-        raise RuntimeError_(f"sandbox failed (exit {code}): {_tail(pod_dir / 'shim.log')}")
+        raise ContainerStartError(f"sandbox failed (exit {code}): {_tail(pod_dir / 'shim.log')}")
     return int(line.split()[1])
 
 
@@ -101,7 +102,7 @@ async def start_container(spec: dict[str, Any], run_dir: Path) -> int:
     path.write_text(json.dumps(spec))
     code, line = await _spawn_shim("run", path, run_dir / "shim.log")
     if code != 0 or not line.startswith("started "):
-        raise RuntimeError_(f"container start failed (exit {code}): {_tail(run_dir / 'shim.log')}")
+        raise ContainerStartError(f"container start failed (exit {code}): {_tail(run_dir / 'shim.log')}")
     return int(line.split()[1])
 
 
