@@ -218,7 +218,7 @@ async def run(creates: int) -> str:
             f"The API server's own timer for the webhook call (`apiserver_admission_webhook_admission_duration_seconds`, "
             f"TLS and transport included) over the {calls:.0f} measured calls: {', '.join(hist) or 'not available'}.",
             "",
-            f"Issue 4 target: under 20 ms added at p99. 1-minute load average at the end of the run: {os.getloadavg()[0]:.1f} "
+            f"Target: under 20 ms added at p99. 1-minute load average at the end of the run: {os.getloadavg()[0]:.1f} "
             f"on {os.cpu_count()} cores (the machine is shared, so tails include other work).",
             "",
         ]

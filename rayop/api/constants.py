@@ -1,6 +1,7 @@
 """Names and strings that users, Ray and Ray's autoscaler see, spelled exactly as KubeRay spells them.
 
-Reference: kuberay-behaviour.md §3, §9, §13. Changing any value here breaks drop-in compatibility.
+Source: KubeRay `ray-operator/controllers/ray/utils/constant.go` (docs/compatibility.md). Changing any value
+here breaks drop-in compatibility.
 """
 
 from typing import Final
@@ -128,7 +129,7 @@ ENV_KUBERAY_CRD_VER: Final = "KUBERAY_CRD_VER"
 ENV_KUBERAY_GEN_AUTOSCALER_START_CMD: Final = "KUBERAY_GEN_AUTOSCALER_START_CMD"
 AUTH_TOKEN_SECRET_KEY: Final = "auth_token"
 
-# Operator env vars (kuberay-behaviour.md §9.1)
+# Operator env vars (docs/compatibility.md#operator)
 OPENV_ENABLE_INIT_CONTAINER_INJECTION: Final = "ENABLE_INIT_CONTAINER_INJECTION"
 OPENV_ENABLE_PROBES_INJECTION: Final = "ENABLE_PROBES_INJECTION"
 OPENV_ENABLE_RAY_HEAD_CLUSTER_IP_SERVICE: Final = "ENABLE_RAY_HEAD_CLUSTER_IP_SERVICE"
@@ -157,7 +158,7 @@ COND_REPLICA_FAILURE: Final = "ReplicaFailure"
 COND_SUSPENDING: Final = "RayClusterSuspending"
 COND_SUSPENDED: Final = "RayClusterSuspended"
 
-# Event reasons (kuberay-behaviour.md §9.4)
+# Event reasons (docs/compatibility.md#events)
 EV_INVALID_SPEC: Final = "InvalidRayClusterSpec"
 EV_INVALID_METADATA: Final = "InvalidRayClusterMetadata"
 EV_INVALID_STATUS: Final = "InvalidRayClusterStatus"
@@ -210,7 +211,7 @@ EV_FAILED_UPDATE_RAYCLUSTER: Final = "FailedToUpdateRayCluster"
 EV_RAYCLUSTER_NOT_FOUND: Final = "RayClusterNotFound"
 
 # mTLS (gate RayClusterMTLS) and history collector names that users must not set themselves
-# (kuberay-behaviour.md §3.3, §8 rules 16 and 19).
+# (docs/compatibility.md#raycluster-rules, rules 16 and 19).
 ENV_RAY_USE_TLS: Final = "RAY_USE_TLS"
 ENV_RAY_TLS_SERVER_CERT: Final = "RAY_TLS_SERVER_CERT"
 ENV_RAY_TLS_SERVER_KEY: Final = "RAY_TLS_SERVER_KEY"

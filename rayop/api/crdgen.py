@@ -5,7 +5,7 @@ Pure functions only: the documents come in as dicts (fetched by `rayop.local.ope
 the CLI); YAML text comes out.
 
 The API server only accepts a *structural* schema. Each rule below was found by applying to a real
-kube-apiserver (crd-schema-notes.md §2, §6):
+kube-apiserver (docs/compatibility.md#crd-generation):
 
 1. `$ref` is forbidden: inline every reference (the PodTemplateSpec closure has no cycles; we still guard).
 2. A field of object type is `{description, default, allOf: [{$ref}]}`: replace the one-element `allOf` by the
@@ -21,7 +21,7 @@ kube-apiserver (crd-schema-notes.md §2, §6):
 6. ObjectMeta is reduced to annotations, finalizers, labels, name and namespace, as in KubeRay's CRDs.
 
 Inside embedded Kubernetes types descriptions are stripped: with them the RayJob CRD (six pod templates
-over two served versions) exceeds etcd's 1.5 MiB request limit (crd-schema-notes.md §5). Enums of core
+over two served versions) exceeds etcd's 1.5 MiB request limit. Enums of core
 types are dropped too, as in KubeRay's CRDs, so values added by newer Kubernetes releases are not refused.
 Descriptions of Ray fields are kept, so `kubectl explain` documents them.
 """

@@ -1,5 +1,5 @@
-"""Feature gates, named and defaulted as KubeRay v1.7 does (`ray-operator/pkg/features/features.go`,
-kuberay-behaviour.md §9.2).
+"""Feature gates, named and defaulted as KubeRay v1.7 does (`ray-operator/pkg/features/features.go`;
+docs/compatibility.md#operator).
 
 Gates are plain ``dict[str, bool]`` values so pure code (validation, builders) can take them as a parameter
 instead of reading process-wide state.

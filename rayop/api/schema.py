@@ -4,7 +4,7 @@ RayService (`ray.io/v1`), spec and status.
 Embedded Kubernetes types (PodTemplateSpec, Service, EnvVar, ...) appear here only as `$ref`s to the
 component names of the API server's own OpenAPI document; `rayop.api.crdgen` inlines them. Field names,
 types, defaults, enums, minimums, required lists and CEL rules follow the kubebuilder markers of
-`ray-operator/apis/ray/v1/{raycluster,rayjob,rayservice}_types.go` (kuberay-behaviour.md §2, §5, §6, §8).
+`ray-operator/apis/ray/v1/{raycluster,rayjob,rayservice}_types.go` (docs/compatibility.md#custom-resources).
 
 Deliberate differences, each stricter only where KubeRay rejects the value anyway (in its controller):
 `minReplicas` and `maxReplicas` carry `minimum: 0` (KubeRay validation rule "min/max >= 0"), so the API

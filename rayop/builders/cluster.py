@@ -1,6 +1,7 @@
 """Pure helpers over a RayCluster dict that the reconciler and the other builders share.
 
-Names, limits and rules follow KubeRay's `controllers/ray/utils/util.go` (kuberay-behaviour.md §2.1, §3.1, §4).
+Names, limits and rules follow KubeRay's `ray-operator/controllers/ray/utils/util.go` (see
+docs/compatibility.md#names-labels-and-annotations and docs/compatibility.md#pods).
 """
 
 from __future__ import annotations
@@ -221,12 +222,12 @@ def _blank_for_hash(spec: Mapping[str, Any]) -> Obj:
 
 def cluster_hash_without_replicas(spec: Mapping[str, Any]) -> str:
     """SHA-1 → base32hex (Go's base32.HexEncoding, 32 characters) of the spec minus the fields that change
-    without needing new pods (§4 item 1).
+    without needing new pods (docs/compatibility.md#pods, step 2).
 
     Go hashes `json.Marshal` of the typed struct (struct field order, zero values omitted). rayop hashes the
     plain dict with sorted keys instead. The value is compared only with hashes rayop itself stamped (head pod
     annotation for `upgradeStrategy: Recreate`), so it must be stable for rayop, not equal to KubeRay's; pods
-    stamped by KubeRay carry a different `ray.io/kuberay-version`, which only re-stamps the hash (§2.1).
+    stamped by KubeRay carry a different `ray.io/kuberay-version`, which only re-stamps the hash.
     """
     blob = json.dumps(_blank_for_hash(spec), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     digest = hashlib.sha1(blob.encode(), usedforsecurity=False).digest()
@@ -247,7 +248,7 @@ def upgrade_recreate_hash(spec: Mapping[str, Any]) -> str:
 
 
 def should_delete_pod(pod: Mapping[str, Any], ray_container_name: str) -> tuple[bool, str]:
-    """§4 item 7: delete a pod that will never run Ray again on its own."""
+    """Delete a pod that will never run Ray again on its own (docs/compatibility.md#pods, step 6)."""
     status = pod.get("status") or {}
     spec = pod.get("spec") or {}
     name = (pod.get("metadata") or {}).get("name", "")

@@ -1,4 +1,5 @@
-"""The dashboard Ingress for `headGroupSpec.enableIngress: true` (kuberay-behaviour.md §3.9)."""
+"""The dashboard Ingress for `headGroupSpec.enableIngress: true` (KubeRay
+`ray-operator/controllers/ray/common/ingress.go`; docs/compatibility.md#ingress)."""
 
 from __future__ import annotations
 

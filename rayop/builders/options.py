@@ -1,4 +1,4 @@
-"""Operator-level knobs that change what the builders produce (kuberay-behaviour.md §9.1, §9.2).
+"""Operator-level knobs that change what the builders produce (docs/compatibility.md#operator).
 
 KubeRay reads these from process env vars deep inside its builders; rayop reads them once into a frozen value
 and passes it down, so builders stay pure and tests can vary them without touching os.environ.

@@ -1,4 +1,5 @@
-"""Head and worker Pods for a RayCluster, as KubeRay builds them (kuberay-behaviour.md §3.1-§3.7).
+"""Head and worker Pods for a RayCluster, as KubeRay builds them (`ray-operator/controllers/ray/common/pod.go`;
+docs/compatibility.md#pod-construction).
 
 The steps run in KubeRay's order (`DefaultHeadPodTemplate`/`DefaultWorkerPodTemplate`, then `BuildPod`, then
 the controller's owner reference and annotations) because the order decides the order of env vars, volumes and
@@ -182,7 +183,7 @@ def generate_ray_start_command(
     node_type: str, ray_start_params: Mapping[str, str], resources: Mapping[str, Any] | None
 ) -> str:
     """`ray start [--head]` with flags from the params plus num-cpus/memory/num-gpus/accelerators derived from the
-    Ray container's resources when the params do not set them (§3.4)."""
+    Ray container's resources when the params do not set them."""
     params = dict(ray_start_params)
     limits = _resource_list(resources, "limits")
     requests = _resource_list(resources, "requests")
@@ -392,7 +393,8 @@ def _configure_token_auth(cluster: Mapping[str, Any], template: Obj) -> None:
 
 
 def build_autoscaler_container(cluster: Mapping[str, Any], image: str, opts: BuildOptions) -> Obj:
-    """The `autoscaler` sidecar (§3.6; ray-contract.md §1.1), user overrides from `autoscalerOptions` merged."""
+    """The `autoscaler` sidecar (KubeRay `BuildAutoscalerContainer`), user overrides from `autoscalerOptions`
+    merged."""
     container: Obj = {
         "name": C.AUTOSCALER_CONTAINER_NAME,
         "image": image,
@@ -531,7 +533,8 @@ def _head_template(
         version = cl.autoscaler_version(cluster)
         if version == "v2":
             ray.setdefault("env", []).append({"name": C.ENV_ENABLE_AUTOSCALER_V2, "value": "true"})
-            # A restarted container would re-register under the same instance id (ray-contract.md §2.2).
+            # A restarted container would re-register under the same instance id
+            # (docs/compatibility.md#ray-autoscaler).
             pod_spec["restartPolicy"] = "Never"
         elif version == "v1":
             ray.setdefault("env", []).append({"name": C.ENV_ENABLE_AUTOSCALER_V2, "value": "false"})
@@ -651,7 +654,8 @@ def _set_container_env(
         env.append({"name": C.ENV_RAY_IP, "value": fqdn.split(".")[0]})
     env.append(_fieldref(C.ENV_RAY_CLUSTER_NAME, f"metadata.labels['{C.LABEL_CLUSTER}']"))
     env.append(_fieldref(C.ENV_RAY_CLUSTER_NAMESPACE, "metadata.namespace"))
-    # Autoscaler v2 joins Ray nodes to pods by this id (ray-contract.md §2.2).
+    # Autoscaler v2 joins Ray nodes to pods by this id
+    # (Ray `python/ray/autoscaler/v2/instance_manager/reconciler.py`).
     env.append(_fieldref(C.ENV_RAY_CLOUD_INSTANCE_ID, "metadata.name"))
     env.append(_fieldref(C.ENV_RAY_NODE_TYPE_NAME, f"metadata.labels['{C.LABEL_GROUP}']"))
     env.append({"name": C.ENV_KUBERAY_GEN_RAY_START_CMD, "value": ray_start_cmd})
@@ -839,7 +843,7 @@ def build_head_pod(cluster: Mapping[str, Any], opts: BuildOptions) -> Obj:
         opts,
     )
     # Stamped on every head pod so a later `upgradeStrategy: Recreate` can tell which spec made it, and an
-    # operator upgrade can be told apart from a spec change (§2.1).
+    # operator upgrade can be told apart from a spec change.
     annotations = pod["metadata"].setdefault("annotations", {})
     annotations[C.ANN_UPGRADE_RECREATE_HASH] = cl.upgrade_recreate_hash(spec)
     annotations[C.ANN_KUBERAY_VERSION] = opts.kuberay_version

@@ -1,8 +1,8 @@
 """Pure builders for RayJob: the submitter command and Job, the per-attempt RayCluster, the HTTP submit body.
 
 Byte-compatible with KubeRay's `common/job.go` (BuildJobSubmitCommand, GetSubmitterTemplate) and the
-RayJob controller's constructRayClusterForRayJob / createNewK8sJob (kuberay-behaviour.md §5.4), so a submitter
-pod looks the same whichever operator made it.
+RayJob controller's constructRayClusterForRayJob / createNewK8sJob (docs/compatibility.md#rayjob-submitter),
+so a submitter pod looks the same whichever operator made it.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""ServiceAccount, Role and RoleBinding for the in-tree autoscaler (kuberay-behaviour.md §3.6;
-ray-contract.md §3.2): just enough for Ray's autoscaler to read pods and patch the RayCluster's replicas."""
+"""ServiceAccount, Role and RoleBinding for the in-tree autoscaler (KubeRay
+`ray-operator/controllers/ray/common/rbac.go`; docs/compatibility.md#autoscaler-rbac): just enough for Ray's
+autoscaler to read pods and patch the RayCluster's replicas."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The Redis cleanup Job that empties a deleted GCS-FT cluster's storage namespace (kuberay-behaviour.md §3.7)."""
+"""The Redis cleanup Job that empties a deleted GCS-FT cluster's storage namespace
+(KubeRay `ray-operator/controllers/ray/raycluster_controller.go`; docs/compatibility.md#gcs-fault-tolerance)."""
 
 from __future__ import annotations
 

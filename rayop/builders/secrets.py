@@ -1,4 +1,4 @@
-"""The token Secret for `authOptions.mode: token` (kuberay-behaviour.md §2.1)."""
+"""The token Secret for `authOptions.mode: token` (docs/compatibility.md#auth-secret)."""
 
 from __future__ import annotations
 

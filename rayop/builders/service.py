@@ -1,4 +1,5 @@
-"""Head, serve and headless worker Services for a RayCluster (kuberay-behaviour.md §3.8)."""
+"""Head, serve and headless worker Services for a RayCluster (KubeRay
+`ray-operator/controllers/ray/common/service.go`; docs/compatibility.md#services)."""
 
 from __future__ import annotations
 

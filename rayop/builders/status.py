@@ -1,5 +1,6 @@
 """RayCluster status as KubeRay's `calculateStatus` computes it, and its rule for when a write is worth it
-(kuberay-behaviour.md §2.2, `utils/consistency.go`)."""
+(`ray-operator/controllers/ray/raycluster_controller.go`, `utils/consistency.go`;
+docs/compatibility.md#raycluster-status)."""
 
 from __future__ import annotations
 
@@ -213,7 +214,7 @@ def calculate_status(
     gates: Mapping[str, bool] | None = None,
     replica_failure_reason: str | None = None,
 ) -> Obj:
-    """The new `.status` for `cluster` given its pods and head Service (§2.2).
+    """The new `.status` for `cluster` given its pods and head Service.
 
     `replica_failure_reason` (or a `reason` attribute on `reconcile_error`) is the KubeRay reason of a pod
     create/delete failure (FailedCreateWorkerPod...); other errors leave ReplicaFailure untouched, as in KubeRay.

@@ -1,4 +1,5 @@
-"""The operator-managed PVC behind embedded (RocksDB) GCS fault tolerance (kuberay-behaviour.md §3.7)."""
+"""The operator-managed PVC behind embedded (RocksDB) GCS fault tolerance
+(docs/compatibility.md#gcs-fault-tolerance)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`rayop operator`: run the operator with KubeRay's flags (kuberay-behaviour.md §9.1)."""
+"""`rayop operator`: run the operator with KubeRay's flags (docs/compatibility.md#operator)."""
 
 from __future__ import annotations
 

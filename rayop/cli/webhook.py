@@ -1,4 +1,4 @@
-"""`rayop webhook`: run the validating admission webhook on its own (issue 4)."""
+"""`rayop webhook`: run the validating admission webhook on its own (docs/compatibility.md#validation)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""What the RayCluster reconciler should do with one worker group's Pods (kuberay-behaviour.md §4).
+"""What the RayCluster reconciler should do with one worker group's Pods (KubeRay `reconcilePods`,
+`ray-operator/controllers/ray/raycluster_controller.go`; docs/compatibility.md#pods).
 
 Pure planning: the current Pods (from the cache) and the group spec go in, a plan of deletions and
 creations comes out. The reconciler executes the plan; keeping the decision apart makes every branch
@@ -70,7 +71,7 @@ def free_indexes(used: Iterable[int | None], count: int) -> list[int]:
 
 
 def _deletion_order(pods: list[Obj]) -> list[Obj]:
-    # KubeRay deletes the first Pods in cache order (§14 "random" deletion). We keep that spirit but
+    # KubeRay deletes the first Pods in cache order ("random" deletion). We keep that spirit but
     # prefer Pods that do no work yet: not-ready first, then the newest, so scale-down never kills a
     # ready worker while a pending one exists.
     def key(p: Obj) -> tuple[int, str, str]:
@@ -92,8 +93,8 @@ def plan_worker_group(
     should_delete: ShouldDelete,
     new_replica_name: Callable[[str], str] | None = None,
 ) -> GroupPlan:
-    """Plan one worker group (§4 step 6-8). `pods` are the group's Pods from the cache, terminating ones
-    included (they are ignored here, as Ray's autoscaler ignores them)."""
+    """Plan one worker group (docs/compatibility.md#pods, steps 4-6). `pods` are the group's Pods from the
+    cache, terminating ones included (they are ignored here, as Ray's autoscaler ignores them)."""
     name = str(group.get("groupName", ""))
     if group.get("suspend") is True:
         return GroupPlan(delete_all=True, note=f"worker group {name} is suspended")
@@ -103,7 +104,8 @@ def plan_worker_group(
     if num_hosts <= 0:
         num_hosts = 1
     to_delete_names = set((group.get("scaleStrategy") or {}).get("workersToDelete") or [])
-    # Random deletion is never done behind the autoscaler's back: it is the only decider (§4, ray-contract §1.8).
+    # Random deletion is never done behind the autoscaler's back: it is the only decider
+    # (docs/compatibility.md#ray-autoscaler).
     may_scale_down = not autoscaling or random_delete
 
     if num_hosts > 1 and multi_host_indexing:

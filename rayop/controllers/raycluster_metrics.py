@@ -1,4 +1,5 @@
-"""KubeRay's `kuberay_cluster_*` Prometheus metrics (kuberay-behaviour.md §9.3).
+"""KubeRay's `kuberay_cluster_*` Prometheus metrics
+(`ray-operator/controllers/ray/metrics/ray_cluster_metrics.go`; docs/compatibility.md#metrics).
 
 Computed at scrape time from the RayCluster cache, as KubeRay's metrics manager does: nothing to clean up
 when a RayCluster is deleted, and the provisioned duration survives an operator restart because it is

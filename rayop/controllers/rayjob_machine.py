@@ -1,15 +1,16 @@
-"""The RayJob state machine as a pure function (kuberay-behaviour.md §5.3).
+"""The RayJob state machine as a pure function (KubeRay `ray-operator/controllers/ray/rayjob_controller.go`;
+docs/compatibility.md#rayjob).
 
 `decide(rayjob, world, config)` maps the RayJob and what the reconciler observed (its RayCluster, head Service,
 submitter Job, head pod, the Ray job as the dashboard reports it, the time, two random suffixes) to the new
 status plus an ordered list of actions. The I/O shell (rayjob.py) runs the actions in order and writes the
 status only if every action succeeded, so a status never claims something that did not happen.
 
-Restart safety (issue 6, item 3): the submission id and the cluster name are chosen in the New step, whose only
-side effect is the finalizer; they reach the API server before any cluster is created or job submitted. Every
-later step reuses them, so an operator restarted at any point looks for the same cluster and the same job id:
-HTTPMode submits only after the dashboard said 404 for that id, and "id already used" counts as submitted;
-K8sJobMode's submitter runs `ray job status` before `ray job submit`.
+Restart safety (docs/compatibility.md#rayjob): the submission id and the cluster name are chosen in the New
+step, whose only side effect is the finalizer; they reach the API server before any cluster is created or job
+submitted. Every later step reuses them, so an operator restarted at any point looks for the same cluster and
+the same job id: HTTPMode submits only after the dashboard said 404 for that id, and "id already used" counts
+as submitted; K8sJobMode's submitter runs `ray job status` before `ray job submit`.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from rayop.runtime.protocols import Cache
 
 class RayJobCollector(Collector):
     """kuberay_job_info and kuberay_job_deployment_status from the RayJob cache at scrape time, plus
-    kuberay_job_execution_duration_seconds recorded at each attempt's end (kuberay-behaviour.md §9.3)."""
+    kuberay_job_execution_duration_seconds recorded at each attempt's end (docs/compatibility.md#metrics)."""
 
     def __init__(self) -> None:
         self.sources: list[Cache] = []

@@ -2,9 +2,9 @@
 
 Used by the test fixtures and by `rayop local up`. Everything runs on loopback with free ports picked at
 start, so several planes run side by side. Processes are started in their own sessions and stopped by
-the PIDs recorded in the state directory, never by name. Start order and flags follow
-test-control-plane.md §4; CRDs are installed before kube-controller-manager so its garbage collector
-sees them at once (§5.2).
+the PIDs recorded in the state directory, never by name. Start order: etcd, then kube-apiserver
+(once etcd answers), then the CRDs, then kube-controller-manager, so its garbage collector knows the CRDs'
+kinds from its first discovery and collects their dependents at once.
 """
 
 from __future__ import annotations

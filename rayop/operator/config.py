@@ -1,7 +1,7 @@
 """Operator configuration: KubeRay's flags (`ray-operator/main.go`), its `--config` file and env vars.
 
-Flag names and defaults follow kuberay-behaviour.md §9.1, except `--reconcile-concurrency`, which
-defaults to 4 here (KubeRay: 1) so one slow RayCluster does not hold up the others. As in KubeRay, a
+Flag names and defaults follow KubeRay's (docs/compatibility.md#operator), except `--reconcile-concurrency`,
+which defaults to 16 here (KubeRay: 1) so one slow RayCluster does not hold up the others. As in KubeRay, a
 `--config` file (config.ray.io/v1alpha1 Configuration) replaces the flags.
 """
 
@@ -19,7 +19,7 @@ from rayop.api import features
 from rayop.api.features import parse_feature_gates as parse_feature_gates  # re-exported for the CLI
 from rayop.controllers.settings import ControllerSettings
 
-# One table of gates and defaults for the whole code base (kuberay-behaviour.md §9.2).
+# One table of gates and defaults for the whole code base (`ray-operator/pkg/features/features.go`).
 FEATURE_GATE_DEFAULTS: Mapping[str, bool] = features.DEFAULT_GATES
 
 _TRUE = {"true", "1", "yes", "on", "t"}

@@ -1,6 +1,6 @@
 """Async client for the Ray dashboard's REST API (Jobs, Serve, health).
 
-The same calls KubeRay makes (kuberay-behaviour.md §7, ray-contract.md §4-§5), with two differences on purpose:
+The same calls KubeRay makes (docs/compatibility.md#ray-dashboard), with two differences on purpose:
 every failure is an exception that carries the method, URL, HTTP status and response body, and the
 "submission id already used" answer is its own exception type so callers can treat it as "already submitted".
 

@@ -1,7 +1,7 @@
 """List+watch caches ("informers") of plain dicts, with indexes and event handlers.
 
 One Informer caches one kind, optionally scoped to namespaces and a label selector (KubeRay caches only
-Ray Pods, `internal/managercache/cache.go`; python-stack.md §2.2 item 2). Per namespace scope a reflector
+Ray Pods, `ray-operator/internal/managercache/cache.go`). Per namespace scope a reflector
 task keeps the cache in step with the API server:
 
 - LIST (paged), then WATCH from the list's resourceVersion with bookmarks and a server timeout of

@@ -1,8 +1,8 @@
 """A small async Kubernetes REST client that speaks plain dicts.
 
 Why not a generated client: round-tripping a user's pod template through typed models drops fields the
-model does not know, and deserialising models costs more CPU than the rest of the operator
-(python-stack.md §2.1). The API server already speaks JSON; we keep it as JSON.
+model does not know, and deserialising models costs more CPU than the rest of the operator.
+The API server already speaks JSON; we keep it as JSON.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ reached the cache; counting Pods in the cache would then create it again. So eve
 is recorded under (parent key, group), and the reconciler skips scaling a group until the cache shows
 each expected create (or 30 s have passed, in case another actor deleted the object at once) and none
 of the expected deletes. Satisfied records are dropped. Same rules as KubeRay's
-`controllers/ray/expectations/scale_expectations.go` (kuberay-behaviour.md §4 item 9), except that a
+`ray-operator/controllers/ray/expectations/scale_expectations.go` (docs/compatibility.md#pods), except that a
 create may be pinned to the uid the API server returned, so a same-named object that is still terminating
 does not count.
 

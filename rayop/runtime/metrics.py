@@ -2,8 +2,8 @@
 
 Existing KubeRay dashboards (config/grafana/KubeRay-Operator.json) query these names, so the names and
 label sets follow controller-runtime (`pkg/internal/controller/metrics`, `pkg/metrics/workqueue.go`) and
-client-go (`rest_client_*`, kuberay-behaviour.md §9.3). All live in prometheus_client's default registry,
-which is what `/metrics` serves.
+client-go (`rest_client_*`, KubeRay's `ray-operator/controllers/ray/metrics/client_go_metrics.go`). All live
+in prometheus_client's default registry, which is what `/metrics` serves.
 """
 
 from __future__ import annotations

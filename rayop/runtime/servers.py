@@ -1,7 +1,7 @@
 """`/metrics`, `/healthz` and `/readyz` over aiohttp.
 
 Readiness means "caches synced and every registered check passes"; it never depends on holding the
-leader lease, otherwise standby replicas would never be Ready (python-stack.md §6). Liveness answers
+leader lease, otherwise standby replicas would never be Ready (as controller-runtime's probes). Liveness answers
 from the event loop itself, so a blocked loop fails it.
 """
 

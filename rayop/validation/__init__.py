@@ -1,4 +1,4 @@
-"""Pure validation of RayCluster, RayJob and RayService manifests (kuberay-behaviour.md §8).
+"""Pure validation of RayCluster, RayJob and RayService manifests (docs/compatibility.md#validation).
 
 Shared by the admission webhook (which rejects at create/update) and the controllers (which must still
 guard when the webhook is off). No I/O; gates come in as a plain dict.

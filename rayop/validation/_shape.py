@@ -137,7 +137,7 @@ def str_map(v: Any) -> dict[str, str]:
     return {str(k): x for k, x in as_map(v).items() if isinstance(x, str)}
 
 
-# ---- Shapes of the fields rayop reads (a subset of KubeRay's CRD schema, kuberay-behaviour.md §2, §5, §6).
+# ---- Shapes of the fields rayop reads (a subset of KubeRay's CRD schema, `ray-operator/apis/ray/v1/`).
 
 ENV_VAR = obj(name=STR, value=STR, valueFrom=OBJ_ANY)
 VOLUME_MOUNT = obj(name=STR, mountPath=STR, subPath=STR, readOnly=BOOL)

@@ -1,4 +1,5 @@
-"""RayCluster spec rules (kuberay-behaviour.md §8, rules 1-19), shared by RayCluster, RayJob and RayService.
+"""RayCluster spec rules (docs/compatibility.md#raycluster-rules, rules 1-19), shared by RayCluster, RayJob
+and RayService.
 
 Each rule mirrors one check of KubeRay's ``ValidateRayClusterSpec`` (``utils/validation.go``) with the same
 conditions, but reports every violation as a field error at the field that causes it, instead of stopping at
@@ -702,7 +703,7 @@ def _tls_rules(
 
 
 def validate_cluster_update(old_spec: Any, new_spec: Any, base: str) -> list[FieldError]:
-    """Update rules KubeRay's CRD enforces with CEL transition rules (kuberay-behaviour.md §2.1, §8)."""
+    """Update rules KubeRay's CRD enforces with CEL transition rules (docs/compatibility.md#custom-resources)."""
     errs: list[FieldError] = []
     o, n = as_map(old_spec), as_map(new_spec)
     oo, no = o.get("gcsFaultToleranceOptions"), n.get("gcsFaultToleranceOptions")

@@ -210,7 +210,7 @@ def parse_serve_config(text: str) -> tuple[Any, str | None]:
 
 
 def _rayjob(obj: Any, gates: Mapping[str, bool] | None, old: Any) -> list[FieldError]:
-    """All errors of a RayJob (KubeRay ``ValidateRayJobSpec``, kuberay-behaviour.md §8)."""
+    """All errors of a RayJob (KubeRay ``ValidateRayJobSpec``, ``utils/validation.go``)."""
     bad = _not_a_map(obj)
     if bad:
         return bad
@@ -638,7 +638,7 @@ def validate_raycluster(
 def validate_rayjob(
     obj: Any, *, gates: Mapping[str, bool] | None = None, old: Any = None
 ) -> list[FieldError]:
-    """All errors of a RayJob (KubeRay ``ValidateRayJobSpec``, kuberay-behaviour.md §8); see validate_raycluster."""
+    """All errors of a RayJob (KubeRay ``ValidateRayJobSpec``, ``utils/validation.go``); see validate_raycluster."""
     return _ratchet(_rayjob, obj, gates, old)
 
 

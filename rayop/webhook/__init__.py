@@ -1,4 +1,5 @@
-"""Validating admission webhook for ray.io RayCluster, RayJob and RayService (issue 4).
+"""Validating admission webhook for ray.io RayCluster, RayJob and RayService: every rule of
+`rayop.validation` at create and update, where KubeRay checks little (docs/compatibility.md#validation).
 
 ``WebhookServer`` serves AdmissionReviews over HTTPS using ``rayop.validation``; ``certs`` supplies and
 rotates its certificates; ``ensure_webhook_configuration`` registers it with the API server.

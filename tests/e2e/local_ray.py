@@ -1,4 +1,4 @@
-"""A real Ray head run as a local process by the test (ray-local-processes.md §2).
+"""A real Ray head run as a local process by the test.
 
 Every port is chosen free and the head gets its own --temp-dir, so it never collides with other Ray
 processes on the machine; it is stopped by PID (SIGTERM to its process group, then SIGKILL), never with

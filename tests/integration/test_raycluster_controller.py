@@ -1,4 +1,5 @@
-"""The RayCluster controller against a real kube-apiserver + kube-controller-manager (issue 3 acceptance).
+"""The RayCluster controller against a real kube-apiserver + kube-controller-manager
+(docs/compatibility.md#raycluster-reconcile).
 
 The operator runs in-process on the runtime Manager, watching the test's namespace. Pods are made
 Running/Ready by the test through the status subresource, as KubeRay's envtest suite does.
@@ -152,7 +153,7 @@ async def test_autoscaler_patches_delete_exactly_the_named_pods(kube: ApiClient,
         )
         assert sorted(p["metadata"]["name"] for p in await pods_of(kube, ns, "auto", "worker")) == names
 
-        # Exactly what Ray's autoscaler sends (ray-contract.md §1.4): one PATCH, `replace` ops.
+        # Exactly what Ray's autoscaler sends (docs/compatibility.md#ray-autoscaler): one PATCH, `replace` ops.
         doomed = [names[1], names[3]]
         await json_patch(
             kube,

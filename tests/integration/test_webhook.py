@@ -1,4 +1,4 @@
-"""The webhook registered at a real kube-apiserver (issue 4 acceptance).
+"""The webhook registered at a real kube-apiserver (docs/compatibility.md#validation).
 
 Each test registers its own ValidatingWebhookConfiguration that only selects the test's namespace (by a
 label), so other tests on the shared plane never go through it, and deletes it afterwards.

@@ -29,7 +29,8 @@ def load(path: Path) -> Any:
 
 
 def independent_hash(spec: Obj) -> str:
-    """The head pod's recreate hash, recomputed here from §4 item 1 rather than through rayop's helper."""
+    """The head pod's recreate hash, recomputed here from its definition (docs/compatibility.md#pods,
+    step 2) rather than through rayop's helper."""
     s = copy.deepcopy(spec)
     s.pop("upgradeStrategy", None)
     groups = [s.get("headGroupSpec") or {}, *(s.get("workerGroupSpecs") or [])]

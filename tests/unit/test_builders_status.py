@@ -1,5 +1,5 @@
-"""RayCluster status calculation (kuberay-behaviour.md §2.2): table of scenarios, conditions, resources,
-and the rule deciding when the status is worth writing."""
+"""RayCluster status calculation (docs/compatibility.md#raycluster-status): table of scenarios, conditions,
+resources, and the rule deciding when the status is worth writing."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Table-driven tests of the builders' small rules: `ray start` rendering, quantities, desired replicas,
-pod deletion, names, hashes, options (kuberay-behaviour.md §3, §4, §13)."""
+pod deletion, names, hashes, options (docs/compatibility.md)."""
 
 from __future__ import annotations
 

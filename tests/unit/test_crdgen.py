@@ -436,7 +436,7 @@ def test_printer_columns_are_kuberays(crd: dict[str, Any]) -> None:
         assert got == PRINTER_COLUMNS[kind]
 
 
-# KubeRay v1.7.0's spec fields (docs/reference/api.md at v1.7.0).
+# KubeRay v1.7.0's spec fields (KubeRay's `docs/reference/api.md` at v1.7.0).
 CLUSTER_SPEC = {
     "upgradeStrategy", "authOptions", "suspend", "managedBy", "autoscalerOptions", "headServiceAnnotations",
     "enableInTreeAutoscaling", "gcsFaultToleranceOptions", "historyServerOptions", "networkPolicy",

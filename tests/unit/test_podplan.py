@@ -1,4 +1,4 @@
-"""The worker-group planning rules of KubeRay's reconcilePods (kuberay-behaviour.md §4)."""
+"""The worker-group planning rules of KubeRay's reconcilePods (docs/compatibility.md#pods)."""
 
 from __future__ import annotations
 

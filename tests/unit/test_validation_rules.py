@@ -1,6 +1,6 @@
 """Every validation rule: at least one accepted and one rejected manifest, with the exact messages.
 
-Rule numbers refer to kuberay-behaviour.md §8 (KubeRay's ValidateRayClusterSpec and friends).
+Rule numbers refer to docs/compatibility.md#raycluster-rules (KubeRay's ValidateRayClusterSpec and friends).
 """
 
 from __future__ import annotations
