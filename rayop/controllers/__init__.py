@@ -1,6 +1,7 @@
 """The reconcilers, one per kind, and what they share.
 
-- `raycluster`, `rayjob`: a reconciler per kind and its `setup(manager, settings)`;
+- `raycluster` (a package, one module per reconcile step), `rayjob`: a reconciler per kind and its
+  `setup(manager, settings)`;
 - `podplan`, `rayjob_machine`: pure decisions (which Pods to create and delete; the RayJob state
   machine), tested by tables of cases;
 - `common`: event helpers, owner-scoped writes, status writes, shared cache selectors;

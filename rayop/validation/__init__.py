@@ -2,6 +2,15 @@
 
 Shared by the admission webhook (which rejects at create/update) and the controllers (which must still
 guard when the webhook is off). No I/O; gates come in as a plain dict.
+
+kinds      entry points: a whole RayCluster, RayJob or RayService (create, or update with the old object)
+cluster    the RayCluster spec rules 1-19, shared by the three kinds
+warnings   admission warnings: accepted manifests that will probably not do what their author meant
+registry   each registered kind's validator and warner, keyed by the kind registry
+errors     field errors rendered as Kubernetes renders them
+names      Kubernetes name and label syntax
+_shape     type checks of the fields validation reads, and lenient readers
+_parse     parsers that accept exactly what KubeRay's Go code accepts (versions, durations, integers)
 """
 
 from rayop.validation.errors import FieldError, aggregate_message

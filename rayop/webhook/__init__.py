@@ -1,8 +1,11 @@
 """Validating admission webhook for ray.io RayCluster, RayJob and RayService: every rule of
 `rayop.validation` at create and update, where KubeRay checks little (docs/compatibility.md#validation).
 
-``WebhookServer`` serves AdmissionReviews over HTTPS using ``rayop.validation``; ``certs`` supplies and
-rotates its certificates; ``ensure_webhook_configuration`` registers it with the API server.
+admission     AdmissionReview in, AdmissionReview out (allowed, errors, warnings), as plain dicts
+server        ``WebhookServer``: the HTTPS server, certificate refresh included
+certs         serving certificates: generated and rotated, kept in a Secret, or read from a directory
+registration  the ValidatingWebhookConfiguration that points the API server at the webhook
+standalone    ``rayop webhook``: the webhook as its own process (the operator embeds ``WebhookServer``)
 """
 
 from rayop.webhook.admission import PATHS, review
