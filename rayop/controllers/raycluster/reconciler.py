@@ -87,6 +87,7 @@ class RayClusterReconciler:
             expectations=expectations if expectations is not None else Expectations(),  # empty is falsy
             now=now,
         )
+        # The same parts under the names the reconciler had before it was split (tests read `exp`).
         self.client = client
         self.store = store
         self.w = self.services.writer
