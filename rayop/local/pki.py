@@ -3,6 +3,12 @@
 Layout: a serving CA + apiserver certificate, a client CA with an
 admin (system:masters) and a kube-controller-manager certificate, and the service-account key pair.
 Files are reused across restarts of the same state directory so kubeconfigs stay valid.
+
+For aggregated API servers and the node's kubelet API (see docs/local-plane.md) there are also: a
+front-proxy CA and the `front-proxy-client` certificate the API server presents when it forwards a request
+to an APIService; the API server's kubelet client certificate (signed by the client CA, which the node agent
+trusts); and serving certificates for the node agents' kubelet APIs and for in-cluster servers such as
+metrics-server, signed by the serving CA that the API server and pods already trust.
 """
 
 from __future__ import annotations
@@ -64,6 +70,29 @@ class PlanePKI:
     def client_cert(self, name: str) -> tuple[Path, Path]:
         return self.dir / f"{name}.crt", self.dir / f"{name}.key"
 
+    @property
+    def front_proxy_ca(self) -> Path:
+        return self.dir / "front-proxy-ca.crt"
+
+    @property
+    def front_proxy_ca_key(self) -> Path:
+        return self.dir / "front-proxy-ca.key"
+
+    @property
+    def front_proxy_client(self) -> tuple[Path, Path]:
+        return self.dir / "front-proxy-client.crt", self.dir / "front-proxy-client.key"
+
+    @property
+    def kubelet_client(self) -> tuple[Path, Path]:
+        """The API server's client certificate towards kubelets (logs, exec, the node proxy)."""
+        return self.client_cert("apiserver-kubelet-client")
+
+
+# The name the front-proxy certificate carries; aggregated API servers accept forwarded requests only from
+# a client certificate with this CN (--requestheader-allowed-names), as kubeadm sets it up.
+FRONT_PROXY_CLIENT_CN = "front-proxy-client"
+KUBELET_CLIENT_CN = "kube-apiserver-kubelet-client"
+
 
 def ensure_pki(
     directory: Path, *, extra_ips: list[str] | None = None, extra_dns: list[str] | None = None
@@ -116,6 +145,7 @@ def ensure_pki(
             crt.write_bytes(pem(cert))
             _write_key(keyp, key)
 
+    ensure_aggregation_pki(pki)
     if not pki.sa_key.exists():
         sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         _write_key(pki.sa_key, sa)
@@ -125,3 +155,42 @@ def ensure_pki(
             )
         )
     return pki
+
+
+def ensure_aggregation_pki(pki: PlanePKI) -> None:
+    """The front-proxy CA and client certificate, and the API server's kubelet client certificate."""
+    if not pki.front_proxy_ca.exists():
+        cert, key = make_ca("rayop-front-proxy-ca")
+        pki.front_proxy_ca.write_bytes(pem(cert))
+        _write_key(pki.front_proxy_ca_key, key)
+    crt, keyp = pki.front_proxy_client
+    if not crt.exists():
+        ca, ca_key = load_cert(pki.front_proxy_ca.read_bytes()), _load_key(pki.front_proxy_ca_key)
+        cert, key = make_leaf(ca, ca_key, FRONT_PROXY_CLIENT_CN, client=True)
+        crt.write_bytes(pem(cert))
+        _write_key(keyp, key)
+    crt, keyp = pki.kubelet_client
+    if not crt.exists():
+        ca, ca_key = load_cert(pki.client_ca.read_bytes()), _load_key(pki.client_ca_key)
+        # system:masters: the node agent authorizes every caller through SubjectAccessReviews, and the API
+        # server may read logs, exec and port-forward on any node (kubeadm binds the same rights by RBAC).
+        cert, key = make_leaf(ca, ca_key, KUBELET_CLIENT_CN, org="system:masters", client=True)
+        crt.write_bytes(pem(cert))
+        _write_key(keyp, key)
+
+
+def issue_serving_cert(pki: PlanePKI, name: str, sans: list[str]) -> tuple[Path, Path]:
+    """A serving certificate signed by the plane's serving CA (which the API server, kubectl and pods
+    trust) for `sans`: a node agent's kubelet API (its InternalIP) or an in-cluster server (its Service's
+    DNS names). Written as `<name>.crt`/`<name>.key`; re-issued only when the names change."""
+    crt, keyp = pki.dir / f"{name}.crt", pki.dir / f"{name}.key"
+    sans_file = pki.dir / f"{name}.sans"
+    wanted = ",".join(sans)
+    if crt.exists() and keyp.exists() and sans_file.exists() and sans_file.read_text() == wanted:
+        return crt, keyp
+    ca, ca_key = load_cert(pki.serving_ca.read_bytes()), _load_key(pki.serving_ca_key)
+    cert, key = make_leaf(ca, ca_key, name, sans=sans, server=True)
+    _write_key(keyp, key)
+    crt.write_bytes(pem(cert))
+    sans_file.write_text(wanted)
+    return crt, keyp

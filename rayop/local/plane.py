@@ -4,7 +4,8 @@ Used by the test fixtures and by `rayop local up`. Everything runs on loopback w
 start, so several planes run side by side. Processes are started in their own sessions and stopped by
 the PIDs recorded in the state directory, never by name. Start order: etcd, then kube-apiserver
 (once etcd answers), then the CRDs, then kube-controller-manager, so its garbage collector knows the CRDs'
-kinds from its first discovery and collects their dependents at once.
+kinds from its first discovery and collects their dependents at once. The API server's flags for reaching
+webhooks, APIServices and node agents are explained in docs/local-plane.md.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import yaml
 
 from rayop.base.files import write_private
 from rayop.base.procs import cmdline, pid_alive
-from rayop.local.pki import PlanePKI, ensure_pki
+from rayop.local.pki import FRONT_PROXY_CLIENT_CN, PlanePKI, ensure_pki
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -134,6 +135,11 @@ class PlaneOptions:
     service_account_admission: bool = False
     etcd_fsync: bool = False
     extra_apiserver_args: list[str] = field(default_factory=list)
+    # kube-controller-manager's HPA controller (see docs/local-plane.md): the upstream defaults, which a
+    # test may shorten (e.g. {"sync-period": "2s", "downscale-stabilization": "10s"}). Keys are the flag
+    # names after `--horizontal-pod-autoscaler-`.
+    hpa: dict[str, str] = field(default_factory=dict)
+    extra_kcm_args: list[str] = field(default_factory=list)
     start_timeout: float = 60.0
 
 
@@ -356,6 +362,7 @@ class ControlPlane:
             f"--service-account-key-file={pki.sa_pub}",
             f"--service-account-signing-key-file={pki.sa_key}",
             "--service-cluster-ip-range=10.0.0.0/24",
+            *self._aggregation_args(),
             "--authorization-mode=RBAC",
             "--allow-privileged=true",
             "--endpoint-reconciler-type=none",
@@ -374,6 +381,34 @@ class ControlPlane:
                 return False
 
         self._wait("kube-apiserver", ready, self.opts.start_timeout)
+
+    def _aggregation_args(self) -> list[str]:
+        """How the API server reaches what runs on nodes: aggregated APIs (metrics-server), webhooks behind
+        a Service, and the node agents' kubelet APIs (logs, exec). There is no kube-proxy, so a Service's
+        ClusterIP leads nowhere: the API server dials a ready endpoint (a pod IP on a node agent's bridge,
+        which the host reaches) instead. Aggregated servers authenticate the API server by its front-proxy
+        client certificate and read the user from the X-Remote-* headers it sets."""
+        assert self.pki
+        pki = self.pki
+        fp_crt, fp_key = pki.front_proxy_client
+        kc_crt, kc_key = pki.kubelet_client
+        return [
+            "--enable-aggregator-routing=true",
+            f"--requestheader-client-ca-file={pki.front_proxy_ca}",
+            f"--requestheader-allowed-names={FRONT_PROXY_CLIENT_CN}",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-uid-headers=X-Remote-Uid",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={fp_crt}",
+            f"--proxy-client-key-file={fp_key}",
+            f"--kubelet-client-certificate={kc_crt}",
+            f"--kubelet-client-key={kc_key}",
+            # Node agents serve their kubelet API with a certificate from the plane's serving CA
+            # (issue_serving_cert), so the API server verifies them instead of trusting any certificate.
+            f"--kubelet-certificate-authority={pki.serving_ca}",
+            "--kubelet-preferred-address-types=InternalIP",
+        ]
 
     def _start_kcm(self) -> None:
         assert self.pki
@@ -394,6 +429,8 @@ class ControlPlane:
             # The GC and job controllers must react in test time, not after a resync.
             "--concurrent-gc-syncs=20",
             "--profiling=false",
+            *(f"--horizontal-pod-autoscaler-{k}={v}" for k, v in sorted(self.opts.hpa.items())),
+            *self.opts.extra_kcm_args,
         ]
         self._spawn("kube-controller-manager", args)
         port = self.ports["kcm"]
