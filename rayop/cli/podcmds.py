@@ -1,5 +1,7 @@
-"""`rayop logs` and `rayop exec`: read a container's logs and run commands in it, on the local node
-(the node agent keeps both on this machine; there is no kubelet API to go through)."""
+"""`rayop logs` and `rayop exec`: read a container's logs and run commands in it, on the local node, straight
+from the node agent's files and namespaces (no API server or kubelet API involved: they work while those
+are down, and need root on the node's machine). `kubectl logs` and `kubectl exec` reach the same through the
+API server and the node agent's kubelet API."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import typer
 
 from rayop.node import containers
 from rayop.node.locate import ContainerLocation, LocateError, locate
+from rayop.node.logs import LogOptions, LogReader
 from rayop.runtime.client import ApiClient, load_config
 
 
@@ -40,39 +43,36 @@ def logs(
     namespace: Annotated[str | None, typer.Option("-n", "--namespace", help="Namespace.")] = None,
     follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new output.")] = False,
     previous: Annotated[bool, typer.Option("-p", "--previous", help="The previous run's output.")] = False,
+    tail: Annotated[int, typer.Option("--tail", help="Lines of recent output (-1: all).")] = -1,
+    timestamps: Annotated[bool, typer.Option("--timestamps", help="Prefix each line with its time.")] = False,
     kubeconfig: Annotated[str | None, typer.Option(help="Kubeconfig (default: $KUBECONFIG).")] = None,
 ) -> None:
-    """Print a container's output, kept on disk by the local node agent."""
+    """Print a container's output, kept on disk by the local node agent (`kubectl logs` reads the same
+    through the node agent's kubelet API)."""
     loc = _find(kubeconfig, namespace, pod, container)
     attempt = loc.attempt - 1 if previous else loc.attempt
     if attempt < 0:
         typer.echo(f'error: previous terminated container "{loc.container}" not found', err=True)
         raise typer.Exit(1)
-    path = loc.run_dir(attempt) / "log"
+    opts = LogOptions(timestamps=timestamps, tail_lines=None if tail < 0 else tail)
+    reader = LogReader(loc.run_dir(attempt) / "log", opts)
     out = sys.stdout.buffer
-    pos = 0
     while True:
-        try:
-            with open(path, "rb") as f:
-                f.seek(pos)
-                chunk = f.read()
-        except FileNotFoundError:
-            chunk = b""
+        chunk = reader.read()
         if chunk:
             out.write(chunk)
             out.flush()
-            pos += len(chunk)
+            continue
         if not follow or previous:
             return
-        if not chunk:
-            try:
-                loc.refresh()
-            except LocateError:
-                return
-            # Like kubectl: following ends when the container stops.
-            if not loc.running:
-                return
-            time.sleep(0.2)
+        try:
+            loc.refresh()
+        except LocateError:
+            return
+        # Like kubectl: following ends when the container stops (and its last lines are out).
+        if not loc.running and reader.at_end():
+            return
+        time.sleep(0.2)
 
 
 def exec_(

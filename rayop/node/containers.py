@@ -113,8 +113,8 @@ def _tail(p: Path, n: int = 5) -> str:
         return ""
 
 
-def exec_argv(init_pid: int, spec_path: Path, argv: list[str]) -> list[str]:
-    return [*SHIM, "exec", str(init_pid), str(spec_path), "--", *argv]
+def exec_argv(init_pid: int, spec_path: Path, argv: list[str], tty: bool = False) -> list[str]:
+    return [*SHIM, "exec", str(init_pid), str(spec_path), *(["--tty"] if tty else []), "--", *argv]
 
 
 async def exec_in(init_pid: int, spec_path: Path, argv: list[str], timeout: float) -> tuple[int, bytes]:

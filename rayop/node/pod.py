@@ -503,13 +503,11 @@ class PodWorker:
             if m.get("subPath") and not src.exists():
                 src.mkdir(parents=True, exist_ok=True)
             mounts.append({"source": str(src), "target": m["mountPath"], "readOnly": bool(m.get("readOnly"))})
-        cgroup_procs = self.host.cgroups.prepare(self.uid, r.name, c)
-        if cgroup_procs:
+        cgroups = self.host.cgroups.prepare(self.uid, r.name, c)
+        if cgroups.memory_dir:
             # The container's own memory cgroup where a container sees it: Ray sizes its object store
             # and memory monitor from /sys/fs/cgroup/memory/memory.limit_in_bytes, as in a real pod.
-            mounts.append(
-                {"source": os.path.dirname(cgroup_procs), "target": "/sys/fs/cgroup/memory", "readOnly": True}
-            )
+            mounts.append({"source": cgroups.memory_dir, "target": "/sys/fs/cgroup/memory", "readOnly": True})
         spec = {
             "sandboxPid": self.state.sandbox_pid,
             "argv": argv,
@@ -518,7 +516,7 @@ class PodWorker:
             "mounts": mounts,
             "log": str(run_dir / "log"),
             "exitFile": str(run_dir / "exit.json"),
-            "cgroupProcs": cgroup_procs,
+            "cgroupProcs": cgroups.procs,
         }
         r.exit, r.last_exit = None, r.exit if r.exit is not None else r.last_exit
         r.ready = r.started = False

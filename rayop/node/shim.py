@@ -6,8 +6,8 @@
 `python -m rayop.node.shim run ...`  starts one container: joins the sandbox's namespaces, takes a private
     copy of the pod's mount namespace (the container's volumes and its own /tmp), creates a PID
     namespace and forks a tiny init inside it. The init forwards signals to the command's process
-    group, reaps orphans (Ray daemonises gcs_server, raylet and friends) and writes the exit status
-    to a file, then exits; the kernel then kills whatever is left in the container's PID namespace,
+    group, reaps orphans (Ray daemonises gcs_server, raylet and friends), writes the command's output
+    to the log file line by line with timestamps, and writes the exit status to a file, then exits; the kernel then kills whatever is left in the container's PID namespace,
     so a container never leaves stray processes behind.
 `python -m rayop.node.shim exec ...`  runs a command inside a running container (exec probes,
     `rayop exec`), with the container's environment and working directory.
@@ -18,13 +18,17 @@ Only the standard library is imported here: these processes start often and must
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import os
 import resource
+import select
 import shutil
 import signal
 import socket
 import sys
+import termios
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -193,22 +197,97 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+# --- container logs --------------------------------------------------------------------------------
+# The container's stdout and stderr are pipes read by its init, which writes each line to the log file in
+# the CRI logging format that kubelets read: `<RFC 3339 time, ns> <stdout|stderr> <F|P> <content>\n`, where
+# P marks a part of a line longer than LOG_LINE_MAX that continues in the next record. The time of each
+# line makes `kubectl logs --timestamps/--since` exact; rayop/node/logs.py reads the format.
+LOG_LINE_MAX = 16 * 1024
+LOG_DRAIN_SECONDS = 2.0
+
+
+def log_record(stream: str, content: bytes, partial: bool, now_ns: int | None = None) -> bytes:
+    ns = time.time_ns() if now_ns is None else now_ns
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000))
+    head = f"{stamp}.{ns % 1_000_000_000:09d}Z {stream} {'P' if partial else 'F'} ".encode()
+    return head + content + b"\n"
+
+
+class _LogCopier:
+    """Copies one pipe to the log file, a record per line, on its own thread."""
+
+    def __init__(self, fd: int, stream: str, log: int, lock: threading.Lock) -> None:
+        self.fd, self.stream, self.log, self.lock = fd, stream, log, lock
+        self.closing = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _emit(self, content: bytes, partial: bool) -> None:
+        rec = log_record(self.stream, content, partial)
+        with self.lock:
+            try:
+                os.write(self.log, rec)
+            except OSError:
+                pass  # a full disk must not take the container down with it
+
+    def _run(self) -> None:
+        buf = b""
+        while True:
+            # Poll so that `closing` is noticed while orphans still hold the pipe's write end.
+            ready, _, _ = select.select([self.fd], [], [], 0.2)
+            if not ready:
+                if self.closing.is_set():
+                    break
+                continue
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                break
+            buf = self._lines(buf + chunk)
+        if buf:
+            self._emit(buf, False)
+        os.close(self.fd)
+
+    def _lines(self, buf: bytes) -> bytes:
+        """Emit the complete lines (and the parts of over-long ones) in buf; return the rest."""
+        while True:
+            nl = buf.find(b"\n", 0, LOG_LINE_MAX + 1)
+            if nl >= 0:
+                self._emit(buf[:nl], False)
+                buf = buf[nl + 1 :]
+            elif len(buf) > LOG_LINE_MAX:
+                self._emit(buf[:LOG_LINE_MAX], True)
+                buf = buf[LOG_LINE_MAX:]
+            else:
+                return buf
+
+    def finish(self) -> None:
+        """Write what the pipe still holds, then stop (processes left in the namespace die with it)."""
+        self.closing.set()
+        self.thread.join(LOG_DRAIN_SECONDS)
+
+
 def _init(spec: dict[str, Any], ready_w: int, log: int, exit_dir: int) -> int:
     """PID 1 of the container's PID namespace. `log` and `exit_dir` were opened before the container's
     mounts, which may hide the agent's state directory (a volume over /tmp, say)."""
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     err_r, err_w = os.pipe()
     os.set_inheritable(err_w, False)
+    out_r, out_w = os.pipe()
+    errs_r, errs_w = os.pipe()
     started = time.time()
     child = os.fork()
     if child == 0:
         os.close(err_r)
+        os.close(out_r)
+        os.close(errs_r)
         try:
             os.setsid()
             devnull = os.open(os.devnull, os.O_RDONLY)
             os.dup2(devnull, 0)
-            os.dup2(log, 1)
-            os.dup2(log, 2)
+            os.dup2(out_w, 1)
+            os.dup2(errs_w, 2)
+            os.close(out_w)
+            os.close(errs_w)
             for s in FORWARDED:
                 signal.signal(s, signal.SIG_DFL)
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
@@ -219,6 +298,10 @@ def _init(spec: dict[str, Any], ready_w: int, log: int, exit_dir: int) -> int:
             os.write(err_w, f"{type(e).__name__}: {e}".encode())
         os._exit(127)
     os.close(err_w)
+    os.close(out_w)
+    os.close(errs_w)
+    lock = threading.Lock()
+    copiers = [_LogCopier(out_r, "stdout", log, lock), _LogCopier(errs_r, "stderr", log, lock)]
     failure = b""
     while True:
         chunk = os.read(err_r, 4096)
@@ -261,7 +344,10 @@ def _init(spec: dict[str, Any], ready_w: int, log: int, exit_dir: int) -> int:
         # this init) may finish shutting down within the grace period the agent enforces.
         if main_done and not stopping:
             break
-    result: dict[str, Any] = {"startedAt": started, "finishedAt": time.time()}
+    finished = time.time()
+    for c in copiers:
+        c.finish()
+    result: dict[str, Any] = {"startedAt": started, "finishedAt": finished}
     if failure:
         result.update(exitCode=128, reason="StartError", message=failure.decode(errors="replace"))
     elif os.WIFSIGNALED(status):
@@ -278,9 +364,10 @@ def run(spec: dict[str, Any]) -> None:
     fds = _open_ns(
         sb, [("ipc", CLONE_NEWIPC), ("uts", CLONE_NEWUTS), ("net", CLONE_NEWNET), ("mnt", CLONE_NEWNS)]
     )
-    if spec.get("cgroupProcs"):
+    procs = spec.get("cgroupProcs") or []
+    for path in [procs] if isinstance(procs, str) else procs:
         # Joined before forking so the init and everything under it are accounted to the container.
-        Path(spec["cgroupProcs"]).write_text(str(os.getpid()))
+        Path(path).write_text(str(os.getpid()))
     log = os.open(spec["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     exit_dir = os.open(os.path.dirname(spec["exitFile"]) or ".", os.O_RDONLY | os.O_DIRECTORY)
     _setns_fds(fds)
@@ -323,7 +410,9 @@ def run(spec: dict[str, Any]) -> None:
 # --- exec ------------------------------------------------------------------------------------------
 
 
-def exec_in(pid: int, spec: dict[str, Any], argv: list[str]) -> int:
+def exec_in(pid: int, spec: dict[str, Any], argv: list[str], tty: bool = False) -> int:
+    """Run argv in the container whose init is `pid`. With `tty`, stdin is a terminal (a pty the caller
+    opened) that becomes the command's controlling terminal, so shells get job control and ^C."""
     fds = _open_ns(
         pid,
         [
@@ -343,6 +432,9 @@ def exec_in(pid: int, spec: dict[str, Any], argv: list[str]) -> int:
     if child == 0:
         _pdeathsig(signal.SIGKILL)
         try:
+            if tty:
+                os.setsid()
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
             os.chdir(spec.get("cwd") or "/")
             os.execvpe(argv[0], argv, env)
         except OSError as e:
@@ -367,7 +459,7 @@ def exec_in(pid: int, spec: dict[str, Any], argv: list[str]) -> int:
 
 def main(argv: list[str]) -> int:
     if len(argv) < 2:
-        sys.stderr.write("usage: shim sandbox SPEC | run SPEC | exec PID SPEC -- CMD...\n")
+        sys.stderr.write("usage: shim sandbox SPEC | run SPEC | exec PID SPEC [--tty] -- CMD...\n")
         return 2
     mode, rest = argv[0], argv[1:]
     if mode == "sandbox":
@@ -377,10 +469,14 @@ def main(argv: list[str]) -> int:
         run(json.loads(Path(rest[0]).read_text()))
         return 0
     if mode == "exec":
-        pid, spec_path = int(rest[0]), rest[1]
-        cmd = rest[3:] if len(rest) > 2 and rest[2] == "--" else rest[2:]
+        pid, spec_path, cmd = int(rest[0]), rest[1], rest[2:]
+        tty = bool(cmd) and cmd[0] == "--tty"
+        if tty:
+            cmd = cmd[1:]
+        if cmd and cmd[0] == "--":
+            cmd = cmd[1:]
         spec = json.loads(Path(spec_path).read_text()) if spec_path else {}
-        return exec_in(pid, spec, cmd)
+        return exec_in(pid, spec, cmd, tty)
     sys.stderr.write(f"unknown mode {mode}\n")
     return 2
 

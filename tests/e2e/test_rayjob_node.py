@@ -15,6 +15,7 @@ import pytest
 
 from rayop.node.agent import NodeAgent
 from rayop.node.locate import locate
+from rayop.node.logs import LogOptions, LogReader
 from rayop.ray.dashboard import DashboardClient
 from rayop.runtime.client import ApiClient
 from tests.e2e import test_node_agent as na
@@ -94,7 +95,7 @@ async def test_rayjob_runs_on_real_pods(node: NodeAgent, kube: ApiClient, ns: st
         assert "hello from a rayop pod 1" in logs
         if mode == "K8sJobMode":
             loc = await locate(kube, ns, await submitter_pod(kube, ns, name), None)
-            out = loc.log_path.read_text(errors="replace")
+            out = LogReader(loc.log_path, LogOptions()).read(1 << 30).decode(errors="replace")
             assert "hello from a rayop pod 1" in out
         await eventually(lambda: _gone(kube, st["rayClusterName"], ns), 120, what="cluster deleted")
     print(f"\n{mode} phases (s since apply): {seen}")
