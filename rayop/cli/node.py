@@ -53,6 +53,17 @@ def run_node(
     cgroups: Annotated[
         bool, typer.Option("--cgroups/--no-cgroups", help="Enforce memory limits through cgroups (v1).")
     ] = True,
+    kubelet_port: Annotated[
+        int, typer.Option(help="Port of the kubelet API on the node's InternalIP (0: no kubelet API).")
+    ] = 10250,
+    tls_cert_file: Annotated[
+        Path | None, typer.Option(help="Serving certificate of the kubelet API (default: self-signed).")
+    ] = None,
+    tls_private_key_file: Annotated[Path | None, typer.Option(help="Its private key.")] = None,
+    client_ca_file: Annotated[
+        Path | None,
+        typer.Option(help="CA whose client certificates the kubelet API accepts (bearer tokens always are)."),
+    ] = None,
     keep_pods: Annotated[
         bool, typer.Option("--keep-pods", help="On exit leave pods running for the next agent to re-adopt.")
     ] = False,
@@ -81,7 +92,13 @@ def run_node(
         backoff_initial=backoff,
         cgroups=cgroups,
         cleanup_on_stop=not keep_pods,
+        kubelet_port=kubelet_port,
+        tls_cert_file=tls_cert_file,
+        tls_key_file=tls_private_key_file,
+        client_ca_file=client_ca_file,
     )
+    if (tls_cert_file is None) != (tls_private_key_file is None):
+        raise typer.BadParameter("--tls-cert-file and --tls-private-key-file go together")
 
     async def main() -> None:
         agent = NodeAgent(cfg)

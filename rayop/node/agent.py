@@ -30,11 +30,13 @@ import aiohttp
 from rayop.base.procs import cmdline, pid_alive
 from rayop.base.times import format_micro_time
 from rayop.base.types import Obj
-from rayop.node import containers, podspec
+from rayop.node import containers, podspec, stats
 from rayop.node.cgroups import Cgroups
+from rayop.node.kubelet import KubeletServer, KubeletTLS
 from rayop.node.locate import ANN_STATE_DIR
 from rayop.node.network import Network, PodNet
 from rayop.node.pod import TERMINAL, PodState, PodWorker, rfc3339
+from rayop.node.stats import ContainerUsage, NodeUsage
 from rayop.runtime.client import (
     CORE_EVENTS,
     ENDPOINTSLICES,
@@ -92,6 +94,13 @@ class NodeConfig:
     stop_grace: float = 10.0
     lease_seconds: int = 40
     resync_seconds: float = 5.0
+    # The kubelet API (kubelet.py), on the InternalIP (the bridge gateway); 0: none. Its serving certificate
+    # should name that address and come from a CA the API server trusts (--kubelet-certificate-authority);
+    # without one it is self-signed. Client certificates from `client_ca_file` are accepted besides tokens.
+    kubelet_port: int = 10250
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    client_ca_file: Path | None = None
 
 
 def _machine_memory() -> int:
@@ -138,6 +147,7 @@ class NodeAgent:
         self._relay: asyncio.Server | None = None
         self._events_seen: dict[tuple[str, str, str], float] = {}
         self._http: aiohttp.ClientSession | None = None
+        self.kubelet: KubeletServer | None = None
         self.ready = asyncio.Event()
         self.boot_id = str(uuid.uuid4())
         self._bg: set[asyncio.Task[Any]] = set()
@@ -173,6 +183,7 @@ class NodeAgent:
         os.chmod(self.pods_dir.parent, 0o700)
         await self.network.ensure_bridge()
         await self.start_relay()
+        await self.start_kubelet_api()
         await self.register()
         await self.recover()
         loop = asyncio.get_running_loop()
@@ -244,6 +255,8 @@ class NodeAgent:
                     t.cancel()
         if self._relay is not None:
             self._relay.close()
+        if self.kubelet is not None:
+            await self.kubelet.stop()
         if self._http is not None:
             await self._http.close()
         if self._own_client:
@@ -284,7 +297,9 @@ class NodeAgent:
                 {"type": "InternalIP", "address": self.network.gateway},
                 {"type": "Hostname", "address": self.cfg.name},
             ],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.cfg.kubelet_port}},
+            # The API server then hands WebSocket exec and port-forward to this node as they are.
+            "declaredFeatures": ["ExtendWebSocketsToKubelet"] if self.kubelet is not None else [],
             "nodeInfo": {
                 "machineID": "",
                 "systemUUID": "",
@@ -415,6 +430,89 @@ class NodeAgent:
 
         self._relay = await asyncio.start_server(handle, self.api_host, self.api_port, reuse_address=True)
         log.info("relaying %s:%s -> %s:%s for pods", self.api_host, self.api_port, up_host, up_port)
+
+    # --- kubelet API ------------------------------------------------------------------------------
+
+    async def start_kubelet_api(self) -> None:
+        if not self.cfg.kubelet_port:
+            return
+        tls = KubeletTLS(
+            self.cfg.tls_cert_file,
+            self.cfg.tls_key_file,
+            self.cfg.client_ca_file,
+            sans=[self.network.gateway, self.cfg.name],
+        )
+        if tls.cert_file is None:
+            log.warning(
+                "kubelet API serves a self-signed certificate: give --tls-cert-file/--tls-private-key-file "
+                "signed by a CA the API server trusts, or `kubectl logs` fails to verify it"
+            )
+        server = KubeletServer(self, tls, self.network.gateway, self.cfg.kubelet_port)
+        try:
+            await server.start()
+        except OSError as e:
+            raise RuntimeError(
+                f"cannot serve the kubelet API on {self.network.gateway}:{self.cfg.kubelet_port}: {e}"
+            ) from e
+        self.kubelet = server
+
+    @property
+    def node_name(self) -> str:
+        return self.cfg.name
+
+    @property
+    def api(self) -> ApiClient:
+        return self.client
+
+    def pod_worker(self, namespace: str, name: str) -> PodWorker | None:
+        for w in self.workers.values():
+            if w.key == (namespace, name) and not w.gone:
+                return w
+        return None
+
+    def pod_objects(self) -> list[Obj]:
+        return [w.pod_with_status() for w in self.workers.values() if not w.gone]
+
+    def resource_usage(self) -> tuple[NodeUsage | None, list[ContainerUsage]]:
+        """What /metrics/resource reports: the machine, and each running container of this node's pods
+        (cgroup counters where they exist, /proc otherwise)."""
+        try:
+            node: NodeUsage | None = stats.node_usage()
+        except (OSError, ValueError, IndexError) as e:
+            log.warning("node usage: %s", e)
+            node = None
+        runs = [
+            (w, r)
+            for w in list(self.workers.values())
+            if not w.gone and w.state.phase not in TERMINAL
+            for r in list(w.state.containers.values())
+            if r.pid
+        ]
+        from_cgroups = {(w.uid, r.name): self.cgroups.container_usage(w.uid, r.name) for w, r in runs}
+        need_proc = {
+            f"{w.uid}/{r.name}": r.pid
+            for w, r in runs
+            if from_cgroups[(w.uid, r.name)].cpu_ns is None
+            or from_cgroups[(w.uid, r.name)].memory_working_set is None
+        }
+        from_proc = stats.pid_namespace_usage(need_proc) if need_proc else {}
+        now = time.time()
+        out = []
+        for w, r in runs:
+            cg = from_cgroups[(w.uid, r.name)]
+            cpu_p, mem_p = from_proc.get(f"{w.uid}/{r.name}", (0.0, 0))
+            out.append(
+                ContainerUsage(
+                    namespace=w.key[0],
+                    pod=w.key[1],
+                    container=r.name,
+                    cpu_seconds=cg.cpu_ns / 1e9 if cg.cpu_ns is not None else cpu_p,
+                    memory_working_set=cg.memory_working_set if cg.memory_working_set is not None else mem_p,
+                    start_time=r.started_at or now,
+                    time=now,
+                )
+            )
+        return node, out
 
     # --- per-pod environment pieces ----------------------------------------------------------------
 
