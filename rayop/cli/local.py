@@ -7,10 +7,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
+import yaml
 
+from rayop.local import metrics_server
+from rayop.local.pki import issue_serving_cert
 from rayop.local.plane import (
     ControlPlane,
     PlaneError,
@@ -88,20 +92,31 @@ def _start_operator(state: Path, kubeconfig: Path) -> str:
     return f"operator (metrics 127.0.0.1:{metrics}, health 127.0.0.1:{health}, webhook 127.0.0.1:{webhook})"
 
 
-def _start_node(state: Path, kubeconfig: Path) -> str:
+def _start_node(state: Path, plane: ControlPlane, node: NodeSpec) -> str:
+    assert plane.pki
+    kubeconfig = plane.kubeconfig
     ray_env = os.environ.get("RAYOP_RAY_ENV")
+    gateway = _gateway(node.pod_cidr)
+    # The kubelet API's certificate names the node's InternalIP (the bridge gateway), where the API
+    # server and metrics-server connect, and comes from the CA they verify it with.
+    crt, key = issue_serving_cert(plane.pki, f"kubelet-{node.name}", [gateway, node.name])
     args = [
         sys.executable,
         "-m",
         "rayop.cli.main",
         "node",
         f"--kubeconfig={kubeconfig}",
-        f"--name={NODE_NAME}",
+        f"--name={node.name}",
         f"--state-dir={state / 'node'}",
-        f"--pod-cidr={POD_CIDR}",
+        f"--pod-cidr={node.pod_cidr}",
+        f"--bridge={node.bridge}",
         # Pods are processes sharing the machine's cores; advertise more CPU than there are cores so
         # a small Ray cluster (1 CPU per pod in the examples) fits on a 2-core laptop.
         f"--cpu={os.environ.get('RAYOP_LOCAL_NODE_CPU', '16')}",
+        f"--kubelet-port={node.kubelet_port}",
+        f"--tls-cert-file={crt}",
+        f"--tls-private-key-file={key}",
+        f"--client-ca-file={plane.pki.client_ca}",
     ]
     if ray_env:
         args.append(f"--python-env={ray_env}")
@@ -119,7 +134,7 @@ def _start_node(state: Path, kubeconfig: Path) -> str:
                 f"--kubeconfig={kubeconfig}",
                 "get",
                 "node",
-                NODE_NAME,
+                node.name,
                 "-o",
                 'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
             ],
@@ -129,21 +144,72 @@ def _start_node(state: Path, kubeconfig: Path) -> str:
         return out.stdout.strip() == "True"
 
     _wait(ready, 90, "node agent", state / "logs" / "node-agent.log")
-    return f"node agent {NODE_NAME} (pods on {POD_CIDR})"
+    return (
+        f"node agent {node.name} (pods on {node.pod_cidr}, kubelet API https://{gateway}:{node.kubelet_port})"
+    )
+
+
+def _start_metrics_server(plane: ControlPlane, timeout: float = 180.0) -> str:
+    """Install metrics-server as a Deployment on the node agent and wait for its APIService."""
+    assert plane.pki
+    binary = metrics_server.ensure_binary()
+    crt, key = issue_serving_cert(plane.pki, "metrics-server", metrics_server.service_dns_names())
+    spec = metrics_server.MetricsServerSpec(
+        binary=binary,
+        version=metrics_server.default_version(),
+        ca_pem=plane.pki.serving_ca.read_bytes(),
+        cert_pem=crt.read_bytes(),
+        key_pem=key.read_bytes(),
+    )
+    docs = yaml.safe_dump_all(metrics_server.manifests(spec), sort_keys=False)
+    plane.kubectl(
+        "apply", "--server-side", "--force-conflicts", "--field-manager=rayop", "-f", "-", input=docs
+    )
+    api = f"apiservice/{metrics_server.APISERVICE}"
+    out = plane.kubectl(
+        "wait",
+        "--for=condition=Available",
+        f"--timeout={int(timeout)}s",
+        api,
+        check=False,
+        timeout=timeout + 30,
+    )
+    if "condition met" not in out:
+        status = plane.kubectl("get", api, "-o", "jsonpath={.status.conditions}", check=False)
+        pods = plane.kubectl("get", "pods", "-n", metrics_server.NAMESPACE, "-o", "wide", check=False)
+        raise PlaneError(f"metrics-server did not become Available in {timeout:.0f} s: {status}\n{pods}")
+    return f"metrics-server {metrics_server.default_version()} (kubectl top)"
 
 
 def _dir(d: Path | None) -> Path:
     return (d or DEFAULT_DIR).expanduser().resolve()
 
 
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    pod_cidr: str
+    bridge: str
+    kubelet_port: int
+
+
 @app.command()
 def up(
     dir: Path | None = typer.Option(None, "--dir", help="State folder (default ~/.rayop/local)."),
-    controller_manager: bool = typer.Option(True, help="Also run kube-controller-manager (GC, Jobs)."),
+    controller_manager: bool = typer.Option(True, help="Also run kube-controller-manager (GC, Jobs, HPA)."),
     operator: bool = typer.Option(True, help="Also run the rayop operator."),
     node: bool = typer.Option(True, help="Also run a node agent that runs Pods as processes (needs root)."),
+    metrics: bool = typer.Option(
+        True, "--metrics-server/--no-metrics-server", help="Also run metrics-server (kubectl top, HPA)."
+    ),
+    node_name: str = typer.Option(NODE_NAME, help="The node agent's Node name."),
+    pod_cidr: str = typer.Option(POD_CIDR, help="The node agent's pod network (a free private /24)."),
+    bridge: str = typer.Option("rayop0", help="The bridge the node agent creates for its pods."),
+    kubelet_port: int = typer.Option(10250, help="Port of the node agent's kubelet API."),
 ) -> None:
-    """Start the local plane (and the operator and a node agent) in the background."""
+    """Start the local plane (and the operator, a node agent and metrics-server) in the background.
+
+    Several local planes can run at once with different --dir, --node-name, --pod-cidr and --bridge."""
     state = _dir(dir)
     existing = running_plane(state)
     if existing:
@@ -155,13 +221,17 @@ def up(
     if node and os.geteuid() != 0:
         typer.echo("note: not root, so no node agent (pods will stay Pending)", err=True)
         node = False
+    if metrics and not node:
+        typer.echo("note: no node agent, so no metrics-server (kubectl top will fail)", err=True)
+        metrics = False
+    nspec = NodeSpec(node_name, pod_cidr, bridge, kubelet_port)
     plane = ControlPlane(
         PlaneOptions(
             state_dir=state,
             controller_manager=controller_manager or node,
             # Pods started by the node agent reach the API server through the bridge gateway and
             # authenticate with their service-account token, as in a real cluster.
-            extra_ips=[_gateway(POD_CIDR)] if node else [],
+            extra_ips=[_gateway(pod_cidr)] if node else [],
             service_account_admission=node,
         )
     )
@@ -171,7 +241,9 @@ def up(
         if operator:
             parts.append(_start_operator(state, plane.kubeconfig))
         if node:
-            parts.append(_start_node(state, plane.kubeconfig))
+            parts.append(_start_node(state, plane, nspec))
+        if metrics:
+            parts.append(_start_metrics_server(plane))
     except (PlaneError, KeyboardInterrupt) as e:
         stop_recorded(state)
         plane.stop()
