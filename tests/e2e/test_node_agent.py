@@ -1,7 +1,6 @@
 """The node agent against a real control plane: hand-written Pods run as processes, like on a kubelet.
 
-The plane here is this module's own: pods need the ServiceAccount admission plugin (token volumes) and the
-bridge gateway in the API server's certificate, which the session `plane` fixture does not enable.
+The plane here is this module's own (see tests/nodes.py).
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ import base64
 import contextlib
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import uuid
@@ -26,10 +24,11 @@ from rayop.base.procs import pid_alive
 from rayop.builders.options import BuildOptions
 from rayop.builders.pod import build_head_pod, build_worker_pod
 from rayop.builders.service import build_head_service
-from rayop.local.plane import ControlPlane, PlaneOptions
+from rayop.local.plane import ControlPlane
 from rayop.node import containers
-from rayop.node.agent import NodeAgent, NodeConfig
+from rayop.node.agent import NodeAgent
 from rayop.node.locate import locate
+from rayop.node.logs import LogOptions, LogReader
 from rayop.runtime.client import (
     CONFIGMAPS,
     JOBS,
@@ -43,92 +42,31 @@ from rayop.runtime.client import (
     ApiClient,
     load_kubeconfig,
 )
+from tests import nodes
 from tests.helpers import eventually
+from tests.nodes import RAY_ENV, free_subnet, needs_root, node_network, start_node_plane, stop_node_plane
 
 Obj = dict[str, Any]
 REPO = Path(__file__).resolve().parents[2]
-RAY_ENV = Path(os.environ.get("RAYOP_RAY_ENV") or Path.home() / ".cache/rayop/ray/2.60.0")
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"), reason="needs root and iproute2")
-
-
-def _free_subnet() -> int:
-    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True, check=True).stdout
-    # Start at a per-process offset so test processes starting together do not pick the same /24.
-    start = os.getpid() % 120
-    for i in range(120):
-        x = 120 + (start + i) % 120
-        if f"10.213.{x}." not in routes:
-            return x
-    raise RuntimeError("no free 10.213.x.0/24")
+pytestmark = needs_root
+# Other modules and benchmarks use these through this module.
+_free_subnet = free_subnet
+start_agent = nodes.start_agent
+stop_agent = nodes.stop_agent
 
 
 @pytest.fixture(scope="module")
 def node_net() -> dict[str, str]:
-    x = _free_subnet()
-    tag = f"{os.getpid() % 100000}"
-    return {
-        "cidr": f"10.213.{x}.0/24",
-        "gateway": f"10.213.{x}.1",
-        "bridge": f"rt{tag}",
-        "name": f"e2e-{tag}",
-    }
+    return node_network()
 
 
 @pytest.fixture(scope="module")
 def node_plane(node_net: dict[str, str]) -> Iterator[ControlPlane]:
-    state = Path(tempfile.mkdtemp(prefix="rayop-nodeplane-"))
-    cp = ControlPlane(
-        PlaneOptions(state_dir=state, extra_ips=[node_net["gateway"]], service_account_admission=True)
-    )
-    cp.start()
+    cp = start_node_plane(node_net)
     try:
         yield cp
     finally:
-        cp.stop()
-        shutil.rmtree(state, ignore_errors=True)
-
-
-def _cleanup_names(prefix: str, bridge: str) -> None:
-    netns = Path("/run/netns")
-    if netns.is_dir():
-        for p in netns.iterdir():
-            if p.name.startswith(f"{prefix}-"):
-                subprocess.run(["ip", "netns", "del", p.name], check=False)
-    subprocess.run(["ip", "link", "del", bridge], check=False, capture_output=True)
-
-
-async def start_agent(
-    plane: ControlPlane, net: dict[str, str], state: Path, **kw: Any
-) -> tuple[NodeAgent, Any]:
-    client = ApiClient(load_kubeconfig(plane.kubeconfig))
-    cfg = NodeConfig(
-        name=net["name"],
-        state_dir=state,
-        bridge=net["bridge"],
-        pod_cidr=net["cidr"],
-        python_env=RAY_ENV,
-        backoff_initial=1.0,
-        stop_grace=5.0,
-        **kw,
-    )
-    agent = NodeAgent(cfg, client=client)
-    task = asyncio.get_running_loop().create_task(agent.run())
-    await eventually(lambda: agent.ready.is_set() or task.done(), 60, what="node agent ready")
-    if task.done():
-        task.result()
-    return agent, task
-
-
-async def stop_agent(agent: NodeAgent, task: Any) -> list[str]:
-    """Stop, then remove by name whatever is left (and say what was left)."""
-    agent.stop()
-    await asyncio.wait_for(task, 120)
-    leftovers = agent.network.own_netns() if agent.cfg.cleanup_on_stop else []
-    if agent.cfg.cleanup_on_stop:
-        _cleanup_names(agent.network.prefix, agent.cfg.bridge)
-    await agent.client.close()
-    return leftovers
+        stop_node_plane(cp)
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +123,7 @@ async def phase(kube: ApiClient, ns: str, name: str, *want: str, timeout: float 
 
 async def logs(kube: ApiClient, ns: str, name: str, container: str | None = None) -> str:
     loc = await locate(kube, ns, name, container)
-    return loc.log_path.read_text(errors="replace")
+    return LogReader(loc.log_path, LogOptions()).read(1 << 30).decode(errors="replace")
 
 
 def ready(p: Obj) -> bool:
