@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import pytest
 from rayop.local.pki import issue_serving_cert
 from rayop.local.plane import ControlPlane, PlaneOptions
 from rayop.node.agent import NodeAgent, NodeConfig
-from rayop.runtime.client import ApiClient, load_kubeconfig
+from rayop.runtime.client import CONFIGMAPS, NAMESPACES, SERVICEACCOUNTS, ApiClient, load_kubeconfig
 from tests.helpers import eventually
 
 RAY_ENV = Path(os.environ.get("RAYOP_RAY_ENV") or Path.home() / ".cache/rayop/ray/2.60.0")
@@ -115,3 +116,13 @@ async def stop_agent(agent: NodeAgent, task: asyncio.Task[None]) -> list[str]:
         cleanup_names(agent.network.prefix, agent.cfg.bridge)
     await agent.client.close()
     return leftovers
+
+
+async def new_namespace(kube: ApiClient, prefix: str = "n") -> str:
+    """A fresh namespace whose pods can start: its default ServiceAccount (admission) and CA ConfigMap
+    (token volume) exist."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    await kube.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    await eventually(lambda: kube.get(SERVICEACCOUNTS, "default", name), 30, what="default SA")
+    await eventually(lambda: kube.get(CONFIGMAPS, "kube-root-ca.crt", name), 30, what="kube-root-ca.crt")
+    return name

@@ -218,7 +218,8 @@ class _LogCopier:
 
     def __init__(self, fd: int, stream: str, log: int, lock: threading.Lock) -> None:
         self.fd, self.stream, self.log, self.lock = fd, stream, log, lock
-        self.closing = threading.Event()
+        # finish() writes here to wake the thread: no polling, so an idle container costs no CPU.
+        self.wake_r, self.wake_w = os.pipe()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -232,11 +233,15 @@ class _LogCopier:
 
     def _run(self) -> None:
         buf = b""
+        closing = False
         while True:
-            # Poll so that `closing` is noticed while orphans still hold the pipe's write end.
-            ready, _, _ = select.select([self.fd], [], [], 0.2)
-            if not ready:
-                if self.closing.is_set():
+            # Once closing, stop at the first moment the pipe holds nothing: orphans of the container
+            # may keep its write end open for ever.
+            ready, _, _ = select.select([self.fd, self.wake_r], [], [], 0 if closing else None)
+            if self.wake_r in ready:
+                closing = True
+            if self.fd not in ready:
+                if closing:
                     break
                 continue
             chunk = os.read(self.fd, 65536)
@@ -262,7 +267,7 @@ class _LogCopier:
 
     def finish(self) -> None:
         """Write what the pipe still holds, then stop (processes left in the namespace die with it)."""
-        self.closing.set()
+        os.write(self.wake_w, b"x")
         self.thread.join(LOG_DRAIN_SECONDS)
 
 

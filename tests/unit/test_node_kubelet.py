@@ -333,3 +333,16 @@ def test_metrics_server_manifests_wire_the_apiservice_to_the_pod() -> None:
     rules = [r for d in docs if d["kind"] == "ClusterRole" for r in d["rules"]]
     assert {"apiGroups": [""], "resources": ["nodes/metrics"], "verbs": ["get"]} in rules
     assert docs[-1]["kind"] == "APIService", "the APIService comes last, after what serves it"
+
+
+def test_the_init_stops_copying_when_asked_even_if_the_pipe_stays_open(tmp_path: Path) -> None:
+    r, w = os.pipe()  # `w` stays open, like a daemon of the container that holds its stdout
+    fd = os.open(tmp_path / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    copier = shim._LogCopier(r, "stderr", fd, threading.Lock())
+    os.write(w, b"last words\nunfinished")
+    t = time.monotonic()
+    copier.finish()
+    assert not copier.thread.is_alive() and time.monotonic() - t < shim.LOG_DRAIN_SECONDS
+    os.close(w)
+    os.close(fd)
+    assert LogReader(tmp_path / "log", LogOptions()).read() == b"last words\nunfinished\n"
