@@ -157,7 +157,10 @@ def run_demo(
     if os.geteuid() != 0:
         typer.echo("the demo runs pods in network namespaces and needs root", err=True)
         raise typer.Exit(1)
-    _step("Start the local plane (etcd, kube-apiserver, kube-controller-manager), the operator, a node agent")
+    _step(
+        "Start the local plane (etcd, kube-apiserver, kube-controller-manager), the operator, a node agent, "
+        "metrics-server"
+    )
     if running_plane(state):
         stop_recorded(state)
     t0 = time.monotonic()

@@ -9,6 +9,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import typer
 import yaml
@@ -195,17 +196,26 @@ class NodeSpec:
 
 @app.command()
 def up(
-    dir: Path | None = typer.Option(None, "--dir", help="State folder (default ~/.rayop/local)."),
-    controller_manager: bool = typer.Option(True, help="Also run kube-controller-manager (GC, Jobs, HPA)."),
-    operator: bool = typer.Option(True, help="Also run the rayop operator."),
-    node: bool = typer.Option(True, help="Also run a node agent that runs Pods as processes (needs root)."),
-    metrics: bool = typer.Option(
-        True, "--metrics-server/--no-metrics-server", help="Also run metrics-server (kubectl top, HPA)."
-    ),
-    node_name: str = typer.Option(NODE_NAME, help="The node agent's Node name."),
-    pod_cidr: str = typer.Option(POD_CIDR, help="The node agent's pod network (a free private /24)."),
-    bridge: str = typer.Option("rayop0", help="The bridge the node agent creates for its pods."),
-    kubelet_port: int = typer.Option(10250, help="Port of the node agent's kubelet API."),
+    dir: Annotated[Path | None, typer.Option("--dir", help="State folder (default ~/.rayop/local).")] = None,
+    controller_manager: Annotated[
+        bool, typer.Option(help="Also run kube-controller-manager (GC, Jobs, HPA).")
+    ] = True,
+    operator: Annotated[bool, typer.Option(help="Also run the rayop operator.")] = True,
+    node: Annotated[
+        bool, typer.Option(help="Also run a node agent that runs Pods as processes (needs root).")
+    ] = True,
+    metrics: Annotated[
+        bool,
+        typer.Option(
+            "--metrics-server/--no-metrics-server", help="Also run metrics-server (kubectl top, HPA)."
+        ),
+    ] = True,
+    node_name: Annotated[str, typer.Option(help="The node agent's Node name.")] = NODE_NAME,
+    pod_cidr: Annotated[
+        str, typer.Option(help="The node agent's pod network (a free private /24).")
+    ] = POD_CIDR,
+    bridge: Annotated[str, typer.Option(help="The bridge the node agent creates for its pods.")] = "rayop0",
+    kubelet_port: Annotated[int, typer.Option(help="Port of the node agent's kubelet API.")] = 10250,
 ) -> None:
     """Start the local plane (and the operator, a node agent and metrics-server) in the background.
 
