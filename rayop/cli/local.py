@@ -153,6 +153,8 @@ def _start_node(state: Path, plane: ControlPlane, node: NodeSpec) -> str:
 def _start_metrics_server(plane: ControlPlane, timeout: float = 180.0) -> str:
     """Install metrics-server as a Deployment on the node agent and wait for its APIService."""
     assert plane.pki
+    if not metrics_server.binary_path().exists():
+        typer.echo("building metrics-server from its Go module (once; a few minutes)...", err=True)
     binary = metrics_server.ensure_binary()
     crt, key = issue_serving_cert(plane.pki, "metrics-server", metrics_server.service_dns_names())
     spec = metrics_server.MetricsServerSpec(

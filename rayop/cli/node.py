@@ -51,7 +51,11 @@ def run_node(
     ] = [],  # noqa: B006
     backoff: Annotated[float, typer.Option(help="Initial restart back-off in seconds.")] = 10.0,
     cgroups: Annotated[
-        bool, typer.Option("--cgroups/--no-cgroups", help="Enforce memory limits through cgroups (v1).")
+        bool,
+        typer.Option(
+            "--cgroups/--no-cgroups",
+            help="Per-container cgroups (v1): memory limits, and CPU/memory usage for the kubelet API.",
+        ),
     ] = True,
     kubelet_port: Annotated[
         int, typer.Option(help="Port of the kubelet API on the node's InternalIP (0: no kubelet API).")
