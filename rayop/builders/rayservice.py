@@ -12,7 +12,7 @@ import base64
 import copy
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import yaml
@@ -359,7 +359,7 @@ def serve_config_hash(text: str) -> str:
     return base64.b32hexencode(hashlib.sha1(text.encode(), usedforsecurity=False).digest()).decode()
 
 
-def pods_head(pods: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+def pods_head(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     for p in pods:
         if labels_of(p).get(C.LABEL_NODE_TYPE) == C.NODE_TYPE_HEAD and not meta(p).get("deletionTimestamp"):
             return p
