@@ -68,7 +68,9 @@ async def describe(kube: ApiClient, ns: str, name: str) -> str:
     )
 
 
-async def test_first_cluster_promoted_and_services_created(kube: ApiClient, namespace: str, fleet: FakeFleet) -> None:
+async def test_first_cluster_promoted_and_services_created(
+    kube: ApiClient, namespace: str, fleet: FakeFleet
+) -> None:
     ns = namespace
     async with operator(kube, ns, fleet), serving_kubelet(kube, ns):
         await kube.create(RAYSERVICES, rayservice("rs1", ns))
@@ -92,8 +94,15 @@ async def test_first_cluster_promoted_and_services_created(kube: ApiClient, name
         assert ann["ray.io/kuberay-version"] == "v1.7.0"
         assert ann["rayop.io/serve-config-hash"]
         assert fleet.puts(active) == 1
-        heads = (await kube.list(PODS, ns, label_selector=f"ray.io/cluster={active},ray.io/node-type=head"))["items"]
+        heads = (await kube.list(PODS, ns, label_selector=f"ray.io/cluster={active},ray.io/node-type=head"))[
+            "items"
+        ]
         assert heads[0]["metadata"]["labels"]["ray.io/serve"] == "true"
         reasons = [r for r, _ in await events(kube, ns, "rs1")]
-        for r in ("CreatedRayCluster", "UpdatedServeApplications", "CreatedService", "UpdatedHeadPodServeLabel"):
+        for r in (
+            "CreatedRayCluster",
+            "UpdatedServeApplications",
+            "CreatedService",
+            "UpdatedHeadPodServeLabel",
+        ):
             assert r in reasons, reasons
