@@ -26,7 +26,15 @@ import yaml
 from rayop.api.kinds import RAYSERVICES
 from rayop.local.plane import ControlPlane
 from rayop.node.agent import NodeAgent
-from rayop.runtime.client import CONFIGMAPS, NAMESPACES, PODS, SERVICEACCOUNTS, ApiClient, load_kubeconfig
+from rayop.runtime.client import (
+    CONFIGMAPS,
+    EVENTS,
+    NAMESPACES,
+    PODS,
+    SERVICEACCOUNTS,
+    ApiClient,
+    load_kubeconfig,
+)
 from tests.e2e import test_node_agent as na
 from tests.e2e.serve_load import OperatorProcess, get, serve_url, steady_load
 from tests.helpers import eventually
@@ -171,6 +179,17 @@ async def during(s: Service, old: str, until: Callable[[Watch], bool], t: float 
     return w
 
 
+async def probe_failures(s: Service, clusters: tuple[str, ...]) -> dict[str, int]:
+    """Readiness probe failures the node agent reported for the pods of these clusters (event series counted)."""
+    out: dict[str, int] = {}
+    for e in (await s.kube.list(EVENTS, s.ns))["items"]:
+        pod = (e.get("regarding") or {}).get("name", "")
+        note = e.get("note", "") or e.get("message", "")
+        if e.get("reason") == "Unhealthy" and "Readiness" in note and pod.startswith(clusters):
+            out[pod] = out.get(pod, 0) + int((e.get("series") or {}).get("count") or 1)
+    return out
+
+
 def report(title: str, **figures: Any) -> None:
     print(f"\n[rayservice e2e] {title}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
 
@@ -277,6 +296,7 @@ async def test_cluster_change_under_load_loses_no_request(svc: Service) -> None:
         "cluster change under load",
         **{k.replace(" ", "_") + "_s": f"{v:.1f}" for k, v in w.times.items()},
         load=load.summary(),
+        readiness_failures=await probe_failures(svc, (old, new)),
     )
     assert load.failed == 0, load.summary()
     assert load.achieved_rate() >= 20, load.summary()
