@@ -211,8 +211,9 @@ class RayServiceReconciler:
         w = self._written.get((ns, name))
         if w is None:
             return cached
-        loop = asyncio.get_running_loop()
-        if cached is None or loop.time() - w.at > WRITTEN_TTL_SECONDS or _newer_or_same(cached, w.obj):
+        if asyncio.get_running_loop().time() - w.at > WRITTEN_TTL_SECONDS or (
+            cached is not None and _newer_or_same(cached, w.obj)
+        ):
             del self._written[(ns, name)]
             return cached
         return w.obj
@@ -292,6 +293,8 @@ class RayServiceReconciler:
         if health.ok is not None:
             self._silent.pop(uid, None)
             return health.ok
+        if len(self._silent) > 10_000:  # heads that went away while silent
+            self._silent.clear()
         n = self._silent.get(uid, 0) + 1
         self._silent[uid] = n
         if n >= self.proxy_timeouts_before_down:
@@ -387,6 +390,7 @@ class RayServiceReconciler:
                     failed=C.EV_FAILED_DELETE_RAYCLUSTER,
                     propagation="Background",
                 )
+                self._written.pop((ns, a.name), None)
             elif isinstance(a, M.SetServeLabel):
                 await self._serve_label(rs, a)
             elif isinstance(a, M.ApplyServeConfig):
