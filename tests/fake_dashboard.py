@@ -1,8 +1,14 @@
-"""An in-process stand-in for a Ray head's dashboard (Jobs + Serve + health), for tests.
+"""In-process stand-ins for a Ray head's dashboard (Jobs + Serve + health), for tests.
 
-It answers like Ray 2.60 does where the operator cares: duplicate submission ids get HTTP 500 with Ray's
-ValueError text, unknown ids 404 with text, stop on a finished job `stopped: false`, token auth via
-`x-ray-authorization` (or `Authorization`).
+`FakeDashboard` is one head. It answers like Ray 2.60 does where the operator cares: duplicate submission
+ids get HTTP 500 with Ray's ValueError text, unknown ids 404 with text, stop on a finished job `stopped:
+false`, token auth via `x-ray-authorization` (or `Authorization`).
+
+`FakeFleet` is many Ray clusters behind one port, for RayService tests: `/c/<cluster>/...` is that
+cluster's dashboard, `/p/<pod>/-/healthz` and `/p/<pod>/metrics` are a pod's Serve proxy and metrics
+exporter. Serve behaves like Ray 2.60's: a PUT replaces the whole application set (DEPLOYING, then RUNNING
+after `deploy_seconds`), an import path naming a missing module fails with DEPLOY_FAILED and Ray's
+ModuleNotFoundError message, and `lose()` forgets everything, as a head restarted without GCS FT does.
 """
 
 from __future__ import annotations
@@ -46,13 +52,82 @@ class FakeJob:
         }
 
 
+MISSING_MODULE_PREFIX = "nosuch"
+
+
+@dataclass
+class FakeServe:
+    """One Ray cluster's Serve, as the dashboard reports it."""
+
+    deploy_seconds: float | None = None
+    """Applications turn RUNNING this long after a PUT; None: they stay DEPLOYING until a test says."""
+    config: dict[str, Any] | None = None
+    apps: dict[str, Any] = field(default_factory=dict)
+    puts: list[dict[str, Any]] = field(default_factory=list)
+    _deployed_at: float = 0.0
+
+    def put(self, body: dict[str, Any]) -> None:
+        self.puts.append(body)
+        self.config = body
+        self._deployed_at = time.monotonic()
+        self.apps = {}
+        for a in body.get("applications") or []:
+            name = a.get("name", "default")
+            self.apps[name] = {
+                "name": name,
+                "route_prefix": a.get("route_prefix", "/"),
+                "status": "DEPLOYING",
+                "message": "",
+                "deployments": {},
+                "_import_path": str(a.get("import_path") or ""),
+            }
+
+    def set_status(self, status: str, message: str = "", app: str | None = None) -> None:
+        for name, a in self.apps.items():
+            if app is None or name == app:
+                a["status"] = status
+                a["message"] = message
+
+    def lose(self) -> None:
+        """A head restarted without GCS fault tolerance: no Serve at all."""
+        self.config = None
+        self.apps = {}
+
+    def details(self) -> dict[str, Any]:
+        if self.deploy_seconds is not None and time.monotonic() - self._deployed_at >= self.deploy_seconds:
+            for a in self.apps.values():
+                if a["status"] != "DEPLOYING":
+                    continue
+                module = a["_import_path"].split(":", 1)[0].split(".", 1)[0]
+                if module.startswith(MISSING_MODULE_PREFIX):
+                    a["status"] = "DEPLOY_FAILED"
+                    a["message"] = (
+                        "Deploying application failed:\nTraceback (most recent call last):\n  ...\n"
+                        f"ModuleNotFoundError: No module named '{module}'"
+                    )
+                else:
+                    a["status"] = "RUNNING"
+                    a["deployments"] = {"D": {"name": "D", "status": "HEALTHY", "message": ""}}
+        apps = {n: {k: v for k, v in a.items() if not k.startswith("_")} for n, a in self.apps.items()}
+        return {"applications": apps, "proxy_location": "EveryNode"}
+
+
+def serve_put_response(serve: FakeServe, text: str) -> web.Response:
+    body = json.loads(text)
+    if "applications" not in body:
+        return web.Response(
+            status=400, text="1 validation error for ServeDeploySchema\napplications\n  field required"
+        )
+    serve.put(body)
+    return web.Response(status=200)
+
+
 class FakeDashboard:
     def __init__(self, token: str | None = None) -> None:
         self.token = token
         self.jobs: dict[str, FakeJob] = {}
         self.submissions: list[dict[str, Any]] = []  # every POST body, duplicates included
-        self.serve_config: dict[str, Any] | None = None
-        self.serve_apps: dict[str, Any] = {}
+        self.serve = FakeServe()
         self.healthy = True
         self.delay = 0.0
         self.requests: list[tuple[str, str, dict[str, str]]] = []
@@ -62,6 +137,10 @@ class FakeDashboard:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def serve_config(self) -> dict[str, Any] | None:
+        return self.serve.config
 
     # Test controls -------------------------------------------------------------------------------
 
@@ -191,26 +270,123 @@ class FakeDashboard:
     async def _serve_get(self, request: web.Request) -> web.Response:
         if request.query.get("api_type", "declarative") not in ("declarative", "imperative"):
             return web.Response(status=400, text="bad api_type")
-        return web.json_response({"applications": self.serve_apps, "proxy_location": "EveryNode"})
+        return web.json_response(self.serve.details())
 
     async def _serve_put(self, request: web.Request) -> web.Response:
-        body = json.loads(await request.text())
-        if "applications" not in body:
-            return web.Response(
-                status=400, text="1 validation error for ServeDeploySchema\napplications\n  field required"
-            )
-        self.serve_config = body
-        self.serve_apps = {
-            a.get("name", "default"): {
-                "name": a.get("name", "default"),
-                "status": "DEPLOYING",
-                "deployments": {},
-            }
-            for a in body["applications"]
-        }
-        return web.Response(status=200)
+        return serve_put_response(self.serve, await request.text())
 
     async def _serve_delete(self, _: web.Request) -> web.Response:
-        self.serve_config = None
-        self.serve_apps = {}
+        self.serve.lose()
         return web.Response(status=200)
+
+
+@dataclass
+class FakePod:
+    """One Ray pod as the operator reaches it: its Serve proxy and its metrics exporter."""
+
+    healthy: bool = True
+    delay: float = 0.0
+    ongoing: int = 0
+    metrics_up: bool = True
+
+
+class FakeFleet:
+    """Many Ray clusters' dashboards and pods on one port (see the module docstring)."""
+
+    def __init__(self, deploy_seconds: float | None = 0.3) -> None:
+        self.deploy_seconds = deploy_seconds
+        self.clusters: dict[str, FakeServe] = {}
+        self.pods: dict[str, FakePod] = {}
+        self.down: set[str] = set()
+        self.requests: list[tuple[str, str]] = []
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cluster(self, name: str) -> FakeServe:
+        if name not in self.clusters:
+            self.clusters[name] = FakeServe(deploy_seconds=self.deploy_seconds)
+        return self.clusters[name]
+
+    def pod(self, name: str) -> FakePod:
+        return self.pods.setdefault(name, FakePod())
+
+    def puts(self, cluster: str | None = None) -> int:
+        return sum(len(s.puts) for n, s in self.clusters.items() if cluster in (None, n))
+
+    def resolve_dashboard(self, address: str) -> str:
+        """`<cluster>-head-svc.<ns>.svc.<domain>:<port>` → that cluster's fake dashboard."""
+        host = address.split("://", 1)[-1].split(":", 1)[0].split(".", 1)[0]
+        return f"{self.url}/c/{host.removesuffix('-head-svc')}"
+
+    def resolve_pod(self, namespace: str, pod: str, ip: str, port: int) -> str:
+        del namespace, ip, port
+        return f"{self.url}/p/{pod}"
+
+    async def start(self) -> FakeFleet:
+        app = web.Application()
+        app.router.add_route("*", "/c/{cluster}/{tail:.*}", self._dashboard)
+        app.router.add_get("/p/{pod}/-/healthz", self._healthz)
+        app.router.add_get("/p/{pod}/metrics", self._metrics)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _dashboard(self, request: web.Request) -> web.Response:
+        name, tail = request.match_info["cluster"], "/" + request.match_info["tail"]
+        self.requests.append((request.method, f"/c/{name}{tail}"))
+        if name in self.down:
+            raise web.HTTPServiceUnavailable(text="dashboard down")
+        serve = self.cluster(name)
+        if tail == "/api/version":
+            return web.json_response({"version": "4", "ray_version": "2.60.0", "ray_commit": "fake"})
+        if tail == "/api/gcs_healthz":
+            return web.Response(text="success")
+        if tail == "/api/serve/applications/":
+            if request.method == "GET":
+                return web.json_response(serve.details())
+            if request.method == "PUT":
+                return serve_put_response(serve, await request.text())
+            if request.method == "DELETE":
+                serve.lose()
+                return web.Response(status=200)
+        raise web.HTTPNotFound(text=f"no route {request.method} {tail}")
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        pod = self.pod(request.match_info["pod"])
+        self.requests.append(("GET", f"/p/{request.match_info['pod']}/-/healthz"))
+        if pod.delay:
+            await asyncio.sleep(pod.delay)
+        if not pod.healthy:
+            return web.Response(status=503, text="Route table is not populated yet.")
+        return web.Response(text="success")
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        pod = self.pod(request.match_info["pod"])
+        if not pod.metrics_up:
+            raise web.HTTPServiceUnavailable(text="metrics exporter down")
+        labels = f'Component="core_worker",node_id="{request.match_info["pod"]}",node_ip_address="10.1.0.1"'
+        return web.Response(
+            text=(
+                "# HELP ray_serve_num_ongoing_http_requests The number of ongoing requests in this HTTP proxy.\n"
+                "# TYPE ray_serve_num_ongoing_http_requests gauge\n"
+                f"ray_serve_num_ongoing_http_requests{{{labels}}} {float(pod.ongoing)}\n"
+                "# HELP ray_node_cpu_utilization Total CPU usage.\n"
+                "# TYPE ray_node_cpu_utilization gauge\n"
+                f"ray_node_cpu_utilization{{{labels}}} 12.5\n"
+            ),
+            content_type="text/plain",
+        )

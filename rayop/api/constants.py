@@ -209,6 +209,58 @@ EV_FAILED_CREATE_RAYCLUSTER: Final = "FailedToCreateRayCluster"
 EV_FAILED_DELETE_RAYCLUSTER: Final = "FailedToDeleteRayCluster"
 EV_FAILED_UPDATE_RAYCLUSTER: Final = "FailedToUpdateRayCluster"
 EV_RAYCLUSTER_NOT_FOUND: Final = "RayClusterNotFound"
+# RayService (utils/constant.go K8sEventType)
+EV_INVALID_RAYSERVICE_SPEC: Final = "InvalidRayServiceSpec"
+EV_INVALID_RAYSERVICE_METADATA: Final = "InvalidRayServiceMetadata"
+EV_RAYSERVICE_INITIALIZING_TIMEOUT: Final = "RayServiceInitializingTimeout"
+EV_UPDATED_HEAD_POD_SERVE_LABEL: Final = "UpdatedHeadPodServeLabel"
+EV_FAILED_UPDATE_HEAD_POD_SERVE_LABEL: Final = "FailedToUpdateHeadPodServeLabel"
+EV_UPDATED_SERVE_APPLICATIONS: Final = "UpdatedServeApplications"
+EV_FAILED_UPDATE_SERVE_APPLICATIONS: Final = "FailedToUpdateServeApplications"
+EV_DELETED_SERVICE: Final = "DeletedService"
+EV_FAILED_DELETE_SERVICE: Final = "FailedToDeleteService"
+# rayop's own: Ray reports a Serve application that cannot run (bad import path, failing constructor).
+EV_SERVE_APPLICATION_FAILED: Final = "ServeApplicationFailed"
+
+# RayService conditions and reasons (apis/ray/v1/rayservice_types.go)
+COND_RS_READY: Final = "Ready"
+COND_RS_UPGRADE_IN_PROGRESS: Final = "UpgradeInProgress"
+COND_RS_SUSPENDING: Final = "Suspending"
+COND_RS_SUSPENDED: Final = "Suspended"
+RS_REASON_INITIALIZING: Final = "Initializing"
+RS_REASON_INITIALIZING_TIMEOUT: Final = "InitializingTimeout"
+RS_REASON_ZERO_SERVE_ENDPOINTS: Final = "ZeroServeEndpoints"
+RS_REASON_NON_ZERO_SERVE_ENDPOINTS: Final = "NonZeroServeEndpoints"
+RS_REASON_VALIDATION_FAILED: Final = "ValidationFailed"
+RS_REASON_BOTH_CLUSTERS: Final = "BothActivePendingClustersExist"
+RS_REASON_NO_PENDING_CLUSTER: Final = "NoPendingCluster"
+RS_REASON_NO_ACTIVE_CLUSTER: Final = "NoActiveCluster"
+RS_REASON_SUSPEND_REQUESTED: Final = "SuspendRequested"
+RS_REASON_SUSPEND_IN_PROGRESS: Final = "SuspendInProgress"
+RS_REASON_SUSPEND_COMPLETE: Final = "SuspendComplete"
+# rayop's own reason for leaving Suspended (KubeRay only names the ones above).
+RS_REASON_RESUMED: Final = "Resumed"
+RS_SERVICE_STATUS_RUNNING: Final = "Running"
+
+# RayService upgrade strategies (spec.upgradeStrategy.type)
+UPGRADE_NEW_CLUSTER: Final = "NewCluster"
+UPGRADE_NEW_CLUSTER_INCREMENTAL: Final = "NewClusterWithIncrementalUpgrade"
+UPGRADE_NONE: Final = "None"
+OPENV_ENABLE_ZERO_DOWNTIME: Final = "ENABLE_ZERO_DOWNTIME"
+DEFAULT_RAYCLUSTER_DELETION_DELAY_SECONDS: Final = 60
+DEFAULT_SERVE_APP_NAME: Final = "default"
+PORT_NAME_SERVE: Final = "serve"
+PORT_NAME_METRICS: Final = "metrics"
+PORT_NAME_DASHBOARD: Final = "dashboard"
+
+# rayop's own annotations. On a RayService: how long an old cluster may keep serving in-flight requests
+# after its deletion delay (Go duration or seconds). On a RayService's RayCluster: what rayop decided, so
+# a restarted operator decides the same (the Serve config applied, when the cluster may be deleted, and
+# which hash function wrote `ray.io/hash-without-replicas-and-workers-to-delete`).
+ANN_SERVE_DRAIN_TIMEOUT: Final = "rayop.io/serve-drain-timeout"
+ANN_SERVE_CONFIG_HASH: Final = "rayop.io/serve-config-hash"
+ANN_DELETE_AFTER: Final = "rayop.io/delete-after"
+ANN_HASH_VERSION: Final = "rayop.io/hash-version"
 
 # mTLS (gate RayClusterMTLS) and history collector names that users must not set themselves
 # (docs/compatibility.md#raycluster-rules, rules 16 and 19).

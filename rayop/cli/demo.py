@@ -2,16 +2,20 @@
 
 Starts the local plane, the operator and a node agent; applies the example RayCluster and waits until
 it is ready; runs Ray tasks through the head and shows they ran on the workers; runs the example RayJob
-to SUCCEEDED and prints its logs; then tears everything down (unless --keep).
+to SUCCEEDED and prints its logs; applies the example RayService, sends it requests through its serve
+Service and upgrades its cluster while a counter shows requests sent and failed; then tears everything
+down (unless --keep).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +24,7 @@ import typer
 
 from rayop.cli import local
 from rayop.local.plane import REPO_ROOT, default_bin_dir, running_plane, stop_recorded
+from rayop.runtime.client import ApiClient, load_kubeconfig
 
 TASK_SCRIPT = textwrap.dedent(
     """
@@ -41,8 +46,80 @@ TASK_SCRIPT = textwrap.dedent(
 )
 
 
+UPGRADED_SERVE_CONFIG = """\
+applications:
+  - name: hello
+    route_prefix: /
+    import_path: hello:build
+    args:
+      greeting: hello from the upgraded cluster
+"""
+
+
 def _step(title: str) -> None:
     typer.secho(f"\n==> {title}", fg=typer.colors.CYAN, bold=True)
+
+
+class Traffic:
+    """Requests to a Service's `serve` port through the API server's service proxy, at a steady rate, in a
+    thread of its own; a request fails on a non-2xx answer, a connection error or no answer in 10 s."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, service: str, rate: float = 20.0) -> None:
+        self.kubeconfig = kubeconfig
+        self.path = f"/api/v1/namespaces/{namespace}/services/{service}:serve/proxy/?name=demo"
+        self.rate = rate
+        self.sent = 0
+        self.failed = 0
+        self.answers: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def start(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def line(self) -> str:
+        answers = ", ".join(f"{n} x {a!r}" for a, n in sorted(self.answers.items()))
+        return f"sent {self.sent}, failed {self.failed}" + (f" ({answers})" if answers else "")
+
+    async def _run(self) -> None:
+        import aiohttp
+
+        api = ApiClient(load_kubeconfig(self.kubeconfig))
+        url = api.config.server + self.path
+        bearer = api.config.bearer()
+        headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def one() -> None:
+            try:
+                async with api.session.get(
+                    url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)
+                ) as r:
+                    body = (await r.text()).strip()
+                    if 200 <= r.status < 300:
+                        self.answers[body] = self.answers.get(body, 0) + 1
+                    else:
+                        self.failed += 1
+            except (TimeoutError, aiohttp.ClientError):
+                self.failed += 1
+
+        t0 = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                self.sent += 1
+                t = asyncio.create_task(one())
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+                await asyncio.sleep(max(0.0, t0 + self.sent / self.rate - time.monotonic()))
+            if tasks:
+                await asyncio.wait(tasks, timeout=15)
+        finally:
+            await api.close()
 
 
 class Demo:
@@ -144,6 +221,84 @@ class Demo:
         if pod:
             typer.echo(self.rayop("logs", pod).rstrip()[-3000:])
 
+    def rayservice(self) -> None:
+        name = "rayservice-hello"
+        # Two Ray clusters run side by side during the upgrade: free the cores the earlier examples hold.
+        self.kubectl(
+            "delete", "raycluster", "raycluster-mini", "--ignore-not-found", "--wait=false", check=False
+        )
+        self.kubectl("delete", "rayjob", "rayjob-sample", "--ignore-not-found", "--wait=false", check=False)
+        _step("Apply examples/rayservice.yaml (a Ray Serve application; its code comes from a ConfigMap)")
+        self.kubectl(
+            "apply", "--server-side", "-f", str(REPO_ROOT / "examples" / "rayservice.yaml"), show=True
+        )
+
+        def ready() -> bool:
+            rs = self.get("rayservice", name)
+            conds = {c.get("type"): c.get("status") for c in rs.get("status", {}).get("conditions") or []}
+            return conds.get("Ready") == "True" and not rs["status"].get("pendingServiceStatus", {}).get(
+                "rayClusterName"
+            )
+
+        self.wait(f"RayService {name} is Ready", ready, 420)
+        self.kubectl("get", "rayservices", show=True)
+        self.kubectl("get", "services", "-l", f"ray.io/originated-from-cr-name={name}", show=True)
+        _step("A request through the serve Service (via the API server's service proxy)")
+        path = f"/api/v1/namespaces/default/services/{name}-serve-svc:serve/proxy/?name=demo"
+        typer.echo(f"$ kubectl get --raw '{path}'")
+        typer.echo(self.kubectl("get", "--raw", path).rstrip())
+
+        _step("Upgrade the cluster (new env var) and the greeting, while 20 requests/s keep coming")
+        before = self.get("rayservice", name)["status"]["activeServiceStatus"]["rayClusterName"]
+        patch = [
+            {"op": "add", "path": "/spec/rayClusterDeletionDelaySeconds", "value": 10},
+            {"op": "replace", "path": "/spec/serveConfigV2", "value": UPGRADED_SERVE_CONFIG},
+        ]
+        for where in ("headGroupSpec", "workerGroupSpecs/0"):
+            patch.append(
+                {
+                    "op": "add",
+                    "path": f"/spec/rayClusterConfig/{where}/template/spec/containers/0/env/-",
+                    "value": {"name": "DEMO_REVISION", "value": "2"},
+                }
+            )
+        traffic = Traffic(self.kubeconfig, "default", f"{name}-serve-svc").start()
+        try:
+            time.sleep(3)
+            t0 = time.monotonic()
+            self.kubectl("patch", "rayservice", name, "--type", "json", "-p", json.dumps(patch), show=True)
+            last = ""
+            deadline = t0 + 420
+            while time.monotonic() < deadline:
+                rs = self.get("rayservice", name)
+                st = rs.get("status", {})
+                active = st.get("activeServiceStatus", {}).get("rayClusterName", "")
+                pending = st.get("pendingServiceStatus", {}).get("rayClusterName", "")
+                clusters = self.kubectl(
+                    "get",
+                    "rayclusters",
+                    "-l",
+                    f"ray.io/originated-from-cr-name={name}",
+                    "-o",
+                    "name",
+                    check=False,
+                ).split()
+                line = f"active {active or '-'}, pending {pending or '-'}, clusters {len(clusters)}"
+                if line != last:
+                    typer.echo(f"   {time.monotonic() - t0:5.1f} s  {line}  | {traffic.line()}")
+                    last = line
+                if active != before and not pending and len(clusters) == 1:
+                    break
+                time.sleep(1)
+            else:
+                raise RuntimeError("the upgrade did not finish within 420 s")
+            time.sleep(2)
+        finally:
+            traffic.stop()
+        typer.echo(f"   upgrade done in {time.monotonic() - t0:.1f} s; requests {traffic.line()}")
+        if traffic.failed:
+            raise RuntimeError(f"{traffic.failed} requests failed during the upgrade")
+
 
 def run_demo(
     dir: Path = typer.Option(
@@ -151,6 +306,9 @@ def run_demo(
     ),
     keep: bool = typer.Option(False, help="Leave the plane, operator and node agent running afterwards."),
     rayjob: bool = typer.Option(True, help="Also run the example RayJob."),
+    rayservice: bool = typer.Option(
+        True, help="Also run the example RayService and upgrade it under traffic."
+    ),
 ) -> None:
     """Show rayop working: a real Ray cluster and a Ray job from YAML, on this machine."""
     state = dir.expanduser().resolve()
@@ -172,6 +330,8 @@ def run_demo(
         demo.raycluster()
         if rayjob:
             demo.rayjob()
+        if rayservice:
+            demo.rayservice()
         ok = True
     except RuntimeError as e:
         typer.secho(f"demo failed: {e}", fg=typer.colors.RED, err=True)
@@ -187,4 +347,6 @@ def run_demo(
             typer.echo(f"   stopped: {', '.join(stopped)}")
     if not ok:
         raise typer.Exit(1)
-    typer.secho("\ndemo finished: rayop ran a real Ray cluster and job from YAML", fg=typer.colors.GREEN)
+    typer.secho(
+        "\ndemo finished: rayop ran a real Ray cluster, job and service from YAML", fg=typer.colors.GREEN
+    )

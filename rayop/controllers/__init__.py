@@ -1,12 +1,13 @@
 """The reconcilers, one per kind, and what they share.
 
-- `raycluster` (a package, one module per reconcile step), `rayjob`: a reconciler per kind and its
-  `setup(manager, settings)`;
-- `podplan`, `rayjob_machine`: pure decisions (which Pods to create and delete; the RayJob state
-  machine), tested by tables of cases;
+- `raycluster` (a package, one module per reconcile step), `rayjob`, `rayservice`: a reconciler per kind
+  and its `setup(manager, settings)`;
+- `podplan`, `rayjob_machine`, `rayservice_machine`: pure decisions (which Pods to create and delete; the
+  RayJob and RayService state machines), tested by tables of cases;
+- `dashboards`: reaching Ray head dashboards, direct or through the API server;
 - `common`: event helpers, owner-scoped writes, status writes, shared cache selectors;
 - `settings`: one settings dataclass per controller, built by `rayop.operator.config`;
-- `raycluster_metrics`, `rayjob_metrics`: the `kuberay_*` gauges.
+- `raycluster_metrics`, `rayjob_metrics`, `rayservice_metrics`: the `kuberay_*` gauges.
 
 `setup` registers them all on a runtime Manager.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rayop.controllers import raycluster, rayjob
+from rayop.controllers import raycluster, rayjob, rayservice
 from rayop.controllers.settings import ControllerSettings
 from rayop.runtime.protocols import ControllerHandle, Manager
 
@@ -23,6 +24,7 @@ from rayop.runtime.protocols import ControllerHandle, Manager
 SETUPS: list[Callable[[Manager, ControllerSettings], ControllerHandle]] = [
     raycluster.setup,
     rayjob.setup,
+    rayservice.setup,
 ]
 
 

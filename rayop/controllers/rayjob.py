@@ -15,13 +15,11 @@ proxy (KubeRay's --use-kubernetes-proxy); tests and the local stack can map the 
 
 from __future__ import annotations
 
-import base64
 import copy
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from rayop.api import constants as C
 from rayop.api.kinds import RAYCLUSTERS, RAYJOBS
@@ -29,9 +27,7 @@ from rayop.base.names import random_suffix
 from rayop.base.objects import meta, ref
 from rayop.base.resource import Resource
 from rayop.base.types import Obj
-from rayop.builders import cluster as cl
 from rayop.builders import rayjob as B
-from rayop.builders.pod import auth_secret_name
 from rayop.controllers import rayjob_machine as M
 from rayop.controllers.common import (
     ACT_RECONCILE,
@@ -46,73 +42,23 @@ from rayop.controllers.common import (
     cluster_key,
     split_key,
 )
+from rayop.controllers.dashboards import Dashboards
 from rayop.controllers.rayjob_metrics import RayJobCollector, register_metrics
 from rayop.controllers.settings import ControllerSettings
 from rayop.ray.dashboard import (
-    DIRECT_TIMEOUT_SECONDS,
-    DashboardClient,
     DashboardError,
     DashboardUnavailable,
     DuplicateSubmission,
     JobNotFound,
 )
 from rayop.runtime.cache import index_by_label
-from rayop.runtime.client import JOBS, PODS, SECRETS, SERVICES, ApiClient, ApiError
+from rayop.runtime.client import JOBS, PODS, SERVICES, ApiClient, ApiError
 from rayop.runtime.protocols import Cache, ControllerHandle, Key, Manager, Recorder, Result
 
 log = logging.getLogger("rayop.controllers.rayjob")
 
 _md = meta
 _ref = ref
-
-
-# Reaching dashboards ------------------------------------------------------------------------------------
-
-
-class Dashboards:
-    """Makes DashboardClients for a RayJob's head: direct, or through the API server's service proxy.
-
-    `resolve` maps a status.dashboardURL (`<svc>.<ns>.svc.<domain>:<port>`) to the URL to call; the local
-    stack and tests use it where cluster DNS does not exist.
-    """
-
-    def __init__(
-        self,
-        api: ApiClient,
-        *,
-        use_proxy: bool = False,
-        resolve: Callable[[str], str] | None = None,
-        timeout: float | None = None,
-    ) -> None:
-        self.api = api
-        self.use_proxy = use_proxy
-        self.resolve = resolve
-        self.timeout = timeout
-
-    async def close(self) -> None:
-        """Nothing pooled: each DashboardClient owns (and closes) its session, so a manager that stops
-        leaves no open connections behind."""
-
-    async def token_for(self, cluster: Mapping[str, Any] | None) -> str | None:
-        """The Ray auth token of a token-auth cluster, from its Secret (key `auth_token`)."""
-        if not cluster or not cl.is_auth_enabled(cluster):
-            return None
-        secret = await self.api.get_or_none(SECRETS, auth_secret_name(cluster), _md(cluster).get("namespace"))
-        raw = ((secret or {}).get("data") or {}).get(C.AUTH_TOKEN_SECRET_KEY)
-        return base64.b64decode(raw).decode() if raw else None
-
-    async def client(self, dashboard_url: str, cluster: Mapping[str, Any] | None) -> DashboardClient:
-        token = await self.token_for(cluster)
-        if self.use_proxy:
-            host = dashboard_url.split("://", 1)[-1].split(":", 1)[0]
-            parts = host.split(".")
-            svc, ns = parts[0], parts[1] if len(parts) > 1 else str(_md(cluster).get("namespace") or "")
-            c = DashboardClient.via_proxy(self.api, ns, svc, token=token)
-            if self.timeout:
-                c.timeout = self.timeout
-            return c
-        url = self.resolve(dashboard_url) if self.resolve else dashboard_url
-        return DashboardClient.direct(url, token=token, timeout=self.timeout or DIRECT_TIMEOUT_SECONDS)
 
 
 # The reconciler -------------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ from rayop.api import constants as C
 from rayop.api import features
 from rayop.builders.options import BuildOptions
 from rayop.controllers.rayjob_machine import RayJobConfig
+from rayop.controllers.rayservice_machine import RayServiceConfig
+from rayop.ray.serve import PodResolver
 
 DEFAULT_REQUEUE_SECONDS = 300
 
@@ -110,11 +112,45 @@ class RayJobSettings:
 
 
 @dataclass(frozen=True)
+class RayServiceSettings:
+    """Knobs of the RayService controller."""
+
+    machine: RayServiceConfig = field(default_factory=RayServiceConfig)
+    """What the RayService state machine reads (`ENABLE_ZERO_DOWNTIME`, the gates, the drain cap...)."""
+
+    use_kubernetes_proxy: bool = False
+    """Reach dashboards and pods through the API server's service and pod proxies (`--use-kubernetes-proxy`)."""
+
+    dashboard_resolver: Callable[[str], str] | None = None
+    """Maps a dashboard address (`<svc>.<ns>.svc.<domain>:<port>`) to the URL to call (tests)."""
+
+    pod_resolver: PodResolver | None = None
+    """Maps (namespace, pod, pod IP, port) to the base URL of that pod port (tests)."""
+
+    proxy_timeouts_before_down: int = 3
+    """A head whose Serve proxy gives no answer this many times in a row is taken out of the serve Service
+    (a definite error takes it out at once; KubeRay also on the first timeout)."""
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str], gates: Mapping[str, bool] | None = None
+    ) -> RayServiceSettings:
+        g = features.resolve_gates(gates)
+        machine = RayServiceConfig(
+            zero_downtime=environ.get(C.OPENV_ENABLE_ZERO_DOWNTIME, "").lower() != "false",
+            gates=g,
+            build_options=BuildOptions.from_env(environ, feature_gates=g),
+        )
+        return cls(machine=machine)
+
+
+@dataclass(frozen=True)
 class ControllerSettings:
     """Everything the controllers' `setup` functions read."""
 
     raycluster: RayClusterSettings = field(default_factory=RayClusterSettings)
     rayjob: RayJobSettings = field(default_factory=RayJobSettings)
+    rayservice: RayServiceSettings = field(default_factory=RayServiceSettings)
 
     reconcile_concurrency: int = 16
     """Workers per controller (`--reconcile-concurrency`; KubeRay: 1)."""
@@ -131,4 +167,5 @@ class ControllerSettings:
         return cls(
             raycluster=RayClusterSettings.from_env(environ, gates),
             rayjob=RayJobSettings.from_env(environ, gates),
+            rayservice=RayServiceSettings.from_env(environ, gates),
         )

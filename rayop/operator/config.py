@@ -109,6 +109,7 @@ class OperatorConfig:
             settings,
             raycluster=replace(settings.raycluster, build_options=options),
             rayjob=replace(settings.rayjob, use_kubernetes_proxy=self.use_kubernetes_proxy),
+            rayservice=replace(settings.rayservice, use_kubernetes_proxy=self.use_kubernetes_proxy),
             reconcile_concurrency=self.reconcile_concurrency,
             enable_metrics=self.enable_metrics,
         )

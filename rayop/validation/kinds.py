@@ -506,6 +506,22 @@ def _initializing_timeout(annotations: Mapping[str, str], errs: list[FieldError]
     )
 
 
+def _drain_timeout(annotations: Mapping[str, str], errs: list[FieldError]) -> None:
+    """rayop's `rayop.io/serve-drain-timeout`: how long an old cluster may finish in-flight requests."""
+    v = annotations.get(C.ANN_SERVE_DRAIN_TIMEOUT)
+    if v is None:
+        return
+    path = f"metadata.annotations[{C.ANN_SERVE_DRAIN_TIMEOUT}]"
+    d = parse_go_duration(v)
+    if d is None:
+        n = parse_go_atoi(v)
+        d = float(n) if n is not None else None
+    if d is None:
+        errs.append(invalid(path, v, "must be a Go duration such as '90s' or '2m', or a number of seconds"))
+    elif d < 0:
+        errs.append(invalid(path, v, "must not be negative"))
+
+
 def _rayservice(obj: Any, gates: Mapping[str, bool] | None, old: Any) -> list[FieldError]:
     """All errors of a RayService (KubeRay ``ValidateRayServiceMetadata`` and ``ValidateRayServiceSpec``)."""
     bad = _not_a_map(obj)
@@ -516,6 +532,7 @@ def _rayservice(obj: Any, gates: Mapping[str, bool] | None, old: Any) -> list[Fi
     md = _metadata(obj, C.KIND_RAYSERVICE, C.MAX_RAYSERVICE_NAME_LENGTH, errs)
     annotations = str_map(md.get("annotations"))
     _initializing_timeout(annotations, errs)
+    _drain_timeout(annotations, errs)
     spec = _spec(obj, S.RAYSERVICE_SPEC, errs)
     if spec is None:
         return errs
