@@ -1,9 +1,10 @@
 """The reconcilers, one per kind, and what they share.
 
-- `raycluster` (a package, one module per reconcile step), `rayjob`: a reconciler per kind and its
-  `setup(manager, settings)`;
-- `podplan`, `rayjob_machine`: pure decisions (which Pods to create and delete; the RayJob state
-  machine), tested by tables of cases;
+- `raycluster` (a package, one module per reconcile step), `rayjob`, `rayworkergroup`: a reconciler per
+  kind and its `setup(manager, settings)`;
+- `podplan`, `rayjob_machine`, `rayworkergroup_plan`: pure decisions (which Pods to create and delete;
+  the RayJob state machine; which way a worker group's replica count flows and which workers a
+  scale-down removes), tested by tables of cases;
 - `common`: event helpers, owner-scoped writes, status writes, shared cache selectors;
 - `settings`: one settings dataclass per controller, built by `rayop.operator.config`;
 - `raycluster_metrics`, `rayjob_metrics`: the `kuberay_*` gauges.
@@ -15,17 +16,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rayop.controllers import raycluster, rayjob
+from rayop.controllers import raycluster, rayjob, rayworkergroup
 from rayop.controllers.settings import ControllerSettings
 from rayop.runtime.protocols import ControllerHandle, Manager
 
-# Each entry registers one controller. Keep it a plain list.
-SETUPS: list[Callable[[Manager, ControllerSettings], ControllerHandle]] = [
+# Each entry registers one controller (or nothing, when its settings turn it off). Keep it a plain list.
+SETUPS: list[Callable[[Manager, ControllerSettings], ControllerHandle | None]] = [
     raycluster.setup,
     rayjob.setup,
+    rayworkergroup.setup,
 ]
 
 
 def setup(manager: Manager, settings: ControllerSettings) -> list[ControllerHandle]:
     """Register every controller on `manager`; returns the controllers."""
-    return [fn(manager, settings) for fn in SETUPS]
+    return [h for fn in SETUPS if (h := fn(manager, settings)) is not None]
