@@ -325,13 +325,18 @@ class RayWorkerGroupReconciler:
         if self._clamp_reported.get(key) == gen:
             return
         self._clamp_reported[key] = gen
-        bound = f"minReplicas is {sync.lo}" if sync.requested < sync.lo else f"maxReplicas is {sync.hi}"
+        bound = (
+            f"at least {sync.lo} (minReplicas)"
+            if sync.requested < sync.lo
+            else f"at most {sync.hi} (maxReplicas)"
+        )
         self.w.event(
             rwg,
             NORMAL,
             W.EV_CLAMPED,
             ACT_UPDATE,
-            f"Asked for {sync.requested} replicas; worker group {gname!r} has {bound}, so it runs {sync.replicas}",
+            f"Asked for {sync.requested} replicas; worker group {gname!r} runs {bound}, so it runs "
+            f"{sync.replicas}",
         )
 
     # -- writes -------------------------------------------------------------------------------------
