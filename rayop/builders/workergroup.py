@@ -72,10 +72,11 @@ def build_worker_group(owner: Mapping[str, Any], group: Mapping[str, Any]) -> Ob
     }
 
 
-def drain_pod_name(cluster_name: str, worker_pod: str) -> str:
-    """One drain Pod name per worker Pod, short enough to be a hostname (63 characters)."""
-    digest = hashlib.sha1(worker_pod.encode()).hexdigest()[:10]
-    return f"{cluster_name[:40]}-drain-{digest}"
+def drain_pod_name(cluster_name: str, worker_pod: str, suffix: str) -> str:
+    """A drain Pod's name: the worker Pod's digest and a fresh suffix, so a retry never reuses the name of
+    a Pod still terminating; short enough to be a hostname (63 characters)."""
+    digest = hashlib.sha1(worker_pod.encode()).hexdigest()[:8]
+    return f"{cluster_name[:40]}-drain-{digest}-{suffix}"
 
 
 def _drain_script(address: str, node_id: str, message: str) -> str:
@@ -107,6 +108,8 @@ def build_drain_pod(
     worker_pod: str,
     node_id: str,
     message: str,
+    suffix: str,
+    command: list[str] | None = None,
     cluster_domain: str = C.DEFAULT_CLUSTER_DOMAIN,
     deadline_seconds: int = 120,
 ) -> Obj:
@@ -116,6 +119,8 @@ def build_drain_pod(
 
     `head_pod` is the head Pod as the builders make it (its image, environment with the Ray auth token,
     TLS volumes, service account and scheduling); `owner` is the RayWorkerGroup, so the Pod goes with it.
+    `command` is the shell the Ray containers run under (KubeRay's `/bin/bash -c --`, or `-lc` with
+    ENABLE_LOGIN_SHELL); `suffix` makes the name unique.
     """
     cmeta = meta(cluster)
     cname = str(cmeta.get("name") or "")
@@ -125,7 +130,7 @@ def build_drain_pod(
         ray.pop(key, None)
     head_params = (spec_of(cluster).get("headGroupSpec") or {}).get("rayStartParams") or {}
     address = f"{cl.fqdn_ray_ip(cluster, cluster_domain)}:{cl.head_port(head_params)}"
-    ray["command"] = ["/bin/bash", "-lc", "--"]
+    ray["command"] = list(command or ["/bin/bash", "-c", "--"])
     ray["args"] = [_drain_script(address, node_id, message)]
     ray["resources"] = copy.deepcopy(DRAIN_RESOURCES)
     # Never ready: a Service that selects the cluster's Pods (the serve Service selects ray.io/cluster)
@@ -145,7 +150,7 @@ def build_drain_pod(
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": drain_pod_name(cname, worker_pod),
+            "name": drain_pod_name(cname, worker_pod, suffix),
             "namespace": str(cmeta.get("namespace") or ""),
             "labels": {
                 C.LABEL_CLUSTER: cname,

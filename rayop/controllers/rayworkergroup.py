@@ -33,6 +33,7 @@ import aiohttp
 from rayop.api import constants as C
 from rayop.api import workergroup as W
 from rayop.api.kinds import RAYCLUSTERS, RAYWORKERGROUPS
+from rayop.base.names import random_suffix
 from rayop.base.objects import (
     controller_ref,
     is_controlled_by,
@@ -80,6 +81,8 @@ log = logging.getLogger("rayop.controllers.rayworkergroup")
 INDEX_OWNER_CLUSTER = "rayworkergroup-cluster"
 # How soon to look again when our own write has not reached the cache yet.
 CACHE_LAG_REQUEUE = 0.5
+# Longest wait before a worker whose drains keep failing gets another drain Pod.
+MAX_DRAIN_BACKOFF = 300.0
 # A DNS-1123 subdomain, what the API server accepts as an object name.
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
@@ -131,6 +134,13 @@ class RayWorkerGroupReconciler:
         self._replaced: dict[tuple[str, str, str], str] = {}
         # (namespace, RayWorkerGroup) -> the generation whose clamping was reported, to say it once.
         self._clamp_reported: dict[tuple[str, str], object] = {}
+        # (namespace, worker Pod) -> (failed drains in a row, no new drain before this time): a drain Pod
+        # that cannot ask Ray (bad image, GCS unreachable) is not recreated every few seconds.
+        self._drain_failures: dict[tuple[str, str], tuple[int, float]] = {}
+        # (namespace, RayWorkerGroup, reason) -> the last note of an event a waiting scale-down repeats
+        # on every retry: said again only when it changes, so the per-object event budget (client-go's
+        # spam filter) stays for the choices themselves.
+        self._said: dict[tuple[str, str, str], str] = {}
 
     # -- entry point ------------------------------------------------------------------------------
 
@@ -177,6 +187,7 @@ class RayWorkerGroupReconciler:
 
         self._replaced = {k: v for k, v in self._replaced.items() if not ours(k[1], k[2])}
         self._clamp_reported = {k: v for k, v in self._clamp_reported.items() if not ours(*k)}
+        self._said = {k: v for k, v in self._said.items() if not ours(k[0], k[1])}
 
     def _behind(self, kind: str, obj: Obj) -> bool:
         key = (kind, namespace_of(obj), name_of(obj))
@@ -304,6 +315,8 @@ class RayWorkerGroupReconciler:
         else:
             observed = (int(meta(rwg).get("generation") or 0), sync.current)
             await self._tidy(rc, index, group, pods, drains, sync)
+            for reason in (W.EV_WORKERS_BUSY, W.EV_RAY_UNREACHABLE):
+                self._said.pop((namespace_of(rwg), name_of(rwg), reason), None)
         status = P.worker_group_status(
             rwg,
             cluster_name=name_of(rc),
@@ -456,6 +469,23 @@ class RayWorkerGroupReconciler:
                 nodes = await self._ray_nodes(rc)
             except (DashboardError, ApiError, aiohttp.ClientError, TimeoutError, ConnectionError) as e:
                 unknown = str(e)[:300]
+        ns = namespace_of(rc)
+        for r in results:
+            if r.state == P.DRAIN_FAILED:
+                count = self._drain_failures.get((ns, r.worker), (0, 0.0))[0] + 1
+                delay = min(MAX_DRAIN_BACKOFF, self.cfg.retry_seconds * 2**count)
+                self._drain_failures[(ns, r.worker)] = (count, self.now() + delay)
+            elif r.state in (P.DRAIN_ACCEPTED, P.DRAIN_REFUSED):
+                self._drain_failures.pop((ns, r.worker), None)
+        # Forget failures nobody has retried for a long while (the Pod went, or the scale-down ended).
+        self._drain_failures = {
+            k: v for k, v in self._drain_failures.items() if v[1] > self.now() - MAX_DRAIN_BACKOFF
+        }
+        held = {
+            worker: f"draining {worker} failed {count} time(s) in a row; trying again in {until - self.now():.0f} s"
+            for (wns, worker), (count, until) in self._drain_failures.items()
+            if wns == ns and until > self.now()
+        }
         plan = P.plan_scale_down(
             units,
             current=sync.current,
@@ -464,13 +494,13 @@ class RayWorkerGroupReconciler:
             unknown=unknown,
             drains=results,
             max_drains=self.cfg.drains_in_flight,
+            held=held,
         )
         if unknown and plan.blocked:
-            self.w.event(
+            self._say_once(
                 rwg,
                 WARNING,
                 W.EV_RAY_UNREACHABLE,
-                ACT_UPDATE,
                 f"Cannot tell which workers are idle, so only Pods that are not ready may go: {unknown}",
             )
         if plan.removed:
@@ -516,19 +546,25 @@ class RayWorkerGroupReconciler:
         if plan.short and plan.blocked:
             shown = "; ".join(c.why for c in plan.blocked[:5])
             more = f" (and {len(plan.blocked) - 5} more)" if len(plan.blocked) > 5 else ""
-            self.w.event(
+            self._say_once(
                 rwg,
                 NORMAL,
                 W.EV_WORKERS_BUSY,
-                ACT_UPDATE,
                 f"{plan.short} more replica(s) to remove, but Ray is using the rest: {shown}{more}. Busy "
-                f"workers are never removed; asking Ray again in {self.cfg.retry_seconds:g} s",
+                f"workers are never removed; asking Ray again every {self.cfg.retry_seconds:g} s",
             )
             return plan, Result(self.cfg.retry_seconds)
         if plan.drain or plan.draining:
             # The drain Pods' watch events bring us back; this is only a safety net.
             return plan, Result(float(self.cfg.drain_deadline_seconds))
         return plan, Result()
+
+    def _say_once(self, rwg: Obj, type_: str, reason: str, note: str) -> None:
+        key = (namespace_of(rwg), name_of(rwg), reason)
+        if self._said.get(key) == note:
+            return
+        self._said[key] = note
+        self.w.event(rwg, type_, reason, ACT_UPDATE, note)
 
     async def _ray_nodes(self, rc: Obj) -> list[RayNode]:
         ports = service_ports(rc)
@@ -545,6 +581,7 @@ class RayWorkerGroupReconciler:
         self, rc: Obj, rwg: Obj, group: Mapping[str, Any], sync: P.Sync, starts: Sequence[P.DrainStart]
     ) -> None:
         head = pod_builders.build_head_pod(rc, self.opts)
+        command = pod_builders.container_command(self.opts)
         message = f"rayop: {W.KIND} {namespace_of(rwg)}/{name_of(rwg)} scaled to {sync.requested}"
         for start in starts:
             for worker, node in start.nodes:
@@ -556,6 +593,8 @@ class RayWorkerGroupReconciler:
                     worker_pod=worker,
                     node_id=node.node_id,
                     message=message,
+                    suffix=random_suffix(),
+                    command=command,
                     cluster_domain=self.cfg.cluster_domain,
                     deadline_seconds=self.cfg.drain_deadline_seconds,
                 )

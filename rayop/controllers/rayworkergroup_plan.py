@@ -236,13 +236,15 @@ def plan_scale_down(
     unknown: str = "",
     drains: Sequence[DrainResult] = (),
     max_drains: int = 8,
+    held: Mapping[str, str] | None = None,
 ) -> ScaleDown:
     """Which replicas go to bring the group from `current` to `target` replicas.
 
     `units` are the group's live replicas, `nodes` Ray's nodes (None when Ray could not be asked, with
     `unknown` saying why: then only Pods that are not ready may go), `drains` the results of this group's
-    drain Pods.
+    drain Pods, `held` the worker Pods not to drain again yet (a recent drain failed), with why.
     """
+    held = held or {}
     plan = ScaleDown(need=max(0, current - target))
     need = plan.need
     if need == 0:
@@ -281,6 +283,9 @@ def plan_scale_down(
                 continue
             if d is not None and d.state == DRAIN_FAILED:
                 busy.append(f"draining {pname} failed: {d.message}")
+                continue
+            if pname in held and is_running_and_ready(p):
+                busy.append(held[pname])
                 continue
             if not is_running_and_ready(p):
                 # No Ray work can be on a Pod that is not ready: its raylet is not up, or gone.

@@ -165,10 +165,15 @@ async def drain_kubelet(
 
 @contextlib.asynccontextmanager
 async def operator(
-    client: ApiClient, namespace: str, *, state: FakeRayState | None = None, retry_seconds: float = 1.0
+    client: ApiClient,
+    namespace: str,
+    *,
+    state: FakeRayState | None = None,
+    retry_seconds: float = 1.0,
+    use_proxy: bool = False,
 ) -> AsyncIterator[Manager]:
     """RayCluster and RayWorkerGroup controllers in this process, watching one namespace; the dashboard
-    of every cluster is `state`."""
+    of every cluster is `state`, or the real one through the API server's service proxy (`use_proxy`)."""
     mgr = Manager(
         client,
         leader_election=False,
@@ -182,7 +187,12 @@ async def operator(
     resolver = (lambda _addr: state.url) if state is not None else None
     settings = replace(
         settings,
-        workergroups=replace(settings.workergroups, dashboard_resolver=resolver, retry_seconds=retry_seconds),
+        workergroups=replace(
+            settings.workergroups,
+            dashboard_resolver=resolver,
+            retry_seconds=retry_seconds,
+            use_kubernetes_proxy=use_proxy,
+        ),
         reconcile_concurrency=4,
         enable_metrics=True,
     )

@@ -202,9 +202,10 @@ def test_a_drain_pod_is_the_head_pod_running_ray_drain_node_and_never_ready() ->
         worker_pod="c-workers-worker-abcde",
         node_id="ab12",
         message="why not",
+        suffix="x1y2z",
     )
     md = pod["metadata"]
-    assert md["name"] == B.drain_pod_name("c", "c-workers-worker-abcde") and len(md["name"]) <= 63
+    assert md["name"] == B.drain_pod_name("c", "c-workers-worker-abcde", "x1y2z") and len(md["name"]) <= 63
     assert md["labels"][C.LABEL_NODE_TYPE] == W.NODE_TYPE_DRAIN and md["labels"][C.LABEL_GROUP] == "workers"
     assert md["annotations"] == {
         W.ANN_DRAIN_WORKER_POD: "c-workers-worker-abcde",
@@ -214,6 +215,7 @@ def test_a_drain_pod_is_the_head_pod_running_ray_drain_node_and_never_ready() ->
     spec = pod["spec"]
     assert spec["restartPolicy"] == "Never" and spec["activeDeadlineSeconds"] == 120
     (ray,) = spec["containers"]
+    assert ray["command"] == ["/bin/bash", "-c", "--"]
     script = ray["args"][0]
     assert "ray drain-node --address=c-head-svc.ns.svc.cluster.local:6380 --node-id=ab12" in script
     assert "--reason=DRAIN_NODE_REASON_IDLE_TERMINATION" in script and "'--reason-message=why not'" in script

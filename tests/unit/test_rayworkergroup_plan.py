@@ -297,3 +297,12 @@ def test_the_condition_says_what_a_scale_down_waits_for() -> None:
     assert "b runs 2 tasks" in cond.message
     auto = P.decide_sync(rwg(2, synced=2), AUTOSCALED, group(2))
     assert P.synced_condition(auto).reason == W.REASON_AUTOSCALER_OWNS
+
+
+def test_a_worker_whose_drains_keep_failing_is_held_back() -> None:
+    down = plan(
+        [pod("a"), pod("b")], current=2, target=1, nodes=[node("a"), node("b")], held={"b": "b failed"}
+    )
+    assert [d.unit.name for d in down.drain] == ["a"]
+    down = plan([pod("b")], current=1, target=0, nodes=[node("b")], held={"b": "b failed"})
+    assert down.drain == [] and down.blocked[0].why == "b failed"
