@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from rayop.api import constants as C
 from rayop.api import schema as S
+from rayop.api import workergroup as W
 from rayop.base.resource import Resource
 
 Schema = dict[str, Any]
@@ -59,6 +60,9 @@ class KindSpec:
     namespaced: bool = True
     # Whether the admission webhook validates create and update of this kind.
     admission: bool = True
+    # Whether the admission webhook validates writes to the `scale` subresource (`kubectl scale`, the
+    # HPA): the request then carries an autoscaling/v1 Scale, not the object.
+    scale_admission: bool = False
 
     @property
     def resource(self) -> Resource:
@@ -89,6 +93,11 @@ class KindSpec:
     def webhook_path(self) -> str:
         """KubeRay's (controller-runtime's) path for a validating webhook: `/validate-ray-io-v1-raycluster`."""
         return f"/validate-{self.group.replace('.', '-')}-{self.version}-{self.singular}"
+
+    @property
+    def scale_webhook_path(self) -> str:
+        """The path that validates writes to the scale subresource."""
+        return f"{self.webhook_path}-scale"
 
 
 def _columns(*cols: Schema) -> tuple[Schema, ...]:
@@ -149,12 +158,38 @@ RAYSERVICE: Final = KindSpec(
     ),
 )
 
-KINDS: Final[tuple[KindSpec, ...]] = (RAYCLUSTER, RAYJOB, RAYSERVICE)
+RAYWORKERGROUP: Final = KindSpec(
+    kind=W.KIND,
+    group=W.GROUP,
+    version=W.VERSION,
+    plural=W.PLURAL,
+    short_names=(W.SHORT_NAME,),
+    schema=S.ray_worker_group_schema,
+    printer_columns=_columns(
+        {"name": "cluster", "type": "string", "jsonPath": ".status.rayClusterName"},
+        {"name": "group", "type": "string", "jsonPath": ".spec.groupName"},
+        {"name": "desired", "type": "integer", "jsonPath": ".spec.replicas"},
+        {"name": "current", "type": "integer", "jsonPath": ".status.replicas", "priority": 1},
+        {"name": "ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
+        {"name": "min", "type": "integer", "jsonPath": ".status.minReplicas"},
+        {"name": "max", "type": "integer", "jsonPath": ".status.maxReplicas"},
+        {"name": "scaled by", "type": "string", "jsonPath": ".status.scaledBy"},
+        {"name": "age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ),
+    scale=ScaleSubresource(),
+    # The operator alone creates and updates these objects (the schema's CEL rules guard the rest);
+    # what users write is the scale subresource, which the webhook checks against the owning cluster.
+    admission=False,
+    scale_admission=True,
+)
+
+KINDS: Final[tuple[KindSpec, ...]] = (RAYCLUSTER, RAYJOB, RAYSERVICE, RAYWORKERGROUP)
 
 # Where each Ray kind lives in the API, for controllers and clients.
 RAYCLUSTERS: Final = RAYCLUSTER.resource
 RAYJOBS: Final = RAYJOB.resource
 RAYSERVICES: Final = RAYSERVICE.resource
+RAYWORKERGROUPS: Final = RAYWORKERGROUP.resource
 
 
 def by_kind(kind: str) -> KindSpec:
@@ -167,3 +202,8 @@ def by_kind(kind: str) -> KindSpec:
 def admitted() -> Iterator[KindSpec]:
     """The kinds the admission webhook validates."""
     return (k for k in KINDS if k.admission)
+
+
+def scale_admitted() -> Iterator[KindSpec]:
+    """The kinds whose scale subresource the admission webhook validates."""
+    return (k for k in KINDS if k.scale is not None and k.scale_admission)

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from rayop.api import constants as c
+from rayop.api import workergroup as W
 
 Schema = dict[str, Any]
 
@@ -723,4 +724,72 @@ def ray_service_schema() -> Schema:
         c.KIND_RAYSERVICE,
         _describe(ray_service_spec(), "Desired state of the Ray service."),
         _describe(ray_service_status(), "Observed state of the Ray service."),
+    )
+
+
+# RayWorkerGroup (rayop.io/v1alpha1) ----------------------------------------------------------------
+
+
+def ray_worker_group_schema() -> Schema:
+    """rayop's own kind: one worker group as a scale target (see rayop.api.workergroup, docs/scaling.md)."""
+    immutable = [rule("self == oldSelf", "is immutable")]
+    spec = obj(
+        {
+            "rayClusterName": string(
+                "The RayCluster this worker group belongs to (for a RayCluster's own groups).",
+                rules=immutable,
+            ),
+            "rayServiceName": string(
+                "The RayService this worker group belongs to; it follows the service's active cluster "
+                "across upgrades.",
+                rules=immutable,
+            ),
+            "groupName": string("workerGroupSpecs[].groupName of the group.", rules=immutable),
+            "replicas": integer(
+                "Desired replicas of the group; `kubectl scale` and the HorizontalPodAutoscaler write it "
+                "through the scale subresource. Clamped to the group's [minReplicas, maxReplicas].",
+                minimum=0,
+            ),
+        },
+        "Which worker group, and how many replicas of it.",
+        required=["groupName", "replicas"],
+        rules=[
+            rule(
+                "has(self.rayClusterName) != has(self.rayServiceName)",
+                "exactly one of rayClusterName and rayServiceName must be set",
+            )
+        ],
+    )
+    status = obj(
+        {
+            "replicas": integer("Replicas of the group that exist now (Pods / numOfHosts)."),
+            "readyReplicas": integer("Replicas whose Pods are all ready."),
+            "selector": string("Label selector of exactly this group's worker Pods."),
+            "rayClusterName": string("The RayCluster that runs the group now."),
+            "syncedReplicas": integer(
+                "The group's replicas in the RayCluster when the two last agreed; a later change there "
+                "is copied into spec.replicas."
+            ),
+            "minReplicas": integer("The group's minReplicas."),
+            "maxReplicas": integer("The group's maxReplicas."),
+            "scaledBy": string(
+                "Who sizes the group: RayAutoscaler (enableInTreeAutoscaling), ScaleTarget (this "
+                "object's spec.replicas) or None (suspended).",
+                enum=list(W.SCALED_BY_VALUES),
+            ),
+            "observedGeneration": integer("The generation whose spec.replicas is applied.", fmt="int64"),
+            "conditions": conditions("Synced: whether the RayCluster runs what spec.replicas asks for."),
+        },
+        "Observed state of the worker group.",
+    )
+    return obj(
+        {
+            "apiVersion": string(f"Versioned schema of this object ({W.API_VERSION})."),
+            "kind": string(f"Kind of this object ({W.KIND})."),
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": status,
+        },
+        f"{W.KIND} ({W.GROUP}): one worker group of a RayCluster or RayService, sized through its scale "
+        "subresource.",
     )

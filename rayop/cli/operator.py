@@ -77,6 +77,12 @@ def run_operator(
         str,
         typer.Option(help="namespace/name of a Secret holding generated certificates, shared by replicas."),
     ] = "",
+    enable_rayworkergroups: Annotated[
+        str,
+        _bool_option(
+            "Keep a rayop.io RayWorkerGroup per worker group for kubectl scale and the HPA (needs its CRD)."
+        ),
+    ] = "true",
 ) -> None:
     """Run the operator: reconcile RayClusters (and the other Ray kinds) until SIGTERM."""
     from rayop.operator.main import main
@@ -115,6 +121,7 @@ def run_operator(
                 use_kubernetes_proxy=parse_bool(use_kubernetes_proxy, "--use-kubernetes-proxy"),
                 enable_metrics=parse_bool(enable_metrics, "--enable-metrics"),
                 batch_scheduler=batch_scheduler,
+                enable_worker_groups=parse_bool(enable_rayworkergroups, "--enable-rayworkergroups"),
                 **webhook,  # type: ignore[arg-type]
             )
     except (ValueError, OSError) as e:

@@ -145,12 +145,44 @@ class RayServiceSettings:
 
 
 @dataclass(frozen=True)
+class WorkerGroupSettings:
+    """Knobs of the RayWorkerGroup controller: worker groups as scale targets (docs/scaling.md)."""
+
+    enabled: bool = True
+    """Keep a RayWorkerGroup per worker group (`--enable-rayworkergroups`; needs the rayop.io CRD)."""
+
+    use_kubernetes_proxy: bool = False
+    """Reach Ray dashboards through the API server's service proxy (`--use-kubernetes-proxy`)."""
+
+    dashboard_resolver: Callable[[str], str] | None = None
+    """Maps a dashboard address (`<svc>.<ns>.svc.<domain>:<port>`) to the URL to call, where cluster DNS
+    does not exist (tests, a local plane without the proxy)."""
+
+    cluster_domain: str = C.DEFAULT_CLUSTER_DOMAIN
+    """Domain of Service names (`CLUSTER_DOMAIN`): drain Pods dial `<head-svc>.<ns>.svc.<domain>`."""
+
+    retry_seconds: float = 10.0
+    """How soon a scale-down that waits for busy workers asks Ray again."""
+
+    drains_in_flight: int = 8
+    """Drain Pods one group runs at once; a larger scale-down continues as they finish."""
+
+    drain_deadline_seconds: int = 120
+    """activeDeadlineSeconds of a drain Pod: one that cannot reach the GCS by then counts as failed."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> WorkerGroupSettings:
+        return cls(cluster_domain=environ.get(C.OPENV_CLUSTER_DOMAIN) or C.DEFAULT_CLUSTER_DOMAIN)
+
+
+@dataclass(frozen=True)
 class ControllerSettings:
     """Everything the controllers' `setup` functions read."""
 
     raycluster: RayClusterSettings = field(default_factory=RayClusterSettings)
     rayjob: RayJobSettings = field(default_factory=RayJobSettings)
     rayservice: RayServiceSettings = field(default_factory=RayServiceSettings)
+    workergroups: WorkerGroupSettings = field(default_factory=WorkerGroupSettings)
 
     reconcile_concurrency: int = 16
     """Workers per controller (`--reconcile-concurrency`; KubeRay: 1)."""
@@ -168,4 +200,5 @@ class ControllerSettings:
             raycluster=RayClusterSettings.from_env(environ, gates),
             rayjob=RayJobSettings.from_env(environ, gates),
             rayservice=RayServiceSettings.from_env(environ, gates),
+            workergroups=WorkerGroupSettings.from_env(environ),
         )

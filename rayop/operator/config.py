@@ -77,6 +77,9 @@ class OperatorConfig:
     webhook_url: str = ""
     webhook_service: str = ""
     webhook_secret: str = ""
+    # Keep a rayop.io RayWorkerGroup per worker group, the scale target of `kubectl scale` and the HPA
+    # (docs/scaling.md). Off for a cluster where rayop's own CRD is not installed.
+    enable_worker_groups: bool = True
     # Config-file-only settings (headSidecarContainers, defaultContainerEnvs, ...), as read.
     extra: dict[str, Any] = field(default_factory=dict)
     # The operator's environment (ENABLE_RANDOM_POD_DELETE, RAYCLUSTER_DEFAULT_REQUEUE_SECONDS_ENV, ...).
@@ -110,6 +113,11 @@ class OperatorConfig:
             raycluster=replace(settings.raycluster, build_options=options),
             rayjob=replace(settings.rayjob, use_kubernetes_proxy=self.use_kubernetes_proxy),
             rayservice=replace(settings.rayservice, use_kubernetes_proxy=self.use_kubernetes_proxy),
+            workergroups=replace(
+                settings.workergroups,
+                enabled=self.enable_worker_groups,
+                use_kubernetes_proxy=self.use_kubernetes_proxy,
+            ),
             reconcile_concurrency=self.reconcile_concurrency,
             enable_metrics=self.enable_metrics,
         )
@@ -158,6 +166,7 @@ class OperatorConfig:
             "qps": "qps",
             "burst": "burst",
             "featureGates": "feature_gates",
+            "enableRayWorkerGroups": "enable_worker_groups",
         }
         kw: dict[str, Any] = {}
         extra: dict[str, Any] = {}
@@ -175,7 +184,7 @@ class OperatorConfig:
             if isinstance(fg, list):  # Helm-style [{name, enabled}]
                 fg = {str(i["name"]): i.get("enabled", False) for i in fg}
             kw["feature_gates"] = parse_feature_gates(fg)
-        for b in ("enable_leader_election", "use_kubernetes_proxy", "enable_metrics"):
+        for b in ("enable_leader_election", "use_kubernetes_proxy", "enable_metrics", "enable_worker_groups"):
             if b in kw:
                 kw[b] = parse_bool(kw[b], b)
         kw.update(overrides)

@@ -8,11 +8,15 @@ import logging
 from typing import Any
 
 import rayop.controllers as controllers
+from rayop.api import kinds
+from rayop.base.resource import Resource
 from rayop.operator.config import OperatorConfig
 from rayop.runtime.client import ApiClient, load_config
 from rayop.runtime.logs import setup_logging
 from rayop.runtime.manager import CacheSyncTimeout, LeaderElectionLost, Manager, RunnableFailed
+from rayop.runtime.protocols import Cache
 from rayop.webhook import WebhookOptions, WebhookServer, start_webhook
+from rayop.webhook.lookup import ApiObjects, CachedObjects
 
 log = logging.getLogger("rayop.operator")
 
@@ -61,9 +65,15 @@ def add_webhook(manager: Manager, config: OperatorConfig) -> None:
         gates=config.all_feature_gates(),
     )
     state: dict[str, WebhookServer] = {}
+    # A scale request is judged against the RayWorkerGroup and its RayCluster: read them from the
+    # informers the controllers share (every replica runs them), not with a GET per request.
+    caches: dict[Resource, Cache] = {kinds.RAYCLUSTERS: manager.informer(kinds.RAYCLUSTERS)}
+    if config.enable_worker_groups:
+        caches[kinds.RAYWORKERGROUPS] = manager.informer(kinds.RAYWORKERGROUPS)
+    objects = CachedObjects(caches, ApiObjects(manager.client))
 
     async def serve() -> None:
-        server = await start_webhook(opts, manager.client)
+        server = await start_webhook(opts, manager.client, objects)
         state["server"] = server
         try:
             await asyncio.Event().wait()

@@ -1,4 +1,4 @@
-"""Async client for the Ray dashboard's REST API (Jobs, Serve, health).
+"""Async client for the Ray dashboard's REST API (Jobs, Serve, health, and the state of Ray's nodes).
 
 The same calls KubeRay makes (docs/compatibility.md#ray-dashboard), with two differences on purpose:
 every failure is an exception that carries the method, URL, HTTP status and response body, and the
@@ -12,7 +12,7 @@ API server's service proxy (`<apiserver>/api/v1/namespaces/<ns>/services/<svc>:d
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -31,6 +31,12 @@ JOBS_PATH = "/api/jobs/"
 SERVE_APPLICATIONS_PATH = "/api/serve/applications/"
 GCS_HEALTHZ_PATH = "/api/gcs_healthz"
 VERSION_PATH = "/api/version"
+# The dashboard's node view (python/ray/dashboard/modules/node/node_head.py) and Ray's state API
+# (python/ray/dashboard/modules/state/state_head.py).
+NODES_PATH = "/nodes"
+STATE_PATH = "/api/v0/"
+# The state API's own ceiling (RAY_MAX_LIMIT_FROM_API_SERVER); it answers with fewer rows by default.
+STATE_LIST_LIMIT = 10000
 
 # The text Ray's job manager raises for a reused submission id (HTTP 500 in Ray 2.60, 400 in some older
 # versions); KubeRay matches the same substring.
@@ -350,3 +356,37 @@ class DashboardClient:
         status, text, url = await self._call("DELETE", SERVE_APPLICATIONS_PATH)
         if status >= 300:
             raise DashboardError("DELETE", url, status, text)
+
+    # State of Ray's nodes ---------------------------------------------------------------------------
+
+    async def node_summary(self) -> list[Obj]:
+        """GET /nodes?view=summary: per node, the raylet's view (`nodeId`, `instanceId` = the Pod name
+        KubeRay gives RAY_CLOUD_INSTANCE_ID, `nodeManagerAddress`, `state`, `storeStats`, ...)."""
+        status, text, url = await self._call("GET", NODES_PATH, params={"view": "summary"})
+        if status >= 300:
+            raise DashboardError("GET", url, status, text)
+        body = self._json("GET", url, status, text) or {}
+        rows = ((body.get("data") or {}).get("summary")) if isinstance(body, dict) else None
+        if not isinstance(rows, list):
+            raise DashboardError("GET", url, status, text[:500], "no data.summary in the answer")
+        return [dict(r.get("raylet") or {}) for r in rows if isinstance(r, dict)]
+
+    async def list_state(self, resource: str, filters: Sequence[tuple[str, str, str]] = ()) -> list[Obj]:
+        """GET /api/v0/<resource> (tasks, actors, nodes, ...) with the state API's AND-ed filters
+        (key, "=" or "!=", value). Raises when Ray answers with an error. A list Ray truncated (more
+        than STATE_LIST_LIMIT rows) is returned as it is."""
+        params: list[tuple[str, str]] = [("limit", str(STATE_LIST_LIMIT))]
+        for key, predicate, value in filters:
+            params += [("filter_keys", key), ("filter_predicates", predicate), ("filter_values", value)]
+        path = STATE_PATH + resource + "?" + "&".join(f"{quote(k)}={quote(v)}" for k, v in params)
+        status, text, url = await self._call("GET", path)
+        if status >= 300:
+            raise DashboardError("GET", url, status, text)
+        body = self._json("GET", url, status, text) or {}
+        if not isinstance(body, dict) or not body.get("result"):
+            raise DashboardError("GET", url, status, text[:500], "the state API reported an error")
+        data = (body.get("data") or {}).get("result") or {}
+        rows = data.get("result")
+        if not isinstance(rows, list):
+            raise DashboardError("GET", url, status, text[:500], "no data.result.result in the answer")
+        return [dict(r) for r in rows if isinstance(r, dict)]

@@ -21,7 +21,8 @@ from rayop.validation.kinds import (
     validate_rayjob_status,
     validate_rayservice,
 )
-from rayop.validation.registry import RULES, KindRules, validate, warnings_for
+from rayop.validation.registry import RULES, SCALE_RULES, KindRules, validate, validate_scale, warnings_for
+from rayop.validation.scale import ScaleContext, ScaleVerdict
 from rayop.validation.warnings import (
     warnings_raycluster,
     warnings_rayjob,
@@ -30,8 +31,11 @@ from rayop.validation.warnings import (
 
 __all__ = [
     "RULES",
+    "SCALE_RULES",
     "FieldError",
     "KindRules",
+    "ScaleContext",
+    "ScaleVerdict",
     "aggregate_message",
     "validate",
     "validate_raycluster",
@@ -39,6 +43,7 @@ __all__ = [
     "validate_rayjob",
     "validate_rayjob_status",
     "validate_rayservice",
+    "validate_scale",
     "warnings_for",
     "warnings_raycluster",
     "warnings_rayjob",

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from rayop.api import kinds as K
 from rayop.validation.errors import FieldError, not_supported
 from rayop.validation.kinds import validate_raycluster, validate_rayjob, validate_rayservice
+from rayop.validation.scale import ScaleContext, ScaleVerdict, check_worker_group_scale
 from rayop.validation.warnings import warnings_raycluster, warnings_rayjob, warnings_rayservice
 
 
@@ -43,7 +44,20 @@ RULES: Mapping[str, KindRules] = {
     K.RAYSERVICE.kind: KindRules(validate_rayservice, warnings_rayservice),
 }
 
+
+class ScaleRule(Protocol):
+    """A write to the scale subresource (`scale` and `old` are autoscaling/v1 Scale objects), judged
+    against the objects the webhook read for it."""
+
+    def __call__(self, scale: Any, old: Any, ctx: ScaleContext) -> ScaleVerdict: ...
+
+
+SCALE_RULES: Mapping[str, ScaleRule] = {
+    K.RAYWORKERGROUP.kind: check_worker_group_scale,
+}
+
 _missing = sorted(k.kind for k in K.admitted() if k.kind not in RULES)
+_missing += sorted(f"{k.kind}/scale" for k in K.scale_admitted() if k.kind not in SCALE_RULES)
 if _missing:
     raise ImportError(f"kinds registered for admission without validation rules: {', '.join(_missing)}")
 
@@ -60,3 +74,10 @@ def validate(
 def warnings_for(kind: str, obj: Any, old: Any = None) -> list[str]:
     rules = RULES.get(kind)
     return rules.warn(obj, old) if rules else []
+
+
+def validate_scale(kind: str, scale: Any, old: Any, ctx: ScaleContext) -> ScaleVerdict:
+    rule = SCALE_RULES.get(kind)
+    if rule is None:
+        return ScaleVerdict([not_supported("kind", kind, tuple(SCALE_RULES))])
+    return rule(scale, old, ctx)

@@ -13,6 +13,7 @@ DEFAULT_NAME = "rayop-validating-webhook"
 # Short: a slow webhook stalls every kubectl apply, and failurePolicy Fail turns a timeout into a rejection.
 DEFAULT_TIMEOUT_SECONDS = 5
 WEBHOOK_NAMES = {k.kind: f"validate.{k.plural}.{k.group}" for k in kinds.admitted()}
+SCALE_WEBHOOK_NAMES = {k.kind: f"validate.scale.{k.plural}.{k.group}" for k in kinds.scale_admitted()}
 
 UrlOrService = str | Mapping[str, Any]
 
@@ -59,6 +60,30 @@ def build_webhook_configuration(
                         "apiVersions": list(spec.versions),
                         "operations": ["CREATE", "UPDATE"],
                         "resources": [spec.plural],
+                        "scope": "Namespaced",
+                    }
+                ],
+            }
+        )
+    for spec in kinds.scale_admitted():
+        # `kubectl scale` and the HPA write the scale subresource with an autoscaling/v1 Scale; the
+        # webhook answers from the object that owns the group (rayop.webhook.lookup).
+        hooks.append(
+            {
+                "name": SCALE_WEBHOOK_NAMES[spec.kind],
+                "admissionReviewVersions": ["v1"],
+                "clientConfig": _client_config(target, spec.scale_webhook_path, ca_bundle),
+                "failurePolicy": failure_policy,
+                "sideEffects": "None",
+                "timeoutSeconds": timeout_seconds,
+                "matchPolicy": "Equivalent",
+                "namespaceSelector": dict(namespace_selector or {}),
+                "rules": [
+                    {
+                        "apiGroups": [spec.group],
+                        "apiVersions": list(spec.versions),
+                        "operations": ["UPDATE"],
+                        "resources": [f"{spec.plural}/scale"],
                         "scope": "Namespaced",
                     }
                 ],

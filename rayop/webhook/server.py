@@ -1,6 +1,7 @@
 """The admission webhook's HTTPS server (aiohttp).
 
-Serves ``/validate-ray-io-v1-{raycluster,rayjob,rayservice}`` plus ``/healthz`` and ``/readyz``. The
+Serves ``/validate-ray-io-v1-{raycluster,rayjob,rayservice}``, the scale path of each kind whose scale
+subresource it judges (``/validate-rayop-io-v1alpha1-rayworkergroup-scale``), ``/healthz`` and ``/readyz``. The
 certificate comes from a ``CertSource``; rotated certificates are loaded into the live ``SSLContext``, so
 new handshakes use them without restarting the listener.
 """
@@ -24,8 +25,9 @@ from prometheus_client import Counter, Gauge, Histogram
 from rayop.api import features as F
 from rayop.base.pki import load_chain
 from rayop.runtime.client import ApiClient
-from rayop.webhook.admission import PATHS, BadReview, review
+from rayop.webhook.admission import PATHS, SCALE_PATHS, BadReview, review, review_scale, scale_target
 from rayop.webhook.certs import CertBundle, CertSource, FileCertSource, split_pems
+from rayop.webhook.lookup import SCALE_CONTEXTS, ObjectReader
 from rayop.webhook.registration import (
     DEFAULT_NAME,
     DEFAULT_TIMEOUT_SECONDS,
@@ -76,13 +78,15 @@ def make_app(
     gates: Mapping[str, bool] | None = None,
     ready: Callable[[], bool] | None = None,
     stats: Stats | None = None,
+    objects: ObjectReader | None = None,
 ) -> web.Application:
-    """The aiohttp application (no TLS): tests post AdmissionReviews to it directly."""
+    """The aiohttp application (no TLS): tests post AdmissionReviews to it directly. ``objects`` reads
+    what a scale request is judged against (the operator's caches, or the API server)."""
     resolved = F.resolve_gates(gates)
     st = stats or Stats()
     app = web.Application(client_max_size=MAX_BODY)
 
-    def handler(kind: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    def handler(kind: str, scale: bool = False) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handle(request: web.Request) -> web.Response:
             path = request.path
             IN_FLIGHT.labels(path).inc()
@@ -103,7 +107,12 @@ def make_app(
                 st.bad_requests += 1
                 return web.json_response({"error": f"request body is not JSON: {e}"}, status=400)
             try:
-                out = review(kind, body, resolved)
+                if scale:
+                    ns, name = scale_target(body)
+                    ctx = await SCALE_CONTEXTS[kind](objects, ns, name)
+                    out = review_scale(kind, body, ctx)
+                else:
+                    out = review(kind, body, resolved)
             except BadReview as e:
                 st.bad_requests += 1
                 return web.json_response({"error": str(e)}, status=400)
@@ -121,6 +130,8 @@ def make_app(
 
     for kind, path in PATHS.items():
         app.router.add_post(path, handler(kind))
+    for kind, path in SCALE_PATHS.items():
+        app.router.add_post(path, handler(kind, scale=True))
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -152,6 +163,7 @@ class WebhookServer:
         gates: Mapping[str, bool] | None = None,
         check_interval: float = 60.0,
         ca_propagation_seconds: float = CA_PROPAGATION_SECONDS,
+        objects: ObjectReader | None = None,
     ) -> None:
         if cert_source is None and cert_dir is None:
             raise ValueError("WebhookServer needs cert_dir or cert_source")
@@ -159,6 +171,7 @@ class WebhookServer:
         self.port = port
         self.cert_source: CertSource = cert_source or FileCertSource(Path(str(cert_dir)))
         self.gates = F.resolve_gates(gates)
+        self.objects = objects
         self.check_interval = check_interval
         self.ca_propagation_seconds = ca_propagation_seconds
         self.on_ca_bundle: list[CaBundleHook] = []
@@ -199,7 +212,7 @@ class WebhookServer:
         for hook in self.on_ca_bundle:
             await hook(self.bundle.ca_bundle)
         self._ssl = self._context(self.bundle)
-        app = make_app(self.gates, ready=lambda: self.ready, stats=self.stats)
+        app = make_app(self.gates, ready=lambda: self.ready, stats=self.stats, objects=self.objects)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         self._site = web.TCPSite(

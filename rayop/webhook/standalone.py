@@ -18,6 +18,7 @@ from rayop.webhook.certs import (
     SecretCertSource,
     SelfSignedCertSource,
 )
+from rayop.webhook.lookup import ApiObjects, ObjectReader
 from rayop.webhook.registration import DEFAULT_NAME, UrlOrService
 from rayop.webhook.server import WebhookServer
 
@@ -85,14 +86,25 @@ def make_cert_source(opts: WebhookOptions, client: ApiClient | None) -> CertSour
     return SelfSignedCertSource(sans)
 
 
-async def start_webhook(opts: WebhookOptions, client: ApiClient | None) -> WebhookServer:
+async def start_webhook(
+    opts: WebhookOptions, client: ApiClient | None, objects: ObjectReader | None = None
+) -> WebhookServer:
     """Start a WebhookServer as ``opts`` describe (and register it); the operator embeds it this way.
 
-    ``client`` is needed for ``opts.register`` and ``opts.secret``. The caller stops the returned server.
+    ``client`` is needed for ``opts.register`` and ``opts.secret``. ``objects`` reads what a scale request
+    is judged against (the operator passes its caches); by default each object is read with a GET through
+    ``client``. The caller stops the returned server.
     """
     source = make_cert_source(opts, client)
+    if objects is None and client is not None:
+        objects = ApiObjects(client)
     server = WebhookServer(
-        opts.host, opts.port, cert_source=source, gates=opts.gates, check_interval=opts.check_interval
+        opts.host,
+        opts.port,
+        cert_source=source,
+        gates=opts.gates,
+        check_interval=opts.check_interval,
+        objects=objects,
     )
     await server.start()
     try:
@@ -113,10 +125,21 @@ async def start_webhook(opts: WebhookOptions, client: ApiClient | None) -> Webho
     return server
 
 
+def _optional_client(opts: WebhookOptions) -> ApiClient | None:
+    """A client when a kubeconfig or a service account is at hand: scale requests are judged against the
+    RayCluster, read with a GET. Without one they are allowed with a warning (the operator still reverts
+    a number Ray's autoscaler owns)."""
+    try:
+        return ApiClient(load_config(opts.kubeconfig))
+    except (OSError, KeyError, ValueError) as e:
+        log.warning("no Kubernetes API access (%s): scale requests are not checked", e)
+        return None
+
+
 async def serve(opts: WebhookOptions, stop: asyncio.Event | None = None) -> None:
     """``rayop webhook``: serve until ``stop`` is set or SIGINT/SIGTERM."""
     stop = stop or asyncio.Event()
-    client = ApiClient(load_config(opts.kubeconfig)) if _needs_client(opts) else None
+    client = ApiClient(load_config(opts.kubeconfig)) if _needs_client(opts) else _optional_client(opts)
     try:
         server = await start_webhook(opts, client)
         loop = asyncio.get_running_loop()

@@ -29,8 +29,9 @@ from rayop.runtime.client import CRDS, ApiClient, ApiError
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data"
 CRD_DIR = REPO / "config" / "crd"
-PLURALS = {k.kind: k.plural for k in KINDS}
-V1 = {k.kind: k.resource for k in KINDS}
+RAY_KINDS = [k for k in KINDS if k.group == C.GROUP]
+PLURALS = {k.kind: k.plural for k in RAY_KINDS}
+V1 = {k.kind: k.resource for k in RAY_KINDS}
 ALL_FIELDS = {
     C.KIND_RAYCLUSTER: DATA / "raycluster-all-fields.yaml",
     C.KIND_RAYJOB: DATA / "rayjob-all-fields.yaml",
@@ -129,6 +130,20 @@ async def test_crd_is_established_with_kuberays_names(kube: ApiClient, kind: str
         ("v1", True, True),
         ("v1alpha1", True, False),
     ]
+
+
+async def test_rayop_own_kind_is_established_with_its_scale_subresource(kube: ApiClient) -> None:
+    crd = await kube.get(CRDS, "rayworkergroups.rayop.io")
+    conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
+    assert conditions["Established"] == "True" and conditions["NamesAccepted"] == "True"
+    assert crd["status"]["storedVersions"] == ["v1alpha1"]
+    assert crd["status"]["acceptedNames"]["shortNames"] == ["rwg"]
+    (version,) = crd["spec"]["versions"]
+    assert version["subresources"]["scale"] == {
+        "specReplicasPath": ".spec.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }
 
 
 # Every field ---------------------------------------------------------------------------------------

@@ -271,7 +271,12 @@ def test_the_ray_schemas_reference_only_the_expected_kubernetes_types() -> None:
 def test_render_is_deterministic_and_records_the_source_version() -> None:
     first = crdgen.render(stub_documents())
     assert first == crdgen.render(stub_documents())
-    assert sorted(first) == ["ray.io_rayclusters.yaml", "ray.io_rayjobs.yaml", "ray.io_rayservices.yaml"]
+    assert sorted(first) == [
+        "ray.io_rayclusters.yaml",
+        "ray.io_rayjobs.yaml",
+        "ray.io_rayservices.yaml",
+        "rayop.io_rayworkergroups.yaml",
+    ]
     for text in first.values():
         crd = yaml.safe_load(text)
         assert crd["metadata"]["annotations"][crdgen.ANN_KUBERNETES_VERSION] == "1.99"
@@ -289,7 +294,12 @@ def test_gen_crds_command_writes_files_and_leaves_unchanged_files_alone(tmp_path
     result = runner.invoke(main.app, ["dev", "gen-crds", *files, "--out", str(out)])
     assert result.exit_code == 0, result.output
     written = sorted(p.name for p in out.iterdir())
-    assert written == ["ray.io_rayclusters.yaml", "ray.io_rayjobs.yaml", "ray.io_rayservices.yaml"]
+    assert written == [
+        "ray.io_rayclusters.yaml",
+        "ray.io_rayjobs.yaml",
+        "ray.io_rayservices.yaml",
+        "rayop.io_rayworkergroups.yaml",
+    ]
     mtimes = {p: p.stat().st_mtime_ns for p in out.iterdir()}
     result = runner.invoke(main.app, ["dev", "gen-crds", *files, "--out", str(out)])
     assert result.exit_code == 0, result.output

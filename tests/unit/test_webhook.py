@@ -268,7 +268,12 @@ def test_webhook_configuration_shape() -> None:
     cfg = build_webhook_configuration("https://127.0.0.1:9443/", b"CA")
     assert cfg["kind"] == "ValidatingWebhookConfiguration"
     names = [h["name"] for h in cfg["webhooks"]]
-    assert names == ["validate.rayclusters.ray.io", "validate.rayjobs.ray.io", "validate.rayservices.ray.io"]
+    assert names == [
+        "validate.rayclusters.ray.io",
+        "validate.rayjobs.ray.io",
+        "validate.rayservices.ray.io",
+        "validate.scale.rayworkergroups.rayop.io",
+    ]
     h = cfg["webhooks"][0]
     assert h["clientConfig"] == {
         "url": "https://127.0.0.1:9443/validate-ray-io-v1-raycluster",
@@ -285,6 +290,19 @@ def test_webhook_configuration_shape() -> None:
             "scope": "Namespaced",
         }
     ]
+    # Writes to a RayWorkerGroup's scale subresource (kubectl scale, the HPA) are judged too.
+    assert cfg["webhooks"][3]["rules"] == [
+        {
+            "apiGroups": ["rayop.io"],
+            "apiVersions": ["v1alpha1"],
+            "operations": ["UPDATE"],
+            "resources": ["rayworkergroups/scale"],
+            "scope": "Namespaced",
+        }
+    ]
+    assert cfg["webhooks"][3]["clientConfig"]["url"].endswith(
+        "/validate-rayop-io-v1alpha1-rayworkergroup-scale"
+    )
     svc = build_webhook_configuration(
         {"namespace": "rayop-system", "name": "rayop-webhook", "port": 443}, b""
     )

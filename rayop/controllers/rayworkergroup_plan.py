@@ -1,0 +1,432 @@
+"""Pure decisions of the RayWorkerGroup controller (docs/scaling.md): which way a replica count flows
+between a RayWorkerGroup and its RayCluster, and which workers a scale-down removes.
+
+`decide_sync` compares the RayWorkerGroup's `spec.replicas` (what `kubectl scale` or the HPA asked for)
+with the group's `replicas` in the RayCluster:
+
+- Ray's autoscaler owns the group: the cluster's number is copied into the RayWorkerGroup (PULL).
+- The RayWorkerGroup changed (its generation is not yet observed): its number, clamped to the group's
+  [minReplicas, maxReplicas], goes to the RayCluster (PUSH). A scale-down may take several passes; until it
+  is done, the RayWorkerGroup wins over a concurrent edit of the RayCluster.
+- Else the RayCluster changed since the two last agreed (`status.syncedReplicas`): someone edited it, and
+  its number is copied into the RayWorkerGroup (PULL).
+- Else a change of the group's bounds that changes what runs is applied (PUSH).
+
+Numbers are compared as KubeRay runs them (clamped), so a count outside the bounds is never rewritten just
+to normalise it.
+
+`plan_scale_down` chooses what goes when the RayCluster must shrink: replicas whose Pods do not exist yet,
+then Pods Ray does not know (not started, or their Ray node died or was drained), then Ray nodes that are
+idle (no running task or actor, no primary object copy), each drained in Ray first. A busy node is never
+chosen; the plan says what keeps each one busy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+from rayop.api import constants as C
+from rayop.api import spec as RS
+from rayop.api import workergroup as W
+from rayop.base.objects import annotations_of, is_terminating, labels_of, meta, name_of, spec_of, status_of
+from rayop.base.times import format_time
+from rayop.base.types import Obj
+from rayop.builders import cluster as cl
+from rayop.builders.workergroup import worker_selector
+from rayop.controllers.podplan import is_running_and_ready
+from rayop.ray.nodes import RayNode, node_of_pod, ran_on_dead_node
+
+PULL: Final = "pull"
+PUSH: Final = "push"
+IN_SYNC: Final = "in-sync"
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+# Which way the number flows ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sync:
+    action: str  # PULL, PUSH or IN_SYNC
+    replicas: int  # PULL: the new spec.replicas; PUSH: the group's new replicas; IN_SYNC: the group's
+    requested: int  # the RayWorkerGroup's spec.replicas
+    current: int  # the group's replicas in the RayCluster, as written
+    scaled_by: str
+    lo: int
+    hi: int
+    ignored: bool = False  # Ray's autoscaler owns the group, yet spec.replicas was changed
+
+    @property
+    def clamped(self) -> bool:
+        return not self.lo <= self.requested <= self.hi
+
+
+def decide_sync(rwg: Mapping[str, Any], cluster_spec: Mapping[str, Any], group: Mapping[str, Any]) -> Sync:
+    requested = _int(spec_of(rwg).get("replicas")) or 0
+    current = RS.group_replicas(group)
+    lo, hi = RS.replica_bounds(group)
+    owner = RS.scaled_by(cluster_spec, group)
+    gen = meta(rwg).get("generation")
+    observed = status_of(rwg).get("observedGeneration")
+    synced = _int(status_of(rwg).get("syncedReplicas"))
+
+    def out(action: str, replicas: int, ignored: bool = False) -> Sync:
+        return Sync(action, replicas, requested, current, owner, lo, hi, ignored)
+
+    if owner == W.SCALED_BY_RAY_AUTOSCALER:
+        if requested != current:
+            return out(PULL, current, ignored=observed is not None and gen != observed)
+        return out(IN_SYNC, current)
+    if observed is None or synced is None:
+        # A new RayWorkerGroup starts from the cluster's number: adopt it, write nothing.
+        return out(IN_SYNC, current)
+    effective_now = RS.clamp_replicas(group, current)
+    effective_wanted = RS.clamp_replicas(group, requested)
+    if gen != observed:
+        if effective_wanted != effective_now:
+            return out(PUSH, effective_wanted)
+        return out(IN_SYNC, current)
+    if current != synced:
+        return out(PULL, current)
+    if effective_wanted != effective_now:
+        return out(PUSH, effective_wanted)
+    return out(IN_SYNC, current)
+
+
+# A group's replicas as units of Pods -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One replica of a group: one Pod, or the numOfHosts Pods of a multi-host replica."""
+
+    name: str
+    pods: tuple[Obj, ...]
+
+    @property
+    def pod_names(self) -> list[str]:
+        return [name_of(p) for p in self.pods]
+
+    @property
+    def ready(self) -> bool:
+        return all(is_running_and_ready(p) for p in self.pods)
+
+    @property
+    def created(self) -> str:
+        return max(str(meta(p).get("creationTimestamp") or "") for p in self.pods)
+
+    @property
+    def label(self) -> str:
+        """How events name it."""
+        return self.name if len(self.pods) == 1 else f"replica {self.name} ({', '.join(self.pod_names)})"
+
+
+def group_units(pods: Iterable[Obj], num_hosts: int = 1) -> list[Unit]:
+    """The group's live Pods (terminating ones excluded) as replicas."""
+    live = [p for p in pods if not is_terminating(p)]
+    if num_hosts <= 1:
+        return [Unit(name_of(p), (p,)) for p in live]
+    by_replica: dict[str, list[Obj]] = {}
+    for p in live:
+        key = labels_of(p).get(C.LABEL_WORKER_GROUP_REPLICA_NAME) or name_of(p)
+        by_replica.setdefault(key, []).append(p)
+    return [Unit(k, tuple(v)) for k, v in by_replica.items()]
+
+
+# Drain Pods --------------------------------------------------------------------------------------------
+
+DRAIN_RUNNING: Final = "running"
+DRAIN_ACCEPTED: Final = "accepted"
+DRAIN_REFUSED: Final = "refused"
+DRAIN_FAILED: Final = "failed"
+
+
+@dataclass(frozen=True)
+class DrainResult:
+    pod: str  # the drain Pod
+    worker: str  # the worker Pod whose Ray node it drains
+    node_id: str
+    state: str
+    message: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.state != DRAIN_RUNNING
+
+
+def drain_result(pod: Mapping[str, Any]) -> DrainResult:
+    ann = annotations_of(pod)
+    st = status_of(pod)
+    phase = st.get("phase")
+    term: Mapping[str, Any] = {}
+    for cs in st.get("containerStatuses") or []:
+        t = (cs.get("state") or {}).get("terminated")
+        if isinstance(t, Mapping):
+            term = t
+    code = _int(term.get("exitCode"))
+    text = str(term.get("message") or st.get("message") or "").strip()
+    state = DRAIN_RUNNING
+    if phase == "Succeeded":
+        state = DRAIN_ACCEPTED
+    elif phase == "Failed":
+        state = DRAIN_REFUSED if code == W.DRAIN_EXIT_REFUSED else DRAIN_FAILED
+        if not text:
+            text = f"exit code {code}" if code is not None else str(st.get("reason") or "failed")
+    return DrainResult(
+        pod=name_of(pod),
+        worker=str(ann.get(W.ANN_DRAIN_WORKER_POD) or ""),
+        node_id=str(ann.get(W.ANN_DRAIN_RAY_NODE_ID) or ""),
+        state=state,
+        message=text[-500:],
+    )
+
+
+# Choosing what goes --------------------------------------------------------------------------------------
+
+IDLE_WORDS: Final = "no running tasks or actors, no primary object copies"
+
+
+@dataclass(frozen=True)
+class Choice:
+    unit: Unit
+    why: str
+
+
+@dataclass(frozen=True)
+class DrainStart:
+    unit: Unit
+    nodes: tuple[tuple[str, RayNode], ...]  # (worker Pod, its idle Ray node) for each Pod to drain
+
+
+@dataclass
+class ScaleDown:
+    need: int  # replicas the RayCluster should lose
+    free: int = 0  # replicas without Pods yet, dropped without naming a Pod
+    remove: list[Choice] = field(default_factory=list)  # name these in workersToDelete now
+    drain: list[DrainStart] = field(default_factory=list)  # start these drains
+    draining: list[Unit] = field(default_factory=list)  # drains in flight
+    blocked: list[Choice] = field(default_factory=list)  # not removable now, busiest first, with why
+
+    @property
+    def removed(self) -> int:
+        return self.free + len(self.remove)
+
+    @property
+    def short(self) -> int:
+        """Replicas still to remove after this pass's removals, drains in flight and drains started."""
+        return max(0, self.need - self.removed - len(self.draining) - len(self.drain))
+
+
+def _pod_ip(pod: Mapping[str, Any]) -> str:
+    return str(status_of(pod).get("podIP") or "")
+
+
+def plan_scale_down(
+    units: Sequence[Unit],
+    *,
+    current: int,
+    target: int,
+    nodes: Sequence[RayNode] | None,
+    unknown: str = "",
+    drains: Sequence[DrainResult] = (),
+    max_drains: int = 8,
+    held: Mapping[str, str] | None = None,
+) -> ScaleDown:
+    """Which replicas go to bring the group from `current` to `target` replicas.
+
+    `units` are the group's live replicas, `nodes` Ray's nodes (None when Ray could not be asked, with
+    `unknown` saying why: then only Pods that are not ready may go), `drains` the results of this group's
+    drain Pods, `held` the worker Pods not to drain again yet (a recent drain failed), with why.
+    """
+    held = held or {}
+    plan = ScaleDown(need=max(0, current - target))
+    need = plan.need
+    if need == 0:
+        return plan
+    # Replicas whose Pods KubeRay has not created yet go first, and cost nothing. (A Pod created a moment
+    # ago and not yet in our cache is then the one KubeRay finds extra: the newest, not ready, no Ray node.)
+    plan.free = min(need, max(0, current - len(units)))
+    need -= plan.free
+    if need == 0:
+        return plan
+
+    by_worker = {d.worker: d for d in drains if d.worker}
+    never_started: list[Choice] = []  # not ready: nothing of theirs runs in Ray
+    drained: list[Choice] = []  # Ray accepted the drain of every node they ran
+    idle: list[DrainStart] = []
+    in_flight: list[Unit] = []
+    blocked: list[tuple[int, Choice]] = []
+    drain_pods_running = sum(1 for d in drains if not d.finished)
+    for u in units:
+        to_drain: list[tuple[str, RayNode]] = []
+        busy: list[str] = []
+        load = 0
+        was_drained = waiting = unknown_pod = False
+        for p in u.pods:
+            pname = name_of(p)
+            d = by_worker.get(pname)
+            if d is not None and d.state == DRAIN_ACCEPTED:
+                was_drained = True
+                continue
+            if d is not None and d.state == DRAIN_RUNNING:
+                waiting = True
+                continue
+            if d is not None and d.state == DRAIN_REFUSED:
+                busy.append(f"Ray refused to drain {pname}: {d.message or 'the node is no longer idle'}")
+                load += 1
+                continue
+            if d is not None and d.state == DRAIN_FAILED:
+                busy.append(f"draining {pname} failed: {d.message}")
+                continue
+            if pname in held and is_running_and_ready(p):
+                busy.append(held[pname])
+                continue
+            if not is_running_and_ready(p):
+                # No Ray work can be on a Pod that is not ready: its raylet is not up, or gone.
+                continue
+            if nodes is None:
+                unknown_pod = True
+                continue
+            node = node_of_pod(nodes, pname, _pod_ip(p))
+            if node is None:
+                if ran_on_dead_node(nodes, pname):
+                    was_drained = True  # its Ray node is gone: drained earlier, or it died
+                else:
+                    busy.append(f"Ray lists no node for {pname} yet")
+                continue
+            if node.idle:
+                to_drain.append((pname, node))
+            else:
+                busy.append(f"{pname} {_busy_words(node)}")
+                load += node.load
+        if busy:
+            blocked.append((load, Choice(u, "; ".join(busy))))
+        elif unknown_pod:
+            blocked.append((0, Choice(u, f"{u.label}: Ray's state is unknown ({unknown})")))
+        elif waiting:
+            in_flight.append(u)
+        elif to_drain:
+            idle.append(DrainStart(u, tuple(to_drain)))
+        elif was_drained:
+            drained.append(Choice(u, f"Ray drained its node, or it is gone (idle: {IDLE_WORDS})"))
+        else:
+            never_started.append(Choice(u, "it runs nothing in Ray (Pod not ready)"))
+
+    # Pods that never started Ray go before those Ray drained; newest first within each.
+    def newest(choices: list[Choice]) -> list[Choice]:
+        return sorted(choices, key=lambda c: (c.unit.created, c.unit.name), reverse=True)
+
+    plan.remove = (newest(never_started) + newest(drained))[:need]
+    need -= len(plan.remove)
+    plan.draining = in_flight[:need]
+    need -= len(plan.draining)
+    slots = max(0, max_drains - drain_pods_running)
+    for start in sorted(idle, key=lambda s: (s.unit.created, s.unit.name), reverse=True):
+        if need == 0 or len(start.nodes) > slots:
+            break
+        plan.drain.append(start)
+        slots -= len(start.nodes)
+        need -= 1
+    # Blocked replicas, busiest first: they are what the user must wait for (never removed).
+    plan.blocked = [c for _, c in sorted(blocked, key=lambda lc: -lc[0])]
+    return plan
+
+
+def _busy_words(node: RayNode) -> str:
+    parts = []
+    if node.tasks:
+        parts.append(f"runs {node.tasks} task{'s' if node.tasks != 1 else ''}")
+    if node.actors:
+        parts.append(f"hosts {node.actors} actor{'s' if node.actors != 1 else ''}")
+    if node.primary_copies:
+        n = node.primary_copies
+        parts.append(f"holds the primary cop{'ies' if n != 1 else 'y'} of {n} object{'s' if n != 1 else ''}")
+    return ", ".join(parts)
+
+
+# Status ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Condition:
+    status: bool
+    reason: str
+    message: str
+
+
+def synced_condition(sync: Sync, down: ScaleDown | None = None) -> Condition:
+    if sync.scaled_by == W.SCALED_BY_RAY_AUTOSCALER:
+        return Condition(
+            True,
+            W.REASON_AUTOSCALER_OWNS,
+            "Ray's autoscaler sizes this group; spec.replicas mirrors the RayCluster",
+        )
+    if sync.action != PUSH:
+        if sync.scaled_by == W.SCALED_BY_NONE:
+            return Condition(True, W.REASON_SUSPENDED, "the cluster or the group is suspended")
+        return Condition(True, W.REASON_IN_SYNC, f"the RayCluster asks for {sync.current} replicas")
+    if sync.replicas > sync.current:
+        return Condition(
+            False, W.REASON_SCALING_UP, f"scaling from {sync.current} to {sync.replicas} replicas"
+        )
+    if down is not None and down.short and down.blocked:
+        return Condition(
+            False,
+            W.REASON_WAITING_FOR_IDLE,
+            f"{down.short} more replica(s) to remove; waiting: {down.blocked[0].why}",
+        )
+    if down is not None and (down.drain or down.draining):
+        return Condition(False, W.REASON_DRAINING, "draining idle Ray nodes before their Pods go")
+    return Condition(False, W.REASON_SCALING_DOWN, f"scaling from {sync.current} to {sync.replicas} replicas")
+
+
+def worker_group_status(
+    rwg: Mapping[str, Any],
+    *,
+    cluster_name: str,
+    group: Mapping[str, Any],
+    pods: Iterable[Obj],
+    sync: Sync,
+    condition: Condition,
+    now: datetime,
+    observed: tuple[int, int] | None = None,
+) -> Obj:
+    """The RayWorkerGroup's status. `observed` = (generation, cluster replicas) once the two agree, which
+    marks that generation applied; otherwise the previous marks are kept."""
+    old = status_of(rwg)
+    units = group_units(pods, cl.num_of_hosts(group))
+    status: Obj = {
+        "replicas": len(units),
+        "readyReplicas": sum(1 for u in units if u.ready),
+        "selector": worker_selector(cluster_name, str(group.get("groupName") or "")),
+        "rayClusterName": cluster_name,
+        "minReplicas": sync.lo,
+        "maxReplicas": sync.hi,
+        "scaledBy": sync.scaled_by,
+    }
+    if observed is not None:
+        status["observedGeneration"], status["syncedReplicas"] = observed
+    else:
+        for k in ("observedGeneration", "syncedReplicas"):
+            if old.get(k) is not None:
+                status[k] = old[k]
+    prev = next((c for c in old.get("conditions") or [] if c.get("type") == W.COND_SYNCED), None)
+    value = "True" if condition.status else "False"
+    cond: Obj = {
+        "type": W.COND_SYNCED,
+        "status": value,
+        "reason": condition.reason,
+        "message": condition.message,
+        "observedGeneration": meta(rwg).get("generation") or 0,
+        "lastTransitionTime": format_time(now),
+    }
+    if prev is not None and prev.get("status") == value and prev.get("lastTransitionTime"):
+        cond["lastTransitionTime"] = prev["lastTransitionTime"]
+    status["conditions"] = [cond]
+    return status
