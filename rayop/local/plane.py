@@ -134,6 +134,7 @@ class PlaneOptions:
     service_account_admission: bool = False
     etcd_fsync: bool = False
     extra_apiserver_args: list[str] = field(default_factory=list)
+    extra_controller_manager_args: list[str] = field(default_factory=list)
     start_timeout: float = 60.0
 
 
@@ -394,6 +395,7 @@ class ControlPlane:
             # The GC and job controllers must react in test time, not after a resync.
             "--concurrent-gc-syncs=20",
             "--profiling=false",
+            *self.opts.extra_controller_manager_args,
         ]
         self._spawn("kube-controller-manager", args)
         port = self.ports["kcm"]
