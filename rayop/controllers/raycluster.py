@@ -63,7 +63,7 @@ from rayop.builders import service as service_builders
 from rayop.builders import status as status_builders
 from rayop.builders import storage as storage_builders
 from rayop.builders.options import BuildOptions
-from rayop.controllers import podplan
+from rayop.controllers import cached_fields, podplan
 from rayop.controllers.common import (
     ACT_CLEANUP,
     ACT_CREATE,
@@ -268,6 +268,9 @@ class RayClusterBuilders:
     status_changed: Callable[[Mapping[str, Any] | None, Mapping[str, Any] | None], bool] = (
         status_builders.status_changed
     )
+    only_progress_changed: Callable[[Mapping[str, Any] | None, Mapping[str, Any] | None], bool] = (
+        status_builders.only_progress_changed
+    )
     desired_worker_replicas: Callable[[Mapping[str, Any]], int] = cluster_builders.desired_worker_replicas
     upgrade_recreate_hash: Callable[[Mapping[str, Any]], str] = cluster_builders.upgrade_recreate_hash
     should_delete_pod: Callable[[Mapping[str, Any], str], tuple[bool, str]] = (
@@ -306,9 +309,12 @@ class RayClusterReconciler:
         # (namespace, name) -> (fingerprint of metadata and spec, errors): most reconciles are caused by
         # pod and status events and see an unchanged spec, so the rules need not run again.
         self._validated: dict[tuple[str, str], tuple[bytes, list[FieldError | str]]] = {}
-        # (namespace, name) -> resourceVersion our last status write replaced. While the cache still shows
-        # that version, a status computed from it would be written with a stale resourceVersion (409).
-        self._status_replaced: dict[tuple[str, str], str] = {}
+        # (namespace, name) -> (resourceVersion our last status write replaced, the object it returned).
+        # While the cache still shows the replaced version, the returned object is the newer one: reading
+        # it (not the cache) avoids a sure 409, or a wait for the watch event of our own write.
+        self._own_status: dict[tuple[str, str], tuple[str, Obj]] = {}
+        # (namespace, name) -> when we last wrote that cluster's status (self.now() clock).
+        self._status_written_at: dict[tuple[str, str], float] = {}
 
     # -- entry point ------------------------------------------------------------------------------
 
@@ -318,8 +324,15 @@ class RayClusterReconciler:
         if cached is None:
             self.exp.forget((namespace, name))
             self._validated.pop((namespace, name), None)
-            self._status_replaced.pop((namespace, name), None)
+            self._own_status.pop((namespace, name), None)
+            self._status_written_at.pop((namespace, name), None)
             return Result()
+        own = self._own_status.get((namespace, name))
+        if own is not None:
+            if own[0] == md(cached).get("resourceVersion"):
+                cached = own[1]  # the cache has not shown our last status write yet
+            else:
+                del self._own_status[(namespace, name)]
         # The cached object is shared and read-only; reconcile_cluster works on its own copy.
         return await self.reconcile_cluster(cached)
 
@@ -385,7 +398,7 @@ class RayClusterReconciler:
             # At scale this saves a status write per RayCluster and scale-up step.
             return Result(1.0)
         try:
-            changed = await self._update_status(original, rc, reconcile_err)
+            status_wait = await self._update_status(original, rc, reconcile_err)
         except ApiError:
             raise
         except Exception as e:
@@ -395,7 +408,9 @@ class RayClusterReconciler:
             self.w.event(rc, WARNING, C.EV_INVALID_SPEC, ACT_VALIDATE, f"calculating the status: {e!r}")
             await self._write_reason(original, f"{C.EV_INVALID_SPEC}: {e!r}")
             return Result(requeue=True)
-        if reconcile_err is not None or changed:
+        if status_wait:
+            return Result(status_wait)  # a deferred status change, written by then
+        if reconcile_err is not None or status_wait is not None:
             return Result(DEFAULT_REQUEUE)
         if _MORE_WORK.get([False])[0]:
             # A batch limit cut a large scale-up short, or a group waits for the cache to show our last
@@ -1160,41 +1175,55 @@ class RayClusterReconciler:
 
     # -- status -------------------------------------------------------------------------------------
 
-    async def _update_status(self, original: Obj, rc: Obj, reconcile_err: Exception | None) -> bool:
+    async def _update_status(self, original: Obj, rc: Obj, reconcile_err: Exception | None) -> float | None:
+        """Write the status if it changed. Returns None if it did not, 0 if it was written, or the
+        seconds until a deferred change is due (see below)."""
         ns, name = md(rc)["namespace"], md(rc)["name"]
-        if self._status_replaced.get((ns, name)) == md(original).get("resourceVersion"):
-            # The cache has not shown our last status write yet (status-only changes do not requeue, so
-            # say "changed" to come back soon and compare with what the cache shows then).
-            return True
-        self._status_replaced.pop((ns, name), None)
         pods = self.store.cluster_pods(ns, name)
         heads = self._head_services(rc)
+        now = self.now()
         new = self.b.calculate_status(
             rc,
             pods,
             heads[0] if heads else None,
             reconcile_error=reconcile_err,
-            now=datetime.fromtimestamp(self.now(), UTC),
+            now=datetime.fromtimestamp(now, UTC),
             gates=dict(self.cfg.gates),
         )
         old = original.get("status") or {}
         if not self.b.status_changed(old, new):
-            return False
+            return None
+        # News (state, reason, desired counts, suspension, a failure) is written at once. Progress alone
+        # (how many workers are ready so far, the head's IP, HeadPodReady) waits until
+        # status_write_interval has passed since this cluster's last status write, so that Pods turning
+        # ready one after another make one write rather than one each; the returned wait brings the
+        # reconcile back to write it.
+        since = now - self._status_written_at.get((ns, name), float("-inf"))
+        if (
+            reconcile_err is None
+            and since < self.cfg.status_write_interval
+            and self.b.only_progress_changed(old, new)
+        ):
+            return max(0.05, self.cfg.status_write_interval - since)
         await self._put_status(original, new)
-        return True
+        return 0.0
 
     async def _put_status(self, original: Obj, status: Obj) -> None:
+        ns, name = md(original)["namespace"], md(original)["name"]
         try:
-            await self.w.write_status(RAYCLUSTERS, original, status)
-            replaced = md(original).get("resourceVersion")
-            if replaced:
-                self._status_replaced[(md(original)["namespace"], md(original)["name"])] = str(replaced)
+            stored = await self.w.write_status(RAYCLUSTERS, original, status)
         except ApiError as e:
             if e.conflict or e.not_found:
                 # Our cached copy is stale; the watch event that made it stale requeues us anyway.
                 log.debug("%s: status write skipped: %s", ref(original), e.reason)
                 return
             raise
+        self._status_written_at[(ns, name)] = self.now()
+        replaced = md(original).get("resourceVersion")
+        stored_md = stored.get("metadata") if isinstance(stored, dict) else None
+        if replaced and isinstance(stored_md, dict) and stored_md.get("resourceVersion"):
+            stored_md.pop("managedFields", None)
+            self._own_status[(ns, name)] = (str(replaced), stored)
 
 
 def _should_delete(b: RayClusterBuilders, pod: Obj) -> tuple[bool, str]:
@@ -1208,16 +1237,17 @@ def _should_delete(b: RayClusterBuilders, pod: Obj) -> tuple[bool, str]:
 
 def setup(manager: Manager, settings: ControllerSettings) -> ControllerHandle:
     """Register the RayCluster controller, its caches and (when enabled) its metrics on `manager`."""
-    clusters = manager.informer(RAYCLUSTERS)
-    pods = manager.informer(PODS, label_selector=POD_SELECTOR)
+    # Informers keep what cached_fields lists for their kind.
+    clusters = cached_fields.informer(manager, RAYCLUSTERS)
+    pods = cached_fields.informer(manager, PODS, label_selector=POD_SELECTOR)
     pods.add_index(INDEX_CLUSTER, index_by_label(C.LABEL_CLUSTER))
-    services = manager.informer(SERVICES)
+    services = cached_fields.informer(manager, SERVICES)
     services.add_index(INDEX_CLUSTER, index_by_label(C.LABEL_CLUSTER))
-    jobs = manager.informer(JOBS, label_selector=JOB_SELECTOR)
+    jobs = cached_fields.informer(manager, JOBS, label_selector=JOB_SELECTOR)
     # Every other kind we create carries ray.io/cluster: caching just those spares the API server a GET
     # per kind on every reconcile (KubeRay reads them from its cache too).
     children = {
-        res: manager.informer(res, label_selector=C.LABEL_CLUSTER)
+        res: cached_fields.informer(manager, res, label_selector=C.LABEL_CLUSTER)
         for res in (SERVICEACCOUNTS, ROLES, ROLEBINDINGS, INGRESSES, SECRETS, PVCS)
     }
     reconciler = RayClusterReconciler(

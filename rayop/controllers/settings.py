@@ -57,6 +57,10 @@ class RayClusterSettings:
     """At most this many Pods created per reconcile; a larger scale-up continues in the next pass, so one
     large cluster never holds a worker while others wait."""
 
+    status_write_interval: float = 1.0
+    """Seconds between two status writes of one RayCluster unless its state or reason changes: Pods that
+    turn ready one after another make one write, not one each (bench/kuberay_peer.py counts the writes)."""
+
     def gate(self, name: str, default: bool = False) -> bool:
         return bool(self.gates.get(name, default))
 

@@ -115,6 +115,9 @@ class Manager:
         """The shared informer for (resource, selectors), scoped to the watched namespaces."""
         key = (resource, label_selector, field_selector)
         inf = self._informers.get(key)
+        if inf is not None and inf.transform is not transform:
+            # One cache serves every asker: two controllers must agree on what it keeps.
+            raise ValueError(f"{inf!r} is shared, and was asked for with another transform")
         if inf is None:
             inf = Informer(
                 self.client,
