@@ -117,7 +117,7 @@ class Manager:
         *,
         label_selector: str | None = None,
         field_selector: str | None = None,
-        transform: Transform | None | _Unset = _UNSET,
+        transform: Transform | _Unset | None = _UNSET,
     ) -> Informer:
         """The shared informer for (resource, selectors), scoped to the watched namespaces. `transform`
         (default: strip managedFields) applies to a new informer; asking for an existing one with another
