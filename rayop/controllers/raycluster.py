@@ -313,8 +313,9 @@ class RayClusterReconciler:
         # While the cache still shows the replaced version, the returned object is the newer one: reading
         # it (not the cache) avoids a sure 409, or a wait for the watch event of our own write.
         self._own_status: dict[tuple[str, str], tuple[str, Obj]] = {}
-        # (namespace, name) -> when we last wrote that cluster's status (self.now() clock).
-        self._status_written_at: dict[tuple[str, str], float] = {}
+        # (namespace, name) -> (when we last wrote that cluster's status (self.now() clock), how many
+        # progress-only writes in a row that was).
+        self._status_written_at: dict[tuple[str, str], tuple[float, int]] = {}
 
     # -- entry point ------------------------------------------------------------------------------
 
@@ -1194,21 +1195,21 @@ class RayClusterReconciler:
         if not self.b.status_changed(old, new):
             return None
         # News (state, reason, desired counts, suspension, a failure) is written at once. Progress alone
-        # (how many workers are ready so far, the head's IP, HeadPodReady) waits until
-        # status_write_interval has passed since this cluster's last status write, so that Pods turning
-        # ready one after another make one write rather than one each; the returned wait brings the
-        # reconcile back to write it.
-        since = now - self._status_written_at.get((ns, name), float("-inf"))
-        if (
-            reconcile_err is None
-            and since < self.cfg.status_write_interval
-            and self.b.only_progress_changed(old, new)
-        ):
-            return max(0.05, self.cfg.status_write_interval - since)
-        await self._put_status(original, new)
+        # (how many workers are ready so far, the head's IP, HeadPodReady) waits until an interval has
+        # passed since this cluster's last status write: status_write_interval, doubled for each
+        # progress-only write in a row, up to status_write_interval_max. Pods turning ready one after
+        # another then make a few writes, not one each, however long they take. The returned wait
+        # brings the reconcile back to write it.
+        last, streak = self._status_written_at.get((ns, name), (float("-inf"), 0))
+        progress = reconcile_err is None and self.b.only_progress_changed(old, new)
+        if progress:
+            interval = min(self.cfg.status_write_interval * 2.0**streak, self.cfg.status_write_interval_max)
+            if now - last < interval:
+                return max(0.05, interval - (now - last))
+        await self._put_status(original, new, progress=progress)
         return 0.0
 
-    async def _put_status(self, original: Obj, status: Obj) -> None:
+    async def _put_status(self, original: Obj, status: Obj, *, progress: bool = False) -> None:
         ns, name = md(original)["namespace"], md(original)["name"]
         try:
             stored = await self.w.write_status(RAYCLUSTERS, original, status)
@@ -1218,7 +1219,8 @@ class RayClusterReconciler:
                 log.debug("%s: status write skipped: %s", ref(original), e.reason)
                 return
             raise
-        self._status_written_at[(ns, name)] = self.now()
+        streak = self._status_written_at.get((ns, name), (0.0, 0))[1] + 1 if progress else 0
+        self._status_written_at[(ns, name)] = (self.now(), min(streak, 16))
         replaced = md(original).get("resourceVersion")
         stored_md = stored.get("metadata") if isinstance(stored, dict) else None
         if replaced and isinstance(stored_md, dict) and stored_md.get("resourceVersion"):

@@ -58,8 +58,13 @@ class RayClusterSettings:
     large cluster never holds a worker while others wait."""
 
     status_write_interval: float = 1.0
-    """Seconds between two status writes of one RayCluster unless its state or reason changes: Pods that
-    turn ready one after another make one write, not one each (bench/kuberay_peer.py counts the writes)."""
+    """Seconds a status change that is only progress (ready worker counts, head IP, HeadPodReady) waits
+    after the cluster's last status write; doubled for each progress-only write in a row. News (state,
+    reason, desired counts, suspension, errors) is written at once. Pods that turn ready one after another
+    thus make a few writes, not one each (bench/kuberay_peer.py counts them)."""
+
+    status_write_interval_max: float = 30.0
+    """The longest wait of a progress-only status change."""
 
     def gate(self, name: str, default: bool = False) -> bool:
         return bool(self.gates.get(name, default))

@@ -379,6 +379,11 @@ async def test_status_changes_other_than_state_are_written_at_most_once_per_inte
     assert env.rc()["metadata"]["resourceVersion"] != written
     assert env.rc()["status"]["readyWorkerReplicas"] == 1
     written = env.rc()["metadata"]["resourceVersion"]
+    # The next progress waits twice as long: a slow start makes a few writes, not one per Pod.
+    env.kube._kind(PODS)[(NS, env.workers()[1])]["status"] = {"phase": "Running"}
+    res = await env.reconcile()
+    assert env.rc()["metadata"]["resourceVersion"] == written
+    assert 1.0 < res.requeue_after <= 2.0
     env.set_phase("Running")  # all ready: a change of state is written at once
     await env.reconcile()
     assert env.rc()["status"]["state"] == "ready"
