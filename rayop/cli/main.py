@@ -45,6 +45,7 @@ def __getattr__(name: str) -> Any:
         return full_app()
     raise AttributeError(name)
 
+
 # KubeRay's boolean flags are Go flags: a bare `--enable-leader-election` means true. typer wants a value,
 # so a bare one is rewritten to `--flag=true` before parsing (`--flag=false` and `--flag false` pass as-is).
 GO_BOOL_FLAGS = frozenset(
