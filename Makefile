@@ -16,7 +16,7 @@ K8S_DIR := $(RAYOP_CACHE_DIR)/k8s/$(RAYOP_K8S_VERSION)
 export RAYOP_K8S_BIN_DIR := $(K8S_DIR)
 PYTEST_ARGS ?=
 
-.PHONY: all demo test test-unit test-integration test-e2e lint crds bench deps k8s metrics-server ray-env system-deps clean
+.PHONY: all demo test test-unit test-integration test-e2e lint crds bench bench-peer deps k8s metrics-server kuberay ray-env system-deps clean
 
 all: test
 
@@ -39,6 +39,10 @@ metrics-server:
 
 ray-env:
 	@bash scripts/ray-env.sh
+
+# KubeRay's operator and CRDs from its Go module, for the side-by-side benchmark only (not a test dependency).
+kuberay:
+	@bash scripts/build-kuberay.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rayop tests bench
@@ -66,6 +70,10 @@ demo: deps
 
 bench: deps
 	$(VPY) bench/run.py
+
+# rayop against KubeRay on the same kind of plane (about 30 minutes); rewrites its BENCHMARKS.md section.
+bench-peer: deps kuberay
+	$(VPY) bench/run.py kuberay_peer
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -3,7 +3,8 @@
 Starts a private control plane, creates the pods (shaped like KubeRay's: Ray container with env, probes,
 volume mounts, an init container; status Running/Ready with container statuses), then, in a fresh Python
 process per variant, lists+watches them with rayop's Informer and reports the resident-set growth.
-Variants: managedFields stripped (the default transform) and kept (transform=None).
+Variants: managedFields kept (transform=None), stripped (the runtime's default), stripped with strings
+interned, and the operator's Pod transform (rayop/controllers/cached_fields.py), with and without interning.
 
     .venv/bin/python bench/informer_memory.py [--pods 1100]
 
@@ -28,11 +29,14 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
-from rayop.runtime.cache import Informer, compact, strip_managed_fields  # noqa: E402
+from rayop.controllers.cached_fields import pod_transform  # noqa: E402
+from rayop.runtime.cache import Informer, compact, intern_strings, strip_managed_fields  # noqa: E402
 from rayop.runtime.client import NAMESPACES, PODS, ApiClient, load_kubeconfig  # noqa: E402
 
 SELECTOR = "ray.io/node-type in (head,worker,redis-cleanup)"
 MODES = {
+    "fields": "`cached_fields.pod_transform` (the operator's): only the fields controllers read",
+    "fields-intern": "the operator's, then strings interned",
     "compact": "`compact`: managedFields stripped, strings interned",
     "strip": "`strip_managed_fields` (default)",
     "keep": "none (managedFields kept)",
@@ -228,7 +232,13 @@ async def measure(kubeconfig: str, ns: str, mode: str) -> dict[str, Any]:
             PODS,
             namespace=ns,
             label_selector=SELECTOR,
-            transform={"strip": strip_managed_fields, "compact": compact, "keep": None}[mode],
+            transform={
+                "strip": strip_managed_fields,
+                "compact": compact,
+                "keep": None,
+                "fields": pod_transform,
+                "fields-intern": lambda o: intern_strings(pod_transform(o)),
+            }[mode],
             page_size=PAGE_SIZE,
         )
         t0 = time.monotonic()
@@ -271,7 +281,7 @@ def main() -> None:
             t0 = time.monotonic()
             asyncio.run(populate(str(plane.kubeconfig), "bench", args.pods))
             print(f"created {args.pods} pods in {time.monotonic() - t0:.1f}s", file=sys.stderr)
-            for mode in ("keep", "strip", "compact"):
+            for mode in ("keep", "strip", "compact", "fields", "fields-intern"):
                 out = subprocess.run(
                     [sys.executable, __file__, "--child", str(plane.kubeconfig), "bench", mode],
                     capture_output=True,

@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import copy
 import gc
 import json
 import os
-import re
 import signal
 import statistics
 import subprocess
@@ -41,184 +38,38 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
+from bench.scalelib import (  # noqa: E402
+    CpuMeter,
+    PodCounter,
+    api_writes,
+    create_node,
+    drop_namespace,
+    fmt,
+    load1,
+    mark_all_ready,
+    proc_stats,
+    scrape_requests,
+    settle,
+    wait_all_ready,
+    writes_between,
+)
 from rayop.api import constants as C  # noqa: E402
 from rayop.api.kinds import RAYCLUSTERS  # noqa: E402
 from rayop.builders import pod as podb  # noqa: E402
 from rayop.builders.options import BuildOptions  # noqa: E402
 from rayop.controllers.settings import RayClusterSettings  # noqa: E402
 from rayop.local.plane import ControlPlane, PlaneOptions, pick_free_ports  # noqa: E402
-from rayop.runtime.client import NAMESPACES, NODES, PODS, ApiClient, load_kubeconfig  # noqa: E402
-from tests.integration.rayclusters import raycluster, running_ready_status  # noqa: E402
+from rayop.runtime.client import (  # noqa: E402
+    DEFAULT_MAX_IN_FLIGHT,
+    NAMESPACES,
+    NODES,
+    ApiClient,
+    load_kubeconfig,
+)
+from tests.integration.rayclusters import raycluster  # noqa: E402
 
 RAYOP = str(Path(sys.executable).with_name("rayop"))
 RESULT = BENCH / "results" / "raycluster.md"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def proc_stats(pid: int) -> tuple[float, float]:
-    """(peak RSS MiB, CPU seconds) of a live process."""
-    hwm = 0.0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            hwm = int(line.split()[1]) / 1024
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
-    return hwm, cpu
-
-
-def steal_seconds() -> float:
-    """CPU time the hypervisor gave to other guests (all CPUs): the machine's own noise."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()
-    return int(fields[8]) / CLK_TCK
-
-
-class CpuMeter:
-    """CPU seconds used by each control-plane process, the operator and this bench between two points."""
-
-    def __init__(self, plane: ControlPlane, operator_pid: int | None = None) -> None:
-        self.pids = {name: p.pid for name, p in plane.procs.items()}
-        if operator_pid is not None:
-            self.pids["operator"] = operator_pid
-        self.start = self._sample()
-
-    def _sample(self) -> dict[str, float]:
-        out = {name: proc_stats(pid)[1] for name, pid in self.pids.items()}
-        out["bench"] = time.process_time()
-        out["steal"] = steal_seconds()
-        return out
-
-    def used(self) -> dict[str, float]:
-        now = self._sample()
-        return {k: now[k] - self.start[k] for k in now}
-
-
-_LABEL = re.compile(r'(\w+)="([^"]*)"')
-
-
-async def api_writes(kube: ApiClient) -> dict[str, float]:
-    """The API server's own count of write requests so far, by verb and resource."""
-    text = await kube.request("GET", "/metrics")
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line.startswith("apiserver_request_total{"):
-            continue
-        labels = dict(_LABEL.findall(line))
-        if labels.get("verb") not in ("POST", "PUT", "PATCH", "DELETE", "APPLY"):
-            continue
-        sub = labels.get("subresource")
-        key = f"{labels['verb']} {labels.get('resource')}{'/' + sub if sub else ''}"
-        out[key] = out.get(key, 0) + float(line.rsplit(" ", 1)[1])
-    return out
-
-
-def writes_between(before: dict[str, float], after: dict[str, float]) -> dict[str, int]:
-    diff = {k: int(v - before.get(k, 0)) for k, v in after.items()}
-    return {k: v for k, v in sorted(diff.items(), key=lambda kv: -kv[1]) if v > 0}
-
-
-class PodCounter:
-    """Counts live pods of a namespace through one watch (cheap next to re-listing 1,100 pods)."""
-
-    def __init__(self, kube: ApiClient, ns: str, selector: str) -> None:
-        self.kube, self.ns, self.selector = kube, ns, selector
-        self.names: set[str] = set()
-        self.pods: dict[str, dict[str, Any]] = {}
-        self.changed = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        first = await self.kube.list(PODS, self.ns, label_selector=self.selector)
-        for p in first["items"]:
-            self._put(p)
-        rv = first["metadata"]["resourceVersion"]
-        self.task = asyncio.create_task(self._run(rv))
-
-    def _put(self, p: dict[str, Any]) -> None:
-        self.pods[p["metadata"]["name"]] = p
-        self.changed.set()
-
-    async def _run(self, rv: str) -> None:
-        while True:
-            try:
-                async for ev in self.kube.watch(
-                    PODS, self.ns, resource_version=rv, label_selector=self.selector
-                ):
-                    obj = ev["object"]
-                    rv = obj["metadata"].get("resourceVersion", rv)
-                    if ev["type"] == "BOOKMARK":
-                        continue
-                    if ev["type"] == "DELETED":
-                        self.pods.pop(obj["metadata"]["name"], None)
-                    else:
-                        self._put(obj)
-            except (TimeoutError, aiohttp.ClientError):
-                await asyncio.sleep(0.2)
-
-    async def wait_count(self, n: int, timeout: float) -> float:
-        deadline = time.monotonic() + timeout
-        while len(self.pods) < n:
-            self.changed.clear()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"{len(self.pods)}/{n} pods after {timeout} s")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), left)
-        return time.monotonic()
-
-    async def stop(self) -> None:
-        if self.task:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-
-
-async def mark_all_ready(kube: ApiClient, pods: list[dict[str, Any]], node: str, concurrency: int) -> None:
-    """Act as scheduler and kubelet: bind every pod to `node`, then report it Running and Ready.
-
-    Binding matters: the Endpoints controller rejects a ready address without a node name and retries
-    such Services for minutes, which would land as noise in every later measurement."""
-    sem = asyncio.Semaphore(concurrency)
-
-    async def one(i: int, p: dict[str, Any]) -> None:
-        name, ns = p["metadata"]["name"], p["metadata"]["namespace"]
-        binding = {
-            "apiVersion": "v1",
-            "kind": "Binding",
-            "metadata": {"name": name, "namespace": ns},
-            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
-        }
-        body = copy.deepcopy(p)
-        body["spec"]["nodeName"] = node
-        body["metadata"].pop("resourceVersion", None)  # pods accept unconditional status updates
-        body["status"] = running_ready_status(p, f"10.{i // 65000}.{(i // 250) % 250}.{i % 250 + 1}")
-        async with sem:
-            await kube.request("POST", PODS.path(ns, name, "binding"), body=binding)
-            await kube.replace_status(PODS, body)
-
-    await asyncio.gather(*(one(i, p) for i, p in enumerate(pods)))
-
-
-async def create_node(kube: ApiClient, name: str) -> None:
-    """A Node for the bench's pods, so the pod garbage collector does not remove them as orphans."""
-    await kube.create(
-        NODES,
-        {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {"name": name, "labels": {"rayop.io/bench": "true"}},
-        },
-    )
-
-
-async def wait_all_ready(kube: ApiClient, ns: str, n: int, timeout: float) -> float:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        items = (await kube.list(RAYCLUSTERS, ns))["items"]
-        ready = sum(1 for rc in items if (rc.get("status") or {}).get("state") == "ready")
-        if ready == n:
-            return time.monotonic()
-        await asyncio.sleep(0.25)
-    raise TimeoutError(f"RayClusters not all ready after {timeout} s")
 
 
 def start_operator(
@@ -328,19 +179,6 @@ async def run_operator_case(
         log.close()
 
 
-async def scrape_requests(port: int) -> dict[str, int]:
-    """The operator's API requests so far, by method (rest_client_requests_total)."""
-    out: dict[str, int] = {}
-    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/metrics") as r:
-        text = await r.text()
-    for line in text.splitlines():
-        if line.startswith("rest_client_requests_total{"):
-            labels, value = line.rsplit(" ", 1)
-            method = labels.split('method="', 1)[1].split('"', 1)[0]
-            out[method] = out.get(method, 0) + int(float(value))
-    return out
-
-
 def baseline_pods(ns: str, clusters: int, workers: int) -> list[dict[str, Any]]:
     opts = BuildOptions()
     out = []
@@ -390,43 +228,10 @@ async def run_plain_client(
     return {"inflight": inflight, "exist_s": t_exist - t0, "cpu": cpu, "writes": writes}
 
 
-async def drop_namespace(kube: ApiClient, ns: str, timeout: float) -> None:
-    """Delete a namespace and wait until the namespace controller has removed it and its objects."""
-    # Bound pods wait for a kubelet to confirm their end; there is none, so they go at once.
-    await kube.request("DELETE", PODS.path(ns), params={"gracePeriodSeconds": 0})
-    await kube.delete(NAMESPACES, ns)
-    deadline = time.monotonic() + timeout
-    while await kube.get_or_none(NAMESPACES, ns) is not None:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"namespace {ns} still there after {timeout} s")
-        await asyncio.sleep(0.5)
-
-
-async def settle(kube: ApiClient, quiet: float = 2.0, timeout: float = 120.0) -> None:
-    """Wait until the API server has taken no write for `quiet` seconds: deleting a namespace leaves the
-    controller manager with Endpoints to delete well after the namespace is gone, and that work would
-    land in the next measurement."""
-    deadline = time.monotonic() + timeout
-    last = await api_writes(kube)
-    still_since = time.monotonic()
-    while time.monotonic() - still_since < quiet:
-        if time.monotonic() > deadline:
-            return
-        await asyncio.sleep(0.5)
-        now = await api_writes(kube)
-        # The controller manager renews its leader Lease every couple of seconds; that is not work.
-        moved = {k for k, v in now.items() if v != last.get(k) and "leases" not in k}
-        if moved:
-            still_since = time.monotonic()
-        last = now
-
-
-def fmt(x: float) -> str:
-    return f"{x:.1f}"
-
-
-def load1() -> float:
-    return float(Path("/proc/loadavg").read_text().split()[0])
+def client_limit(case: dict[str, Any]) -> str:
+    if case["qps"] <= 0:
+        return "none (the default)"
+    return f"`--qps {case['qps']} --burst {case['burst']}`"
 
 
 async def main_async(args: argparse.Namespace) -> str:
@@ -439,14 +244,15 @@ async def main_async(args: argparse.Namespace) -> str:
     kube = ApiClient(load_kubeconfig(plane.kubeconfig))
     kube.bucket.qps = 0  # the bench's own reads and status writes are not rate limited
     cfg = RayClusterSettings()
-    # The operator's ApiClient keeps at most 200 connections: that bounds its requests in flight.
+    # The plain client gets more requests in flight than the operator's client allows, so that it shows
+    # what the API server can take.
     inflight = 200
     cases = []
     try:
-        main_case = (args.concurrency, 2000, 2000)
+        main_case = (args.concurrency, -1, 200)  # the defaults: no client-side rate limit
         variants = [main_case] * args.repeat
         if not args.quick:
-            variants += [(64, 2000, 2000), (4, 100, 200)]
+            variants += [(64, -1, 200), (4, 100, 200)]
         for n, (conc, qps, burst) in enumerate(variants):
             # A plain-client run right before each case: the machine is shared, so only figures taken
             # minutes apart compare fairly.
@@ -505,7 +311,7 @@ async def main_async(args: argparse.Namespace) -> str:
         "status subresource (32 pods in flight), as KubeRay's envtest marks pods. `rayop operator` runs as its own process "
         f"(pod creation {cfg.pod_create_concurrency} in flight per reconcile, at most {cfg.pod_batch} per "
         "reconcile); times are from the first apply until a watch has seen every pod. Paired with each case, a "
-        f"plain client (aiohttp, {inflight} requests in flight, the operator's connection limit, no rate "
+        f"plain client (aiohttp, {inflight} requests in flight, more than the operator's {DEFAULT_MAX_IN_FLIGHT}, no rate "
         f"limit) creates the same {total:,} pod manifests (built by rayop's builders, ownerReferences removed) "
         "in a fresh namespace, timed the same way: that is the API server's limit at that moment on this "
         "shared machine. The two sides of a pair alternate which runs first, and each side starts from an "
@@ -525,7 +331,7 @@ async def main_async(args: argparse.Namespace) -> str:
     for c in cases:
         pc, oc = c["plain_cpu"], c["cpu_until_exist"]
         lines.append(
-            f"| {c['concurrency']} | `--qps {c['qps']} --burst {c['burst']}` | {fmt(c['plain_s'])} s "
+            f"| {c['concurrency']} | {client_limit(c)} | {fmt(c['plain_s'])} s "
             f"| {fmt(c['exist_s'])} s | **{c['exist_s'] / c['plain_s']:.2f}x** "
             f"| {cpu(pc, 'kube-apiserver', 'etcd', 'kube-controller-manager', 'bench')} "
             f"| {cpu(oc, 'kube-apiserver', 'etcd', 'kube-controller-manager', 'bench', 'operator')} "

@@ -423,6 +423,29 @@ def status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None)
     return _norm_conditions(o.get("conditions")) != _norm_conditions(n.get("conditions"))
 
 
+# What changes while a cluster's Pods come up one by one, without a change of its state.
+_PROGRESS_COUNTERS = ("readyWorkerReplicas", "availableWorkerReplicas")
+
+
+def only_progress_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
+    """Whether the status-relevant difference (see status_changed) is only progress: ready and available
+    worker counts, the head's IP and names, endpoints, and the HeadPodReady condition. A writer may batch
+    such changes; any other difference (state, reason, desired counts, suspension, a failure), or a first
+    status, is news."""
+    o, n = old or {}, new or {}
+    if not o:
+        return False
+    if (o.get("state") or "") != (n.get("state") or "") or (o.get("reason") or "") != (n.get("reason") or ""):
+        return False
+    if any(cl.as_int(o.get(k)) != cl.as_int(n.get(k)) for k in _COUNTERS if k not in _PROGRESS_COUNTERS):
+        return False
+
+    def others(conds: Any) -> list[dict[str, Any]]:
+        return [c for c in _norm_conditions(conds) if c.get("type") != C.COND_HEAD_POD_READY]
+
+    return others(o.get("conditions")) == others(n.get("conditions"))
+
+
 def _clean(d: Any) -> dict[str, Any]:
     return {k: v for k, v in (d or {}).items() if v not in (None, "")}
 

@@ -2,22 +2,49 @@
 
 from __future__ import annotations
 
+import functools
 import sys
+from typing import Any
 
 import typer
 
-from rayop.cli import demo, dev, local, node, operator, podcmds, webhook
+HELP = "rayop: KubeRay rebuilt in Python."
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="rayop: KubeRay rebuilt in Python.")
-app.add_typer(
-    local.app, name="local", help="Embedded local control plane (etcd + kube-apiserver + controllers)."
-)
-app.add_typer(dev.app, name="dev", help="Developer tasks (CRD generation).")
-app.command("operator")(operator.run_operator)
-app.command("webhook")(webhook.run_webhook)
-app.command("node")(node.run_node)
-app.command("demo")(demo.run_demo)
-podcmds.register(app)
+
+@functools.cache
+def full_app() -> typer.Typer:
+    from rayop.cli import demo, dev, local, node, operator, podcmds, webhook
+
+    app = typer.Typer(no_args_is_help=True, add_completion=False, help=HELP)
+    app.add_typer(
+        local.app, name="local", help="Embedded local control plane (etcd + kube-apiserver + controllers)."
+    )
+    app.add_typer(dev.app, name="dev", help="Developer tasks (CRD generation).")
+    app.command("operator")(operator.run_operator)
+    app.command("webhook")(webhook.run_webhook)
+    app.command("node")(node.run_node)
+    app.command("demo")(demo.run_demo)
+    podcmds.register(app)
+    return app
+
+
+def operator_app() -> typer.Typer:
+    """`rayop operator` alone: the operator is a long-running process, and the other sub-commands would
+    load what it never runs (the node agent, the local control plane, the CRD generator), a few MiB of
+    its resident memory."""
+    from rayop.cli import operator
+
+    app = typer.Typer(add_completion=False, help=HELP)
+    app.callback()(lambda: None)  # keeps `operator` a sub-command, as in the full app
+    app.command("operator")(operator.run_operator)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        return full_app()
+    raise AttributeError(name)
+
 
 # KubeRay's boolean flags are Go flags: a bare `--enable-leader-election` means true. typer wants a value,
 # so a bare one is rewritten to `--flag=true` before parsing (`--flag=false` and `--flag false` pass as-is).
@@ -39,7 +66,9 @@ def normalize_go_bools(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
-    app(args=normalize_go_bools(sys.argv[1:]), prog_name="rayop")
+    argv = normalize_go_bools(sys.argv[1:])
+    app = operator_app() if argv[:1] == ["operator"] else full_app()
+    app(args=argv, prog_name="rayop")
 
 
 if __name__ == "__main__":

@@ -34,8 +34,14 @@ def run_operator(
     reconcile_concurrency: Annotated[
         int, typer.Option(help="Workers per controller (KubeRay: 1); async, so cheap.")
     ] = 16,
-    qps: Annotated[float, typer.Option(help="Client-side API request rate limit.")] = 100.0,
-    burst: Annotated[int, typer.Option(help="Client-side API request burst.")] = 200,
+    qps: Annotated[
+        float,
+        typer.Option(
+            help="Client-side API request rate limit; -1 (the default) or 0: none, the API server's "
+            "Priority and Fairness decides (KubeRay: 100)."
+        ),
+    ] = -1.0,
+    burst: Annotated[int, typer.Option(help="Client-side API request burst, with --qps.")] = 200,
     log_stdout_encoder: Annotated[str, typer.Option(help="json or console.")] = "json",
     log_file_path: Annotated[str, typer.Option(help="Also write logs to this file.")] = "",
     log_file_encoder: Annotated[str, typer.Option(help="json or console.")] = "json",

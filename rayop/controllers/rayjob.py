@@ -28,6 +28,7 @@ from rayop.base.objects import meta, ref
 from rayop.base.resource import Resource
 from rayop.base.types import Obj
 from rayop.builders import rayjob as B
+from rayop.controllers import cached_fields
 from rayop.controllers import rayjob_machine as M
 from rayop.controllers.common import (
     ACT_RECONCILE,
@@ -361,11 +362,11 @@ class RayJobReconciler:
 def setup(manager: Manager, settings: ControllerSettings) -> ControllerHandle:
     """Register the RayJob controller, its caches and (when enabled) its metrics on `manager`."""
     own = settings.rayjob
-    rayjobs = manager.informer(RAYJOBS)
-    clusters = manager.informer(RAYCLUSTERS)
-    services = manager.informer(SERVICES)
-    jobs = manager.informer(JOBS, label_selector=JOB_SELECTOR)
-    pods = manager.informer(PODS, label_selector=POD_SELECTOR)
+    rayjobs = cached_fields.informer(manager, RAYJOBS)
+    clusters = cached_fields.informer(manager, RAYCLUSTERS)
+    services = cached_fields.informer(manager, SERVICES)
+    jobs = cached_fields.informer(manager, JOBS, label_selector=JOB_SELECTOR)
+    pods = cached_fields.informer(manager, PODS, label_selector=POD_SELECTOR)
     pods.add_index(INDEX_CLUSTER, index_by_label(C.LABEL_CLUSTER))
     dashboards = Dashboards(
         manager.client, use_proxy=own.use_kubernetes_proxy, resolve=own.dashboard_resolver

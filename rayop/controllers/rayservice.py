@@ -42,6 +42,7 @@ from rayop.base.types import Obj
 from rayop.builders import cluster as cl
 from rayop.builders import rayservice as B
 from rayop.builders.rayjob import dashboard_url_from_service
+from rayop.controllers import cached_fields
 from rayop.controllers import rayservice_machine as M
 from rayop.controllers.common import (
     ACT_UPDATE,
@@ -604,11 +605,11 @@ def _pod_serving_changed(event: str, obj: Obj, old: Obj | None) -> bool:
 def setup(manager: Manager, settings: ControllerSettings) -> ControllerHandle:
     """Register the RayService controller, its caches and (when enabled) its metrics on `manager`."""
     own = settings.rayservice
-    rayservices = manager.informer(RAYSERVICES)
-    clusters = manager.informer(RAYCLUSTERS)
-    pods = manager.informer(PODS, label_selector=POD_SELECTOR)
+    rayservices = cached_fields.informer(manager, RAYSERVICES)
+    clusters = cached_fields.informer(manager, RAYCLUSTERS)
+    pods = cached_fields.informer(manager, PODS, label_selector=POD_SELECTOR)
     pods.add_index(INDEX_CLUSTER, index_by_label(C.LABEL_CLUSTER))
-    services = manager.informer(SERVICES)
+    services = cached_fields.informer(manager, SERVICES)
     slices = manager.informer(
         ENDPOINTSLICES, label_selector=ENDPOINTSLICE_SELECTOR, transform=slim_endpointslice
     )

@@ -52,6 +52,7 @@ from rayop.builders import pod as pod_builders
 from rayop.builders import workergroup as B
 from rayop.builders.options import BuildOptions
 from rayop.builders.service import service_ports
+from rayop.controllers import cached_fields
 from rayop.controllers import rayworkergroup_plan as P
 from rayop.controllers.common import (
     ACT_CREATE,
@@ -662,10 +663,10 @@ def setup(manager: Manager, settings: ControllerSettings) -> ControllerHandle | 
     own = settings.workergroups
     if not own.enabled:
         return None
-    clusters = manager.informer(RAYCLUSTERS)
-    groups = manager.informer(RAYWORKERGROUPS)
+    clusters = cached_fields.informer(manager, RAYCLUSTERS)
+    groups = cached_fields.informer(manager, RAYWORKERGROUPS)
     groups.add_index(INDEX_OWNER_CLUSTER, _by_cluster_name)
-    pods = manager.informer(PODS, label_selector=POD_SELECTOR)
+    pods = cached_fields.informer(manager, PODS, label_selector=POD_SELECTOR)
     pods.add_index(INDEX_CLUSTER, index_by_label(C.LABEL_CLUSTER))
     drains = manager.informer(PODS, label_selector=f"{C.LABEL_NODE_TYPE}={W.NODE_TYPE_DRAIN}")
     drains.add_index(INDEX_CLUSTER, index_by_label(C.LABEL_CLUSTER))

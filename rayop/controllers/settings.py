@@ -59,6 +59,15 @@ class RayClusterSettings:
     """At most this many Pods created per reconcile; a larger scale-up continues in the next pass, so one
     large cluster never holds a worker while others wait."""
 
+    status_write_interval: float = 1.0
+    """Seconds a status change that is only progress (ready worker counts, head IP, HeadPodReady) waits
+    after the cluster's last status write; doubled for each progress-only write in a row. News (state,
+    reason, desired counts, suspension, errors) is written at once. Pods that turn ready one after another
+    thus make a few writes, not one each (bench/kuberay_peer.py counts them)."""
+
+    status_write_interval_max: float = 30.0
+    """The longest wait of a progress-only status change."""
+
     def gate(self, name: str, default: bool = False) -> bool:
         return bool(self.gates.get(name, default))
 

@@ -54,7 +54,9 @@ class OperatorConfig:
     watch_namespaces: list[str] = field(default_factory=list)
     # bench/raycluster_scale.py: 16 async workers beat 4 and 64 at 100 clusters x 11 pods.
     reconcile_concurrency: int = 16
-    qps: float = 100.0
+    # No client-side rate limit unless asked for (KubeRay: --qps 100 --burst 200). The API server's
+    # Priority and Fairness protects it, and the client waits out its 429s (README, "Configuration").
+    qps: float = -1.0
     burst: int = 200
     log_stdout_encoder: str = "json"
     log_file_path: str = ""

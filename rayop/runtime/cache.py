@@ -17,7 +17,9 @@ task keeps the cache in step with the API server:
 
 Memory: the transform (default: strip metadata.managedFields, often half an object) runs before an object
 is stored, and lists are processed page by page (100 objects) so a full list never sits in memory in
-raw and parsed form at once; `compact` also interns strings (see bench/informer_memory.py for figures).
+raw and parsed form at once; `compact` also interns strings, and `keep_fields` keeps only the fields a
+caller names (the operator's lists per kind are in rayop/controllers/cached_fields.py; figures in
+bench/informer_memory.py).
 
 Cached objects are shared, not copied: treat everything `get`/`list`/`by_index` return as read-only and
 deep-copy before changing it. Handlers run in the reflector task: keep them short (enqueue a key).
@@ -99,6 +101,39 @@ def intern_strings(obj: Obj) -> Obj:
     own, so without this every cached Pod holds private copies of the same ~150 field names and of
     values such as image names, label values and condition types."""
     return _intern_dict(obj)
+
+
+# What keep_fields keeps of an object: per key, True keeps the whole value; a nested FieldSpec keeps those
+# keys of a dict value, or of each dict in a list value.
+FieldSpec = Mapping[str, "FieldSpec | bool"]
+
+
+def _keep(value: Any, spec: FieldSpec) -> Any:
+    if type(value) is dict:
+        out: dict[str, Any] = {}
+        for k, sub in spec.items():
+            v = value.get(k)
+            if v is None:
+                continue
+            out[k] = v if sub is True else _keep(v, sub)  # type: ignore[arg-type]
+        return out
+    if type(value) is list:
+        return [_keep(x, spec) for x in value]
+    return value
+
+
+def keep_fields(spec: FieldSpec, then: Transform | None = None) -> Transform:
+    """A transform that keeps only the fields `spec` names (see FieldSpec), then applies `then` (if any).
+
+    For caches of objects the operator creates by the thousand (Pods): a Pod as the API server returns it
+    is mostly what the operator wrote itself (the template) and never reads back."""
+
+    def transform(obj: Obj) -> Obj:
+        kept: Obj = _keep(obj, spec)
+        return then(kept) if then is not None else kept
+
+    transform.__qualname__ = transform.__name__ = f"keep_fields({', '.join(spec)})"
+    return transform
 
 
 def compact(obj: Obj) -> Obj:

@@ -8,11 +8,14 @@ The API server already speaks JSON; we keep it as JSON.
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import base64
 import contextlib
 import functools
 import json
+import logging
 import os
+import random
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -32,12 +35,33 @@ from rayop.runtime import metrics
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
+log = logging.getLogger("rayop.runtime.client")
+
 
 # The API server limits an object to ~1.5 MiB in etcd; JSON of the largest object plus framing fits.
 MAX_WATCH_EVENT_BYTES = 16 * 1024 * 1024
 
 # At or below this many requests in flight the client counts as calm (see ApiClient.wait_calm).
 CALM_IN_FLIGHT = 8
+
+# Requests (not watches) in flight at once. This, not a client-side token bucket, bounds a burst such as a
+# 1,000-Pod scale-up: the API server's Priority and Fairness decides how fast it takes them, and more
+# requests in flight than it serves at once would only queue there (bench/kuberay_peer.py: 64 creates
+# Pods as fast as 200 on this machine, and each TLS connection costs memory in both processes).
+DEFAULT_MAX_IN_FLIGHT = 64
+
+# 429 (Too Many Requests) and 5xx answers with Retry-After are retried after the wait the server asks for,
+# up to this many times, as client-go does (rest.Request's maxRetries 10, checkWait).
+MAX_RETRIES = 10
+RETRY_BACKOFF_BASE = 0.5  # seconds; doubles per retry of one request, at least the server's Retry-After
+RETRY_BACKOFF_CAP = 32.0
+
+# asyncio gives every TLS connection a 256 KiB read buffer (asyncio.sslproto.SSLProtocol.max_size, a class
+# attribute read when a connection is made). With one connection per request in flight, those buffers, not
+# the data, set most of an operator's memory during a burst. 64 KiB still takes four full TLS records per
+# read.
+if getattr(asyncio.sslproto.SSLProtocol, "max_size", 0) > 64 * 1024:
+    asyncio.sslproto.SSLProtocol.max_size = 64 * 1024
 
 
 def _api_error(resp: aiohttp.ClientResponse, raw: bytes, method: str, url: str) -> ApiError:
@@ -83,6 +107,12 @@ class ApiError(Exception):
     @property
     def gone(self) -> bool:
         return self.status == 410
+
+    @property
+    def retryable(self) -> bool:
+        """The server asked to be asked again later: 429 (API Priority and Fairness, max-in-flight), or a 5xx
+        with Retry-After (client-go's checkWait)."""
+        return self.status == 429 or (self.status >= 500 and self.retry_after > 0)
 
     @property
     def retry_after(self) -> float:
@@ -140,8 +170,11 @@ class ClientConfig:
     token_file: str | None = None
     insecure: bool = False
     namespace: str = "default"
-    qps: float = 100.0
+    # Client-side token bucket: off when qps <= 0 (the default, as in controller-runtime since v0.21; the
+    # API server's Priority and Fairness protects it, and 429s are waited out, see ApiClient.request).
+    qps: float = 0.0
     burst: int = 200
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     extra: dict[str, Any] = field(default_factory=dict)
 
     def ssl_context(self) -> ssl.SSLContext | bool:
@@ -227,9 +260,17 @@ def load_config(kubeconfig: str | None = None) -> ClientConfig:
     return in_cluster_config()
 
 
+def retry_delay(retry_after: float, attempt: int) -> float:
+    """How long to wait before sending a request again: what the server asked for, at least a backoff
+    that doubles per attempt, plus up to 20% jitter so that many requests turned away together do not
+    come back together."""
+    backoff = min(RETRY_BACKOFF_CAP, RETRY_BACKOFF_BASE * 2**attempt)
+    return float(max(retry_after, backoff) * random.uniform(1.0, 1.2))
+
+
 class TokenBucket:
-    """Client-side rate limit (qps/burst), like client-go's flowcontrol, so a burst of reconciles
-    cannot overrun a shared API server."""
+    """Client-side rate limit (qps/burst), like client-go's flowcontrol. Off unless qps > 0: an operator may
+    set one (`--qps`, `--burst`) to cap what it sends to a shared API server."""
 
     def __init__(self, qps: float, burst: int) -> None:
         self.qps = qps
@@ -267,8 +308,10 @@ class ApiClient:
         self._ssl = config.ssl_context()
         self.bucket = TokenBucket(config.qps, config.burst)
         self.request_count = 0
+        self.retries = 0  # requests sent again because the server said so (429, 5xx with Retry-After)
         self._host = urlsplit(config.server).netloc
         self.in_flight = 0  # requests (not watches) awaiting an answer
+        self._slots = asyncio.Semaphore(max(1, config.max_in_flight))
         self._calm = asyncio.Event()  # set while in_flight <= CALM_IN_FLIGHT; binds to a loop only on wait
         self._calm.set()
 
@@ -286,7 +329,9 @@ class ApiClient:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(ssl=self._ssl, limit=200)
+            # No connection limit here: requests are bounded by max_in_flight, and each watch holds a
+            # connection for its whole life (a limit shared with them could starve one or the other).
+            connector = aiohttp.TCPConnector(ssl=self._ssl, limit=0)
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
@@ -346,33 +391,54 @@ class ApiClient:
         content_type: str = "application/json",
         timeout: float | None = None,
     ) -> Any:
-        t0 = time.monotonic()
-        await self.bucket.take()
-        t1 = time.monotonic()
-        metrics.REST_RATE_LIMITER.labels(method, self._host).observe(t1 - t0)
+        """One API call. A 429, or a 5xx with Retry-After, is sent again after the wait the server asked
+        for (and at least an exponential backoff), up to MAX_RETRIES times: such an answer means "later",
+        so callers see neither the error nor a retry at once."""
         url = self.url(path, params)
         # orjson: encoding pods and decoding the API server's answers is most of the operator's CPU at scale.
         data = None if body is None else (body if isinstance(body, (bytes, str)) else orjson.dumps(body))
-        self.request_count += 1
-        code = "<error>"
-        self._started()
-        try:
-            async with self.session.request(
-                method,
-                url,
-                data=data,
-                headers=self._headers(content_type if body is not None else None),
-                timeout=self._timeouts(timeout or self.timeout),
-            ) as resp:
-                code = str(resp.status)
-                raw = await resp.read()
-                if resp.status >= 400:
-                    raise _api_error(resp, raw, method, url)
-                ctype = resp.headers.get("Content-Type", "")
-        finally:
-            self._finished()
-            metrics.REST_LATENCY.labels(method, self._host).observe(time.monotonic() - t1)
-            metrics.REST_REQUESTS.labels(code, method, self._host).inc()
+        attempt = 0
+        while True:
+            try:
+                return await self._send(method, url, data, content_type, timeout)
+            except ApiError as e:
+                if not e.retryable or attempt >= MAX_RETRIES:
+                    raise
+                delay = retry_delay(e.retry_after, attempt)
+                attempt += 1
+                self.retries += 1
+                metrics.REST_RETRIES.labels(str(e.status), method, self._host).inc()
+                log.debug("%s %s: %s; retry %d in %.2fs", method, url, e.status, attempt, delay)
+                await asyncio.sleep(delay)
+
+    async def _send(
+        self, method: str, url: str, data: bytes | str | None, content_type: str, timeout: float | None
+    ) -> Any:
+        t0 = time.monotonic()
+        await self.bucket.take()
+        async with self._slots:
+            t1 = time.monotonic()
+            metrics.REST_RATE_LIMITER.labels(method, self._host).observe(t1 - t0)
+            self.request_count += 1
+            code = "<error>"
+            self._started()
+            try:
+                async with self.session.request(
+                    method,
+                    url,
+                    data=data,
+                    headers=self._headers(content_type if data is not None else None),
+                    timeout=self._timeouts(timeout or self.timeout),
+                ) as resp:
+                    code = str(resp.status)
+                    raw = await resp.read()
+                    if resp.status >= 400:
+                        raise _api_error(resp, raw, method, url)
+                    ctype = resp.headers.get("Content-Type", "")
+            finally:
+                self._finished()
+                metrics.REST_LATENCY.labels(method, self._host).observe(time.monotonic() - t1)
+                metrics.REST_REQUESTS.labels(code, method, self._host).inc()
         if not raw:
             return {}
         if "json" in ctype:

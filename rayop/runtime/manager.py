@@ -49,6 +49,13 @@ def default_lease_namespace(client: ApiClient) -> str:
         return client.config.namespace
 
 
+class _Unset:
+    """Marks an argument the caller did not give."""
+
+
+_UNSET = _Unset()
+
+
 class Manager:
     """See the module docstring."""
 
@@ -110,12 +117,18 @@ class Manager:
         *,
         label_selector: str | None = None,
         field_selector: str | None = None,
-        transform: Transform | None = strip_managed_fields,
+        transform: Transform | _Unset | None = _UNSET,
     ) -> Informer:
-        """The shared informer for (resource, selectors), scoped to the watched namespaces."""
+        """The shared informer for (resource, selectors), scoped to the watched namespaces. `transform`
+        (default: strip managedFields) applies to a new informer; asking for an existing one with another
+        transform is an error, since one cache serves every asker."""
         key = (resource, label_selector, field_selector)
         inf = self._informers.get(key)
+        if inf is not None and not isinstance(transform, _Unset) and inf.transform is not transform:
+            raise ValueError(f"{inf!r} is shared, and was asked for with another transform")
         if inf is None:
+            if isinstance(transform, _Unset):
+                transform = strip_managed_fields
             inf = Informer(
                 self.client,
                 resource,

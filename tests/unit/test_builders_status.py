@@ -621,3 +621,30 @@ def test_status_never_raises_on_malformed_spec(data: Any) -> None:
             continue
     st = calc(c, [HEAD, WORKER])
     assert isinstance(st, dict) and st["lastUpdateTime"] == NOW
+
+
+_HEAD_READY = {"type": "HeadPodReady", "status": "True", "reason": "HeadPodRunningAndReady"}
+_HEAD_NOT_READY = {"type": "HeadPodReady", "status": "False", "reason": "ContainersNotReady"}
+PROGRESS = [
+    ("ready-workers", {"readyWorkerReplicas": 1}, {"readyWorkerReplicas": 2}, True),
+    ("available-workers", {"availableWorkerReplicas": 1}, {"availableWorkerReplicas": 2}, True),
+    ("head-ip", {"head": {}}, {"head": {"podIP": "10.0.0.1", "podName": "h"}}, True),
+    ("endpoints", {"state": ""}, {"endpoints": {"dashboard": "8265"}}, True),
+    ("first-status", {}, {"readyWorkerReplicas": 1}, False),
+    ("head-pod-ready", {"conditions": [_HEAD_NOT_READY]}, {"conditions": [_HEAD_READY]}, True),
+    ("state", {"state": ""}, {"state": "ready"}, False),
+    ("reason", {}, {"reason": "FailedCreateWorkerPod"}, False),
+    ("desired-workers", {"desiredWorkerReplicas": 10}, {"desiredWorkerReplicas": 50}, False),
+    (
+        "provisioned",
+        {"conditions": [{"type": "RayClusterProvisioned", "status": "False"}]},
+        {"conditions": [{"type": "RayClusterProvisioned", "status": "True"}]},
+        False,
+    ),
+    ("suspending", {}, {"conditions": [{"type": "RayClusterSuspending", "status": "True"}]}, False),
+]
+
+
+@pytest.mark.parametrize(("cid", "old", "new", "want"), PROGRESS, ids=[c[0] for c in PROGRESS])
+def test_only_progress_changed(cid: str, old: Obj, new: Obj, want: bool) -> None:
+    assert S.only_progress_changed(old, new) is want

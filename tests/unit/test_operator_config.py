@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 import rayop.operator.main as operator_main
 from rayop.cli.main import app
 from rayop.operator.config import OperatorConfig, parse_feature_gates
+from rayop.runtime.client import ClientConfig
 
 
 def invoke(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, OperatorConfig | None, str]:
@@ -30,7 +31,8 @@ def test_defaults_match_kuberay_except_concurrency(monkeypatch: pytest.MonkeyPat
     assert (cfg.metrics_addr, cfg.probe_addr) == (":8080", ":8082")
     assert cfg.enable_leader_election is True
     assert cfg.leader_election_id == "ray-operator-leader"
-    assert (cfg.qps, cfg.burst) == (100.0, 200)
+    # Deliberately not KubeRay's --qps 100: no client-side rate limit unless asked for.
+    assert (cfg.qps, cfg.burst) == (-1.0, 200)
     assert cfg.log_stdout_encoder == "json"
     assert cfg.watch_namespaces == []
     assert cfg.reconcile_concurrency == 16
@@ -65,6 +67,22 @@ def test_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cfg.feature_enabled("RayCronJob") and not cfg.feature_enabled("RayClusterStatusConditions")
     assert (cfg.reconcile_concurrency, cfg.qps, cfg.burst) == (2, 5.0, 7)
     assert cfg.log_stdout_encoder == "console" and cfg.metrics_addr == "0"
+
+
+@pytest.mark.parametrize(
+    ("flags", "limited"), [((), False), (("--qps", "-1"), False), (("--qps", "100"), True)]
+)
+def test_client_rate_limit_only_when_asked_for(
+    monkeypatch: pytest.MonkeyPatch, flags: tuple[str, ...], limited: bool
+) -> None:
+    code, cfg, out = invoke(monkeypatch, *flags)
+    assert code == 0, out
+    assert cfg is not None
+    monkeypatch.setattr(operator_main, "load_config", lambda _: ClientConfig(server="https://127.0.0.1:1"))
+    client = operator_main.make_client(cfg)
+    assert (client.bucket.qps > 0) is limited
+    if limited:
+        assert (client.bucket.qps, client.bucket.burst) == (100.0, 200)
 
 
 @pytest.mark.parametrize(

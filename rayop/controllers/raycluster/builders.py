@@ -76,6 +76,9 @@ class RayClusterBuilders:
     status_changed: Callable[[Mapping[str, Any] | None, Mapping[str, Any] | None], bool] = (
         status_builders.status_changed
     )
+    only_progress_changed: Callable[[Mapping[str, Any] | None, Mapping[str, Any] | None], bool] = (
+        status_builders.only_progress_changed
+    )
     desired_worker_replicas: Callable[[Mapping[str, Any]], int] = cluster_builders.desired_worker_replicas
     upgrade_recreate_hash: Callable[[Mapping[str, Any]], str] = cluster_builders.upgrade_recreate_hash
     should_delete_pod: Callable[[Mapping[str, Any], str], tuple[bool, str]] = (

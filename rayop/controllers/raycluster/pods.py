@@ -368,18 +368,20 @@ class PodsStep:
             p.come_back_soon()
 
         async def create_one(spec: PodToCreate) -> None:
-            pod = ensure_owned(
-                s.builders.worker_pod(
-                    rc,
-                    group,
-                    s.opts,
-                    replica_index=spec.replica_index,
-                    replica_name=spec.replica_name,
-                    host_index=spec.host_index,
-                ),
-                rc,
-            )
             async with sem:
+                # Built only once it may be sent: a 250-Pod batch of whole Pod dicts would otherwise sit
+                # in memory while the semaphore lets 32 through.
+                pod = ensure_owned(
+                    s.builders.worker_pod(
+                        rc,
+                        group,
+                        s.opts,
+                        replica_index=spec.replica_index,
+                        replica_name=spec.replica_name,
+                        host_index=spec.host_index,
+                    ),
+                    rc,
+                )
                 created = await self._create_pod(
                     p, pod, gname, C.EV_FAILED_CREATE_WORKER_POD, FAILED_CREATE_WORKER_POD, "worker Pod"
                 )

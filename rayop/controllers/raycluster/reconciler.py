@@ -114,9 +114,13 @@ class RayClusterReconciler:
             ("reconcile_gcs_pvc", self.children.gcs_pvc),
             ("reconcile_pods", self.pods.reconcile),
         )
-        # (namespace, name) -> resourceVersion our last status write replaced. While the cache still shows
-        # that version, a status computed from it would be written with a stale resourceVersion (409).
-        self._status_replaced: dict[tuple[str, str], str] = {}
+        # (namespace, name) -> (resourceVersion our last status write replaced, the object it returned).
+        # While the cache still shows the replaced version, the returned object is the newer one: reading
+        # it (not the cache) avoids a sure 409, or a wait for the watch event of our own write.
+        self._own_status: dict[tuple[str, str], tuple[str, Obj]] = {}
+        # (namespace, name) -> (when we last wrote that cluster's status (self.now() clock), how many
+        # progress-only writes in a row that was).
+        self._status_written_at: dict[tuple[str, str], tuple[float, int]] = {}
 
     @property
     def validate(self) -> Validate:
@@ -135,8 +139,15 @@ class RayClusterReconciler:
         if cached is None:
             self.exp.forget((namespace, name))
             self.validation.forget((namespace, name))
-            self._status_replaced.pop((namespace, name), None)
+            self._own_status.pop((namespace, name), None)
+            self._status_written_at.pop((namespace, name), None)
             return Result()
+        own = self._own_status.get((namespace, name))
+        if own is not None:
+            if own[0] == meta(cached).get("resourceVersion"):
+                cached = own[1]  # the cache has not shown our last status write yet
+            else:
+                del self._own_status[(namespace, name)]
         # The cached object is shared and read-only; reconcile_cluster works on its own copy.
         return await self.reconcile_cluster(cached)
 
@@ -191,7 +202,7 @@ class RayClusterReconciler:
             # At scale this saves a status write per RayCluster and scale-up step.
             return Result(1.0)
         try:
-            changed = await self._update_status(p, reconcile_err)
+            status_wait = await self._update_status(p, reconcile_err)
         except ApiError:
             raise
         except Exception as e:
@@ -201,7 +212,9 @@ class RayClusterReconciler:
             self.w.event(rc, WARNING, C.EV_INVALID_SPEC, ACT_VALIDATE, f"calculating the status: {e!r}")
             await self._write_reason(original, f"{C.EV_INVALID_SPEC}: {e!r}")
             return Result(requeue=True)
-        if reconcile_err is not None or changed:
+        if status_wait:
+            return Result(status_wait)  # a deferred status change, written by then
+        if reconcile_err is not None or status_wait is not None:
             return Result(DEFAULT_REQUEUE)
         if p.more_work:
             # A batch limit cut a large scale-up short, or a group waits for the cache to show our last
@@ -229,28 +242,38 @@ class RayClusterReconciler:
 
     # -- status -------------------------------------------------------------------------------------
 
-    async def _update_status(self, p: ReconcilePass, reconcile_err: Exception | None) -> bool:
+    async def _update_status(self, p: ReconcilePass, reconcile_err: Exception | None) -> float | None:
+        """Write the status if it changed. Returns None if it did not, 0 if it was written, or the
+        seconds until a deferred change is due (see below)."""
         ns, name = p.key
-        if self._status_replaced.get((ns, name)) == meta(p.original).get("resourceVersion"):
-            # The cache has not shown our last status write yet (status-only changes do not requeue, so
-            # say "changed" to come back soon and compare with what the cache shows then).
-            return True
-        self._status_replaced.pop((ns, name), None)
         pods = self.store.cluster_pods(ns, name)
         heads = self.store.head_services(ns, name)
+        now = self.now()
         new = self.b.calculate_status(
             p.cluster,
             pods,
             heads[0] if heads else None,
             reconcile_error=reconcile_err,
-            now=datetime.fromtimestamp(self.now(), UTC),
+            now=datetime.fromtimestamp(now, UTC),
             gates=dict(self.cfg.gates),
         )
         old = p.original.get("status") or {}
         if not self.b.status_changed(old, new):
-            return False
-        await self._put_status(p.original, new)
-        return True
+            return None
+        # News (state, reason, desired counts, suspension, a failure) is written at once. Progress alone
+        # (how many workers are ready so far, the head's IP, HeadPodReady) waits until an interval has
+        # passed since this cluster's last status write: status_write_interval, doubled for each
+        # progress-only write in a row, up to status_write_interval_max. Pods turning ready one after
+        # another then make a few writes, not one each, however long they take. The returned wait
+        # brings the reconcile back to write it.
+        last, streak = self._status_written_at.get((ns, name), (float("-inf"), 0))
+        progress = reconcile_err is None and self.b.only_progress_changed(old, new)
+        if progress:
+            interval = min(self.cfg.status_write_interval * 2.0**streak, self.cfg.status_write_interval_max)
+            if now - last < interval:
+                return max(0.05, interval - (now - last))
+        await self._put_status(p.original, new, progress=progress)
+        return 0.0
 
     async def _write_reason(self, original: Obj, reason: str) -> None:
         status = dict(original.get("status") or {})
@@ -259,15 +282,20 @@ class RayClusterReconciler:
         status["reason"] = reason
         await self._put_status(original, status)
 
-    async def _put_status(self, original: Obj, status: Obj) -> None:
+    async def _put_status(self, original: Obj, status: Obj, *, progress: bool = False) -> None:
+        ns, name = meta(original)["namespace"], meta(original)["name"]
         try:
-            await self.w.write_status(RAYCLUSTERS, original, status)
-            replaced = meta(original).get("resourceVersion")
-            if replaced:
-                self._status_replaced[(meta(original)["namespace"], meta(original)["name"])] = str(replaced)
+            stored = await self.w.write_status(RAYCLUSTERS, original, status)
         except ApiError as e:
             if e.conflict or e.not_found:
                 # Our cached copy is stale; the watch event that made it stale requeues us anyway.
                 log.debug("%s: status write skipped: %s", ref(original), e.reason)
                 return
             raise
+        streak = self._status_written_at.get((ns, name), (0.0, 0))[1] + 1 if progress else 0
+        self._status_written_at[(ns, name)] = (self.now(), min(streak, 16))
+        replaced = meta(original).get("resourceVersion")
+        stored_md = stored.get("metadata") if isinstance(stored, dict) else None
+        if replaced and isinstance(stored_md, dict) and stored_md.get("resourceVersion"):
+            stored_md.pop("managedFields", None)
+            self._own_status[(ns, name)] = (str(replaced), stored)

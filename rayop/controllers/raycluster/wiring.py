@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from rayop.api import constants as C
 from rayop.api.kinds import RAYCLUSTERS
-from rayop.controllers import raycluster_metrics
+from rayop.controllers import cached_fields, raycluster_metrics
 from rayop.controllers.common import INDEX_CLUSTER, JOB_SELECTOR, POD_SELECTOR
 from rayop.controllers.raycluster.reconciler import RayClusterReconciler
 from rayop.controllers.raycluster.store import Store
@@ -32,16 +32,17 @@ from rayop.runtime.protocols import ControllerHandle, Manager
 
 def setup(manager: Manager, settings: ControllerSettings) -> ControllerHandle:
     """Register the RayCluster controller, its caches and (when enabled) its metrics on `manager`."""
-    clusters = manager.informer(RAYCLUSTERS)
-    pods = manager.informer(PODS, label_selector=POD_SELECTOR)
+    # Informers keep what cached_fields lists for their kind.
+    clusters = cached_fields.informer(manager, RAYCLUSTERS)
+    pods = cached_fields.informer(manager, PODS, label_selector=POD_SELECTOR)
     pods.add_index(INDEX_CLUSTER, index_by_label(C.LABEL_CLUSTER))
-    services = manager.informer(SERVICES)
+    services = cached_fields.informer(manager, SERVICES)
     services.add_index(INDEX_CLUSTER, index_by_label(C.LABEL_CLUSTER))
-    jobs = manager.informer(JOBS, label_selector=JOB_SELECTOR)
+    jobs = cached_fields.informer(manager, JOBS, label_selector=JOB_SELECTOR)
     # Every other kind we create carries ray.io/cluster: caching just those spares the API server a GET
     # per kind on every reconcile (KubeRay reads them from its cache too).
     children = {
-        res: manager.informer(res, label_selector=C.LABEL_CLUSTER)
+        res: cached_fields.informer(manager, res, label_selector=C.LABEL_CLUSTER)
         for res in (SERVICEACCOUNTS, ROLES, ROLEBINDINGS, INGRESSES, SECRETS, PVCS)
     }
     reconciler = RayClusterReconciler(
