@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from rayop.cli import demo, dev, local, node, operator, podcmds, webhook
+from rayop.cli import demo, dev, local, node, operator, podcmds, ui, webhook
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="rayop: KubeRay rebuilt in Python.")
 app.add_typer(
@@ -17,6 +17,7 @@ app.command("operator")(operator.run_operator)
 app.command("webhook")(webhook.run_webhook)
 app.command("node")(node.run_node)
 app.command("demo")(demo.run_demo)
+app.command("ui")(ui.run_ui)
 podcmds.register(app)
 
 # KubeRay's boolean flags are Go flags: a bare `--enable-leader-election` means true. typer wants a value,

@@ -77,6 +77,11 @@ class OperatorConfig:
     webhook_url: str = ""
     webhook_service: str = ""
     webhook_secret: str = ""
+    # The web view (rayop.ui): off unless given a port; on a loopback address unless given another host,
+    # and then only with TokenReview/SubjectAccessReview checks of every caller.
+    ui_port: int = 0
+    ui_host: str = "127.0.0.1"
+    ui_cert_dir: str = ""
     # Config-file-only settings (headSidecarContainers, defaultContainerEnvs, ...), as read.
     extra: dict[str, Any] = field(default_factory=dict)
     # The operator's environment (ENABLE_RANDOM_POD_DELETE, RAYCLUSTER_DEFAULT_REQUEUE_SECONDS_ENV, ...).
