@@ -71,6 +71,8 @@ class Ui:
     fetcher: Fetcher
     history: ScalingHistory
     counters: AuthCounters
+    # Set once the server answers, the caches have synced and the history was rebuilt from events.
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def url(self) -> str:
@@ -129,6 +131,7 @@ def setup(manager: Manager, options: UiOptions) -> Ui:
                     log.info("scaling history rebuilt from events", extra={"changes": n})
                 except Exception as e:  # the view works without it
                     log.warning("could not rebuild the scaling history from events: %s", e)
+            ui.ready.set()
             await asyncio.Event().wait()
         finally:
             fetching.cancel()

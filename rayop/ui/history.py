@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rayop.ui.fieldmanagers import UNKNOWN, FieldManager
@@ -31,6 +31,8 @@ METRICS = (DESIRED, READY, RAY)
 SOURCE_WATCH = "watch"
 SOURCE_EVENTS = "events"
 SOURCE_MANAGED_FIELDS = "managedFields"
+# How long after a change of replicas the controller's Pod events may come and still be that change.
+MERGE_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -258,10 +260,26 @@ class ScalingHistory:
             changes.reverse()
             g = self._group(namespace, name, group)
             g.desired.prepend(_collapse(points))
-            first_live = min((c.t for c in g.changes), default=float("inf"))
-            for c in reversed([c for c in changes if c.t < first_live]):
-                g.changes.appendleft(c)
-                rebuilt += 1
+            first_live = min((c.t for c in g.changes if c.source == SOURCE_WATCH), default=float("inf"))
+            keep = [c for c in changes if c.t < first_live]
+            existing = list(g.changes)
+            for m in [c for c in existing if c.source == SOURCE_MANAGED_FIELDS]:
+                # managedFields date the last change to the second and name who made it; the controller's
+                # events of the Pods that followed say what it was. One change, told twice: merge them.
+                match = next(
+                    (
+                        i
+                        for i in range(len(keep) - 1, -1, -1)
+                        if keep[i].after == m.after and m.t - 1 <= keep[i].t <= m.t + MERGE_SECONDS
+                    ),
+                    None,
+                )
+                if match is not None:
+                    keep[match] = replace(keep[match], by=m.by, actor=m.actor)
+                    existing.remove(m)
+            g.changes.clear()
+            g.changes.extend(sorted(keep + existing, key=lambda c: c.t))
+            rebuilt += len(keep)
         if by_group:
             self.gen += 1
         return rebuilt

@@ -350,7 +350,13 @@ def overview_main(
     head = Markup(tag("h1", "Overview") + banner(b) + summary)
     if hidden:
         head = Markup(
-            head + tag("p", f"{hidden} objects are hidden: your account may not read them.", class_="muted")
+            head
+            + tag(
+                "p",
+                f"{hidden} more {'object is' if hidden == 1 else 'objects are'} hidden: your account may not read "
+                f"{'it' if hidden == 1 else 'them'}.",
+                class_="muted",
+            )
         )
 
     cluster_body: list[Markup] = []
