@@ -7,8 +7,6 @@ import re
 from html.parser import HTMLParser
 from typing import Any
 
-import pytest
-
 from rayop.ui import model as M
 from rayop.ui import render as R
 from rayop.ui.fetch import ray_worker_counts, tail
