@@ -30,6 +30,7 @@ SCRIPTS = {
     "webhook_latency": "webhook.md",
     "node_agent": "node.md",
     "rayjob_latency": "rayjob.md",
+    "ui_render": "ui.md",
 }
 
 

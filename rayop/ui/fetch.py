@@ -20,6 +20,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -67,7 +68,12 @@ class FetchOptions:
     tick: float = 0.5
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
 def tail(text: str, max_bytes: int, max_lines: int) -> str:
+    """The last whole lines of a log, without terminal colour codes (Ray colours some of its lines)."""
+    text = _ANSI.sub("", text)
     if len(text) > max_bytes:
         text = text[-max_bytes:]
         text = text.split("\n", 1)[1] if "\n" in text else text

@@ -166,8 +166,18 @@ def table(
     """A captioned table in a focusable, labelled scroll region (wide tables scroll on a phone)."""
     ths = []
     for i, h in enumerate(head):
-        text, abbr = h if isinstance(h, tuple) else (h, "")
-        ths.append(tag("th", text, scope="col", title=abbr or None, class_="num" if i in numeric else None))
+        # A (short, long) heading shows the short text and gives the long one to screen readers and tooltips.
+        text, more = h if isinstance(h, tuple) else (h, "")
+        ths.append(
+            tag(
+                "th",
+                text,
+                tag("span", f" ({more})", class_="sr-only") if more else None,
+                scope="col",
+                title=more or None,
+                class_="num" if i in numeric else None,
+            )
+        )
     t = tag(
         "table",
         tag("caption", caption, class_="sr-only"),
@@ -245,6 +255,7 @@ def page(
         tag("meta", charset="utf-8"),
         tag("meta", name="viewport", content="width=device-width, initial-scale=1"),
         tag("meta", name="referrer", content="no-referrer"),
+        tag("link", rel="icon", href="data:,"),
         tag("title", f"{title} · rayop"),
         tag("link", rel="stylesheet", href=assets.plot_css),
         tag("link", rel="stylesheet", href=assets.css),
@@ -399,7 +410,7 @@ def overview_main(
                 "Name",
                 "Namespace",
                 "State",
-                ("Workers ready / desired", "ready / desired, and as Ray reports them"),
+                ("Workers", "ready / desired, and how many Ray reports"),
                 "CPUs",
                 "GPUs",
                 "Memory",
