@@ -313,7 +313,7 @@ class PodCountStep:
         return None
 
 
-# The notes of the RayCluster controller's worker Pod events (rayop/controllers/raycluster.py).
+# The notes of the RayCluster controller's worker Pod events (rayop/controllers/raycluster/pods.py).
 _CREATED = re.compile(r"^Created (?:worker Pod|(\d+) worker Pods) in group (\S+?):")
 _DELETED = re.compile(r"^Deleted worker Pod (\S+?)/(\S+?)(?:;|$)")
 _SUSPENDED = re.compile(r"of suspended worker group (\S+)$")
