@@ -20,6 +20,7 @@ from rayop.api.kinds import RAYCLUSTERS
 from rayop.controllers.common import POD_SELECTOR
 from rayop.local.plane import ControlPlane
 from rayop.runtime.client import (
+    CORE_EVENTS,
     PODS,
     ROLEBINDINGS,
     ROLES,
@@ -243,6 +244,13 @@ async def test_who_changed_replicas_and_the_history_after_a_restart(
                     what="head and 2 workers",
                 )
 
+            # Events are written in the background; the restart must come after they are stored.
+            async def pod_events() -> bool:
+                evs = await kube.list(CORE_EVENTS, ns, field_selector="involvedObject.name=web")
+                reasons = [e.get("reason") for e in evs["items"]]
+                return reasons.count("CreatedWorkerPod") == 2 and reasons.count("DeletedWorkerPod") == 1
+
+            await eventually(pod_events, 30, 0.5, what="the controller's Pod events stored")
             # A restart: a fresh view knows nothing, then rebuilds the worker counts from the events.
             async with view(client, [ns]) as fresh:
                 rebuilt = [(c.after, c.by) for c in fresh.history.changes(ns, "web") if c.source == "events"]
