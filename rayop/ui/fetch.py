@@ -122,6 +122,7 @@ class Fetcher:
         self.wall = wall
         self.gen = 0
         self.calls = 0
+        self.rounds = 0  # loop passes, for tests that must know the schedule was looked at
         self._data: dict[Key, Fetched] = {}
         self._logs: OrderedDict[Key, Fetched] = OrderedDict()
         self._interest: dict[Key, float] = {}
@@ -196,6 +197,7 @@ class Fetcher:
                     tasks.add(t)
                     t.add_done_callback(tasks.discard)
                 self._expire(now)
+                self.rounds += 1
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.o.tick)

@@ -287,3 +287,41 @@ def test_rayop_ui_serves_a_kubeconfig(plane: ControlPlane) -> None:
         proc.terminate()
         proc.wait(timeout=30)
     assert proc.returncode == 0
+
+
+async def test_every_replica_serves_the_view_leader_or_not(
+    kube: ApiClient, namespace: str, plane: ControlPlane
+) -> None:
+    from rayop.local.plane import pick_free_ports
+    from rayop.operator.config import OperatorConfig
+    from rayop.operator.main import build_manager
+
+    ns = namespace
+    await kube.create(RAYCLUSTERS, raycluster("shared", ns, replicas=0), ns)
+    ports = pick_free_ports(2)
+    replicas = []
+    for port in ports:
+        cfg = OperatorConfig(
+            watch_namespaces=[ns],
+            leader_election_namespace=ns,
+            ui_port=port,
+            enable_webhook=False,
+            kubeconfig=plane.kubeconfig,
+        )
+        client = ApiClient(load_kubeconfig(plane.kubeconfig))
+        mgr = build_manager(cfg, client, metrics_addr=None, probe_addr=None, handle_signals=False)
+        replicas.append((mgr, client, asyncio.create_task(mgr.run())))
+    try:
+        await eventually(lambda: sum(m.is_leader for m, _, _ in replicas) == 1, 60, what="one leader")
+        for port in ports:
+
+            async def listed(port: int = port) -> bool:
+                status, body = await get(f"http://127.0.0.1:{port}/")
+                return status == 200 and f'href="/clusters/{ns}/shared"' in body
+
+            await eventually(listed, 30, 0.2, what=f"the view on port {port} lists the cluster")
+    finally:
+        for mgr, client, task in replicas:
+            mgr.stop()
+            await asyncio.wait_for(task, 30)
+            await client.close()

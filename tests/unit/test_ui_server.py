@@ -212,3 +212,67 @@ async def test_sign_in_sets_a_strict_http_only_cookie(authed: TestClient[Any, An
     assert r.status == 403
     r = await authed.post("/logout", allow_redirects=False)
     assert r.status == 303 and f"{COOKIE}=" in r.headers["Set-Cookie"]
+
+
+async def test_an_unreachable_api_server_is_said_on_the_page(
+    client: tuple[TestClient[Any, Any], View],
+) -> None:
+    c, view = client
+    # The view's client points at a closed port: the next scheduled fetch fails to connect.
+    await view.fetcher._fetch_events("a", "uid-alpha")
+    body = await (await c.get("/")).text()
+    assert "The Kubernetes API server has not answered since" in body
+    assert 'role="alert"' in body
+
+
+async def test_the_rayservice_page_reads_kuberays_status() -> None:
+    rs: Obj = {
+        "metadata": {
+            "name": "svc",
+            "namespace": "a",
+            "uid": "uid-svc",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+        },
+        "spec": {},
+        "status": {
+            "numServeEndpoints": 1,
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "NonZeroServeEndpoints",
+                    "lastTransitionTime": "2026-01-01T00:02:00Z",
+                },
+                {
+                    "type": "UpgradeInProgress",
+                    "status": "True",
+                    "reason": "BothActivePendingClustersExist",
+                    "lastTransitionTime": "2026-01-01T00:05:00Z",
+                },
+            ],
+            "activeServiceStatus": {
+                "rayClusterName": "alpha",
+                "applicationStatuses": {
+                    "fruit": {
+                        "status": "RUNNING",
+                        "serveDeploymentStatuses": {"MangoStand": {"status": "HEALTHY"}},
+                    }
+                },
+            },
+            "pendingServiceStatus": {"rayClusterName": "svc-xyz12"},
+        },
+    }
+    view = make_view(rc("alpha"))
+    cast_cache: Any = view.caches.rayservices
+    cast_cache.put(rs)
+    server = UiServer(view, ServerOptions())
+    async with TestClient(TestServer(server.app)) as c:
+        r = await c.get("/services/a/svc")
+        assert r.status == 200
+        body = await r.text()
+        assert 'href="/clusters/a/alpha"' in body  # the active cluster exists
+        assert "svc-xyz12" in body and "(not found)" in body  # the pending one does not yet
+        assert "MangoStand" in body and "HEALTHY" in body
+        assert "UpgradeInProgress → True" in body  # on the upgrade timeline
+        overview = await (await c.get("/")).text()
+        assert 'href="/services/a/svc"' in overview and "upgrading" in overview
