@@ -207,10 +207,22 @@ class GroupRow:
     scaled_by: str
     last_set_by: str
     problems: tuple[Problem, ...] = ()
+    live: int = 0  # worker Pods that exist and are not terminating
 
     @property
     def severity(self) -> int:
         return worst(self.problems)
+
+    @property
+    def state(self) -> str:
+        """suspended, ready, scaling up (Pods missing), starting (Pods there, not ready) or scaling down."""
+        if self.suspended and not self.live:
+            return "suspended"
+        if self.live > self.desired:
+            return "scaling down"
+        if self.live < self.desired:
+            return "scaling up"
+        return "ready" if self.ready >= self.desired else "starting"
 
 
 @dataclass(frozen=True)
@@ -295,6 +307,7 @@ def cluster_row(
                 scaled_by=scaled_by(rc),
                 last_set_by=by.label if by else "",
                 problems=tuple(gproblems),
+                live=live_workers(pods, name),
             )
         )
     state = _str(st.get("state"))

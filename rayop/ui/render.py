@@ -392,7 +392,7 @@ def overview_main(
                     "tr",
                     tag("th", tag("span", "group ", class_="sr-only"), g.name, scope="row", class_="grp"),
                     tag("td", c.namespace, class_="muted"),
-                    tag("td", "suspended" if g.suspended else g.scaled_by, class_="muted"),
+                    tag("td", badge(g.state)),
                     tag("td", _workers(g.ready, g.desired, g.ray), class_="num"),
                     *_res(g.resources),
                     tag("td", ""),
@@ -566,13 +566,14 @@ def group_table(groups: Sequence[GroupRow]) -> Markup:
         tag(
             "tr",
             tag("th", g.name, scope="row"),
+            tag("td", badge(g.state)),
             tag("td", g.desired, class_="num"),
             tag("td", num(g.replicas), class_="num"),
             tag("td", f"{g.min} to {'any' if g.max is None else g.max}", class_="num"),
             tag("td", g.ready, class_="num"),
             tag("td", num(g.ray), class_="num"),
             *_res(g.resources),
-            tag("td", "suspended" if g.suspended else g.scaled_by),
+            tag("td", g.scaled_by),
             tag("td", g.last_set_by or NONE),
         )
         for g in groups
@@ -581,6 +582,7 @@ def group_table(groups: Sequence[GroupRow]) -> Markup:
         "Worker groups",
         [
             "Group",
+            "State",
             "Desired",
             "Replicas",
             "Min to max",
@@ -592,9 +594,9 @@ def group_table(groups: Sequence[GroupRow]) -> Markup:
             "Scaled by",
             "Replicas last set by",
         ],
-        tag("tbody", rows or tag("tr", tag("td", "No worker groups.", colspan="11"))),
+        tag("tbody", rows or tag("tr", tag("td", "No worker groups.", colspan="12"))),
         id_="groups",
-        numeric=(1, 2, 3, 4, 5, 6, 7, 8),
+        numeric=(2, 3, 4, 5, 6, 7, 8, 9),
     )
 
 

@@ -7,6 +7,8 @@ import re
 from html.parser import HTMLParser
 from typing import Any
 
+import pytest
+
 from rayop.ui import model as M
 from rayop.ui import render as R
 from rayop.ui.fetch import ray_worker_counts, tail
@@ -302,3 +304,21 @@ def test_pages_use_labelled_tables_and_regions() -> None:
     # Scrollable regions can be reached by keyboard.
     assert all(a.get("tabindex") == "0" for t, a in tags if t == "div" and a.get("class") == "scroll")
     assert not re.search(r"\sstyle=", html), "no inline styles (the CSP forbids them)"
+
+
+@pytest.mark.parametrize(
+    ("pods", "replicas", "state"),
+    [
+        (["w1", "w2"], 2, "ready"),
+        (["w1"], 2, "scaling up"),
+        (["w1", "w2", "w3"], 2, "scaling down"),
+    ],
+)
+def test_group_states(pods: list[str], replicas: int, state: str) -> None:
+    row = M.cluster_row(cluster(group(replicas=replicas)), [HEAD, *(pod(n) for n in pods)])
+    assert row.groups[0].state == state
+
+
+def test_a_group_whose_pods_are_not_ready_yet_is_starting() -> None:
+    row = M.cluster_row(cluster(group(replicas=1)), [HEAD, pod("w1", ready=False)])
+    assert row.groups[0].state == "starting"
