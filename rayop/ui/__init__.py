@@ -33,7 +33,7 @@ from rayop.runtime.protocols import Informer, Manager
 from rayop.ui.auth import AccessReviewer, AuthCounters, TokenReviewer
 from rayop.ui.caches import INDEX_CLUSTER, Caches
 from rayop.ui.fetch import Fetcher, FetchOptions, rebuild_history
-from rayop.ui.fieldmanagers import ManagerTable
+from rayop.ui.fieldmanagers import ManagerTable, serve_config_manager
 from rayop.ui.history import ScalingHistory
 from rayop.ui.server import ServerOptions, UiServer, is_loopback
 from rayop.ui.view import View
@@ -94,13 +94,22 @@ def setup(manager: Manager, options: UiOptions) -> Ui:
     _wrap_transform(clusters, table)
     jobs = manager.informer(RAYJOBS)
     rayservices = manager.informer(RAYSERVICES)
+    serve_table = ManagerTable(serve_config_manager)
+    _wrap_transform(rayservices, serve_table)
     pods = manager.informer(PODS, label_selector=options.pod_selector)
     pods.add_index(INDEX_CLUSTER, index_by_label(C.LABEL_CLUSTER))
     services = manager.informer(SERVICES)
     services.add_index(INDEX_CLUSTER, index_by_label(C.LABEL_CLUSTER))
     caches = Caches(clusters, jobs, rayservices, pods, services)
     history = ScalingHistory(window=options.history_window)
-    fetcher = Fetcher(manager.client, caches, history, options.fetch)
+    fetcher = Fetcher(
+        manager.client,
+        caches,
+        history,
+        options.fetch,
+        serve_history=ScalingHistory(window=options.history_window),
+        serve_managers=serve_table,
+    )
     view = View(
         caches, history, table, fetcher, api_server=options.api_server_url or manager.client.config.server
     )

@@ -7,6 +7,8 @@ fetcher's loop fetches what is due, at most `concurrency` calls at a time, each 
   every `sweep_interval` for every cluster whose head is Ready (they feed the scaling history), from Ray's
   state API (`/api/v0/nodes`) through the head's dashboard;
 - events of an object: every `events_interval` while someone looks at it (the API server's events, by uid);
+- Serve replicas of a RayService's active cluster (target and running, per application/deployment), on the
+  same schedule as Ray-reported workers, from Serve's REST API (`/api/serve/applications/`);
 - a RayJob's driver logs: every `logs_interval` while someone looks at a running job, and once when a job
   finishes (viewed or not), so the output survives the cluster's deletion; the last `max_logs` jobs' tails
   are kept.
@@ -37,14 +39,21 @@ from rayop.builders.pod import auth_secret_name
 from rayop.ray.dashboard import DashboardClient, DashboardError
 from rayop.runtime.client import CORE_EVENTS, SECRETS, ApiClient, ApiError
 from rayop.ui.caches import Caches, dashboard_port
-from rayop.ui.fieldmanagers import group_names
-from rayop.ui.history import RAY, PodCountStep, ScalingHistory, step_from_event
+from rayop.ui.fieldmanagers import (
+    SERVE_AUTOSCALER_MANAGER,
+    FieldManager,
+    ManagerTable,
+    group_names,
+    serve_config_manager,
+)
+from rayop.ui.history import RAY, READY, PodCountStep, ScalingHistory, step_from_event
 from rayop.ui.model import EventRow, Fetched, event_row, live_workers
 
 log = logging.getLogger("rayop.ui.fetch")
 
 Key = tuple[str, str, str]  # (what, namespace, name-or-uid)
 RAY_NODES = "ray"
+SERVE = "serve"
 EVENTS = "events"
 LOGS = "logs"
 
@@ -101,6 +110,39 @@ def ray_worker_counts(nodes: Iterable[Obj], pods: Iterable[Obj]) -> dict[str, in
     return counts
 
 
+@dataclass(frozen=True)
+class ServeReplicas:
+    """One Serve deployment's replicas: what Serve aims for, how many run, whether Serve's autoscaler decides."""
+
+    target: int
+    running: int
+    autoscaled: bool
+
+
+def serve_replicas(details: Obj) -> dict[str, ServeReplicas]:
+    """Per "application/deployment", from Serve's ServeInstanceDetails (`python/ray/serve/schema.py`)."""
+    out: dict[str, ServeReplicas] = {}
+    apps = details.get("applications")
+    for app_name, app in (apps or {}).items() if isinstance(apps, dict) else []:
+        deps = app.get("deployments") if isinstance(app, dict) else None
+        for dep_name, dep in (deps or {}).items() if isinstance(deps, dict) else []:
+            if not isinstance(dep, dict):
+                continue
+            raw = dep.get("deployment_config")
+            config: Obj = raw if isinstance(raw, dict) else {}
+            target = dep.get("target_num_replicas")
+            if not isinstance(target, int):
+                n = config.get("num_replicas")
+                target = n if isinstance(n, int) else 0
+            reps = dep.get("replicas")
+            replicas: list[Any] = reps if isinstance(reps, list) else []
+            running = len([r for r in replicas if isinstance(r, dict) and r.get("state") == "RUNNING"])
+            out[f"{app_name}/{dep_name}"] = ServeReplicas(
+                target, running, bool(config.get("autoscaling_config"))
+            )
+    return out
+
+
 class Fetcher:
     """See the module docstring."""
 
@@ -111,12 +153,16 @@ class Fetcher:
         history: ScalingHistory,
         options: FetchOptions | None = None,
         *,
+        serve_history: ScalingHistory | None = None,
+        serve_managers: ManagerTable | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.api = api
         self.caches = caches
         self.history = history
+        self.serve_history = serve_history or ScalingHistory()
+        self.serve_managers = serve_managers or ManagerTable(serve_config_manager)
         self.o = options or FetchOptions()
         self.clock = clock
         self.wall = wall
@@ -128,7 +174,7 @@ class Fetcher:
         self._interest: dict[Key, float] = {}
         self._due: dict[Key, float] = {}
         self._running: set[Key] = set()
-        self._sweep_due: dict[tuple[str, str], float] = {}
+        self._sweep_due: dict[Key, float] = {}
         self._tokens: dict[tuple[str, str], tuple[float, str | None]] = {}
         self._wake = asyncio.Event()
         self._sem: asyncio.Semaphore | None = None
@@ -152,6 +198,20 @@ class Fetcher:
             self._want(key)
         return self._data.get(key, Fetched())
 
+    def serve(self, namespace: str, name: str, *, viewed: bool = False) -> Fetched:
+        key = (SERVE, namespace, name)
+        if viewed:
+            self._want(key)
+        return self._data.get(key, Fetched())
+
+    def forget_service(self, namespace: str, name: str) -> None:
+        key = (SERVE, namespace, name)
+        self._data.pop(key, None)
+        self._due.pop(key, None)
+        self._sweep_due.pop((SERVE, namespace, name), None)
+        self.serve_history.forget(namespace, name)
+        self.serve_managers.forget(namespace, name)
+
     def events(self, namespace: str, uid: str) -> Fetched:
         key = (EVENTS, namespace, uid)
         self._want(key)
@@ -173,7 +233,7 @@ class Fetcher:
         key = (RAY_NODES, namespace, name)
         self._data.pop(key, None)
         self._due.pop(key, None)
-        self._sweep_due.pop((namespace, name), None)
+        self._sweep_due.pop(key, None)
         self._tokens.pop((namespace, name), None)
 
     def forget_job(self, namespace: str, name: str) -> None:
@@ -210,17 +270,23 @@ class Fetcher:
 
     def _schedule_sweep(self, now: float) -> None:
         for rc in self.caches.clusters.list():
-            key = (str(meta(rc).get("namespace") or ""), name_of(rc))
-            due = self._sweep_due.get(key)
-            if due is None:
-                # Spread the first sweep over the interval so a start with many clusters is not a burst.
-                due = now + (hash(key) % 1000) / 1000 * self.o.sweep_interval
-                self._sweep_due[key] = due
-            if due <= now:
-                self._sweep_due[key] = now + self.o.sweep_interval
-                rkey = (RAY_NODES, *key)
-                if rkey not in self._running and self.caches.head_ready(*key):
-                    self._due.setdefault(rkey, now)
+            ns, name = str(meta(rc).get("namespace") or ""), name_of(rc)
+            self._sweep((RAY_NODES, ns, name), now, ns, name)
+        for rs in self.caches.rayservices.list():
+            ns, name = str(meta(rs).get("namespace") or ""), name_of(rs)
+            self._sweep((SERVE, ns, name), now, ns, _active_cluster(rs))
+
+    def _sweep(self, key: Key, now: float, namespace: str, cluster: str) -> None:
+        """Schedule `key` once per sweep interval, when the cluster it asks has a Ready head."""
+        due = self._sweep_due.get(key)
+        if due is None:
+            # Spread the first sweep over the interval so a start with many objects is not a burst.
+            due = now + (hash(key) % 1000) / 1000 * self.o.sweep_interval
+            self._sweep_due[key] = due
+        if due <= now:
+            self._sweep_due[key] = now + self.o.sweep_interval
+            if key not in self._running and cluster and self.caches.head_ready(namespace, cluster):
+                self._due.setdefault(key, now)
 
     def _expire(self, now: float) -> None:
         for key in [k for k, t in self._interest.items() if t < now - 600]:
@@ -239,6 +305,9 @@ class Fetcher:
             async with self._sem:
                 if what == RAY_NODES:
                     await self._fetch_ray(ns, name)
+                    again = self.o.viewed_ray_interval
+                elif what == SERVE:
+                    await self._fetch_serve(ns, name)
                     again = self.o.viewed_ray_interval
                 elif what == EVENTS:
                     await self._fetch_events(ns, name)
@@ -362,6 +431,39 @@ class Fetcher:
         for g in groups:
             self.history.observe(namespace, name, g, RAY, None if counts is None else counts.get(g, 0), now)
 
+    async def _fetch_serve(self, namespace: str, name: str) -> None:
+        key = (SERVE, namespace, name)
+        prev = self._data.get(key, Fetched())
+        rs = self.caches.rayservices.get(namespace, name)
+        if rs is None:
+            self._data.pop(key, None)
+            return
+        cluster = _active_cluster(rs)
+        if not cluster or not self.caches.head_ready(namespace, cluster):
+            self._data[key] = Fetched(prev.value, prev.at, "no active cluster with a ready head")
+            return
+        client = await self._dashboard(namespace, cluster)
+        if isinstance(client, str):
+            self._data[key] = Fetched(prev.value, prev.at, client)
+            return
+        self.calls += 1
+        try:
+            details = await client.get_serve_applications()
+        except DashboardError as e:
+            self._data[key] = Fetched(prev.value, prev.at, _short(e))
+            return
+        finally:
+            await client.close()
+        rows = serve_replicas(details)
+        now = self.wall()
+        config_by = self.serve_managers.get(namespace, name).get("serveConfigV2")
+        for dep, r in rows.items():
+            by = FieldManager(SERVE_AUTOSCALER_MANAGER) if r.autoscaled else config_by
+            self.serve_history.desired(namespace, name, dep, r.target, now, by)
+            self.serve_history.observe(namespace, name, dep, READY, r.running, now)
+        self.serve_history.drop_groups(namespace, name, rows)
+        self._data[key] = Fetched(rows, now)
+
     async def _fetch_logs(self, namespace: str, job: str) -> bool:
         """Returns True when there is nothing more to fetch (the job finished and its tail is kept)."""
         key = (LOGS, namespace, job)
@@ -394,6 +496,11 @@ class Fetcher:
         self._logs.move_to_end(key)
         while len(self._logs) > self.o.max_logs:
             self._logs.popitem(last=False)
+
+
+def _active_cluster(rs: Obj) -> str:
+    active = status_of(rs).get("activeServiceStatus")
+    return str(active.get("rayClusterName") or "") if isinstance(active, dict) else ""
 
 
 def _short(e: DashboardError) -> str:

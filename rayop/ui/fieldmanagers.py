@@ -30,12 +30,15 @@ from rayop.base.types import Obj
 log = logging.getLogger("rayop.ui")
 
 AUTOSCALER = "Ray autoscaler"
+SERVE_AUTOSCALER = "Ray Serve autoscaler"
 HPA = "HPA"
 OPERATOR = "operator"
 USER = "user"
 UNKNOWN = "unknown"
 
-# Field managers as the API server records them for the clients that change replicas.
+# Field managers as the API server records them for the clients that change replicas. Ray Serve's
+# autoscaler changes replicas inside Ray, not in an object: the view names it with SERVE_AUTOSCALER_MANAGER.
+SERVE_AUTOSCALER_MANAGER = "ray-serve-autoscaler"
 _AUTOSCALER_MANAGERS = ("python-requests", "ray-autoscaler", "autoscaler")
 _HPA_MANAGERS = ("kube-controller-manager", "horizontal-pod-autoscaler")
 _OPERATOR_MANAGERS = ("rayop", "kuberay-operator", "ray-operator")
@@ -67,6 +70,8 @@ def classify(manager: str) -> str:
     m = manager.lower()
     if not m:
         return UNKNOWN
+    if m == SERVE_AUTOSCALER_MANAGER:
+        return SERVE_AUTOSCALER
     if m.startswith(_AUTOSCALER_MANAGERS):
         return AUTOSCALER
     if m.startswith(_HPA_MANAGERS):
@@ -123,6 +128,38 @@ def replicas_managers(obj: Mapping[str, Any], groups: list[str]) -> dict[str, Fi
     return found
 
 
+def field_manager(obj: Mapping[str, Any], *path: str) -> FieldManager | None:
+    """The manager that last set the field at `path` (e.g. "f:spec", "f:serveConfigV2"), latest `time` first."""
+    best: FieldManager | None = None
+    entries = meta(obj).get("managedFields")
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, Mapping) or entry.get("subresource"):
+            continue
+        node: Any = _fields(entry)
+        for key in path:
+            node = node.get(key) if isinstance(node, Mapping) else None
+        if node is None:
+            continue
+        who = FieldManager(
+            str(entry.get("manager") or ""),
+            str(entry.get("operation") or ""),
+            parse_timestamp(entry.get("time")) or 0.0,
+        )
+        if best is None or who.time >= best.time:
+            best = who
+    return best
+
+
+def serve_config_manager(obj: Mapping[str, Any]) -> dict[str, FieldManager]:
+    """A RayService's `spec.serveConfigV2` (where Serve's replica counts are written), keyed "serveConfigV2"."""
+    who = field_manager(obj, "f:spec", "f:serveConfigV2")
+    return {"serveConfigV2": who} if who is not None else {}
+
+
+def group_replicas_managers(obj: Mapping[str, Any]) -> dict[str, FieldManager]:
+    return replicas_managers(obj, group_names(obj))
+
+
 def group_names(obj: Mapping[str, Any]) -> list[str]:
     spec = obj.get("spec")
     groups = spec.get("workerGroupSpecs") if isinstance(spec, Mapping) else None
@@ -132,10 +169,12 @@ def group_names(obj: Mapping[str, Any]) -> list[str]:
 
 
 class ManagerTable:
-    """The side table: (namespace, name) -> {group: FieldManager}, filled by the cache's transform."""
+    """The side table: (namespace, name) -> {field: FieldManager}, filled by the cache's transform with what
+    `reader` finds (by default: who last set each worker group's replicas)."""
 
-    def __init__(self) -> None:
+    def __init__(self, reader: Callable[[Obj], dict[str, FieldManager]] | None = None) -> None:
         self._by_key: dict[tuple[str, str], dict[str, FieldManager]] = {}
+        self.reader = reader or group_replicas_managers
 
     def get(self, namespace: str, name: str) -> dict[str, FieldManager]:
         return self._by_key.get((namespace, name), {})
@@ -148,7 +187,7 @@ class ManagerTable:
         if not isinstance(md.get("managedFields"), list):
             return  # already stripped (or never sent): keep what we knew
         key = (str(md.get("namespace") or ""), str(md.get("name") or ""))
-        self._by_key[key] = replicas_managers(obj, group_names(obj))
+        self._by_key[key] = self.reader(obj)
 
     def wrap(self, transform: Callable[[Obj], Obj] | None) -> Callable[[Obj], Obj]:
         """A transform that notes the managers, then runs `transform` (which may strip managedFields)."""

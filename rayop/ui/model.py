@@ -695,3 +695,4 @@ class ServePlot:
 
     plots: Mapping[str, Any] = field(default_factory=dict)
     changes: Sequence[ScaleChange] = ()
+    fetched: Fetched = field(default_factory=Fetched)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -600,19 +601,23 @@ def group_table(groups: Sequence[GroupRow]) -> Markup:
     )
 
 
-def _plot_figure(prefix: str, group: str, data: Mapping[str, Any], labels: tuple[str, str, str]) -> Markup:
-    last = {
-        m: next((v for v in reversed(data.get(m) or []) if v is not None), None)
-        for m in ("desired", "ready", "ray")
-    }
+_KEY_CLASSES = ("key k-desired", "key k-ready", "key k-ray")
+CHANGE_KEY = "change (A Ray autoscaler, S Serve autoscaler, H HPA, U user, O operator)"
+
+
+def _plot_figure(
+    prefix: str, group: str, data: Mapping[str, Any], labels: tuple[str, str, str], unit: str
+) -> Markup:
+    metrics = ("desired", "ready", "ray")
+    last = {m: next((v for v in reversed(data.get(m) or []) if v is not None), None) for m in metrics}
     changes = data.get("changes") or []
-    summary = f"{labels[0]} {num(last['desired'])}, {labels[1]} {num(last['ready'])}, {labels[2]} {num(last['ray'])}"
+    summary = ", ".join(f"{label} {num(last[m])}" for m, label in zip(metrics, labels, strict=True) if label)
     if changes:
         c = changes[-1]
         summary += (
             f"; last change {c['before'] if c['before'] is not None else '?'} to {c['after']} by {c['by']}"
         )
-    fid = f"{prefix}-{group}"
+    fid = f"{prefix}-{re.sub(r'[^A-Za-z0-9_-]', '-', group)}"
     return tag(
         "figure",
         tag(
@@ -621,6 +626,7 @@ def _plot_figure(prefix: str, group: str, data: Mapping[str, Any], labels: tuple
             id=f"{fid}-plot",
             data_plot=group,
             data_labels="|".join(labels),
+            data_unit=unit,
             role="img",
             aria_label=f"{group}: {summary}",
         ),
@@ -631,10 +637,12 @@ def _plot_figure(prefix: str, group: str, data: Mapping[str, Any], labels: tuple
             tag("span", summary, class_="plot-summary"),
             tag(
                 "span",
-                tag("span", labels[0], class_="key k-desired"),
-                tag("span", labels[1], class_="key k-ready"),
-                tag("span", labels[2], class_="key k-ray"),
-                tag("span", "change (A autoscaler, H HPA, U user, O operator)", class_="key k-change"),
+                [
+                    tag("span", label, class_=cls)
+                    for label, cls in zip(labels, _KEY_CLASSES, strict=True)
+                    if label
+                ],
+                tag("span", CHANGE_KEY, class_="key k-change"),
                 class_="keys",
                 aria_hidden="true",
             ),
@@ -682,11 +690,13 @@ def scaling_section(
     changes: Sequence[ScaleChange],
     labels: tuple[str, str, str],
     unit: str,
+    note: Markup | None = None,
 ) -> Markup:
-    figs = [_plot_figure(id_, g, d, labels) for g, d in plots.items()]
+    figs = [_plot_figure(id_, g, d, labels, unit) for g, d in plots.items()]
     return section(
         id_,
         title,
+        note,
         json_island(f"{id_}-data", plots),
         tag("div", figs or tag("p", "Nothing recorded yet.", class_="muted"), class_="plots"),
         tag("h3", "Changes", id=f"{id_}-changes-h"),
@@ -1050,8 +1060,11 @@ def service_main(
         "Serve replicas",
         serve.plots,
         serve.changes,
-        ("target", "running", "Ray-reported"),
+        ("target", "running", ""),
         "replicas",
+        note=_fetch_note(serve.fetched, "Serve's replicas")
+        if serve.fetched.error
+        else (None if serve.fetched.loaded else tag("p", "Not fetched from Ray yet.", class_="muted")),
     )
     tl = timeline("timeline", "Upgrade timeline", entries)
     conds = section("conds", "Conditions", conditions_table(conditions))

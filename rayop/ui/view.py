@@ -185,6 +185,7 @@ class View:
         key = _key(obj)
         if event == "DELETED":
             self.services_tl.forget(key)
+            self.fetcher.forget_service(*key)
             return
         now = self.wall()
         fresh = now - (parse_timestamp(meta(obj).get("creationTimestamp")) or 0) < FRESH_SECONDS
@@ -241,6 +242,7 @@ class View:
                 self.fetcher.logs(namespace, name)
         elif page == "service":
             rs = self.caches.rayservices.get(namespace, name)
+            self.fetcher.serve(namespace, name, viewed=True)
             if rs is not None:
                 self.fetcher.events(namespace, str(meta(rs).get("uid") or ""))
 
@@ -366,7 +368,11 @@ class View:
             and self.caches.clusters.get(ns, row.active.cluster) is not None,
             pending_exists=bool(row.pending.cluster)
             and self.caches.clusters.get(ns, row.pending.cluster) is not None,
-            serve=M.ServePlot(),
+            serve=M.ServePlot(
+                self.fetcher.serve_history.plot_data(ns, name, self.wall()),
+                self.fetcher.serve_history.changes(ns, name),
+                self.fetcher.serve(ns, name, viewed=True),
+            ),
             events=events,
             events_allowed=access.events,
             b=self.banner(),

@@ -7,7 +7,7 @@ from typing import Any
 
 from rayop.runtime.client import ApiClient, ClientConfig
 from rayop.ui.caches import Caches
-from rayop.ui.fetch import Fetcher, FetchOptions
+from rayop.ui.fetch import Fetcher, FetchOptions, ServeReplicas, serve_replicas
 from rayop.ui.history import ScalingHistory
 from tests.helpers import eventually
 from tests.unit.test_ui_server import MemCache, rc
@@ -116,3 +116,81 @@ async def test_ray_is_asked_on_a_schedule_and_only_where_the_head_is_ready(monke
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def serve_details(target: int, running: int, autoscaled: bool) -> Obj:
+    config: Obj = {"num_replicas": target}
+    if autoscaled:
+        config = {"autoscaling_config": {"min_replicas": 1, "max_replicas": 5}}
+    return {
+        "applications": {
+            "fruit": {
+                "deployments": {
+                    "Mango": {
+                        "target_num_replicas": target,
+                        "deployment_config": config,
+                        "replicas": [{"state": "RUNNING"}] * running + [{"state": "STARTING"}],
+                    }
+                }
+            }
+        }
+    }
+
+
+def test_serve_replicas_read_serves_answer() -> None:
+    assert serve_replicas(serve_details(3, 2, False)) == {"fruit/Mango": ServeReplicas(3, 2, False)}
+    assert serve_replicas(serve_details(4, 4, True))["fruit/Mango"].autoscaled
+    # Older answers without target_num_replicas fall back to the configured count; junk reads as nothing.
+    old = serve_details(2, 1, False)
+    del old["applications"]["fruit"]["deployments"]["Mango"]["target_num_replicas"]
+    assert serve_replicas(old)["fruit/Mango"].target == 2
+    assert serve_replicas({"applications": {"x": "y"}}) == {}
+
+
+class FakeServeDashboard:
+    def __init__(self) -> None:
+        self.details: Obj = {}
+
+    async def get_serve_applications(self) -> Obj:
+        return self.details
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_serve_replicas_history_names_who_changed_them(monkeypatch: Any) -> None:
+    rs: Obj = {
+        "metadata": {
+            "name": "svc",
+            "namespace": "a",
+            "managedFields": [
+                {
+                    "manager": "kubectl-client-side-apply",
+                    "operation": "Update",
+                    "time": "2026-01-01T00:00:00Z",
+                    "fieldsV1": {"f:spec": {"f:serveConfigV2": {}}},
+                }
+            ],
+        },
+        "status": {"activeServiceStatus": {"rayClusterName": "up"}},
+    }
+    caches = Caches(
+        MemCache(rc("up")), MemCache(), MemCache(rs), MemCache(head("up", True)), MemCache(head_svc("up"))
+    )
+    f = Fetcher(ApiClient(ClientConfig(server="http://127.0.0.1:9")), caches, ScalingHistory(), wall=Clock())
+    f.serve_managers.note(rs)
+    dash = FakeServeDashboard()
+
+    async def dashboard(ns: str, cluster: str) -> Any:
+        return dash
+
+    monkeypatch.setattr(f, "_dashboard", dashboard)
+    dash.details = serve_details(1, 1, False)
+    await f._fetch_serve("a", "svc")
+    dash.details = serve_details(3, 1, False)  # a new serveConfigV2 asks for 3
+    await f._fetch_serve("a", "svc")
+    dash.details = serve_details(5, 3, True)  # then Serve's autoscaler decides
+    await f._fetch_serve("a", "svc")
+    changes = [(c.before, c.after, c.by) for c in f.serve_history.changes("a", "svc")]
+    assert changes == [(1, 3, "user (kubectl-client-side-apply)"), (3, 5, "Ray Serve autoscaler")]
+    assert f.serve("a", "svc").value == {"fruit/Mango": ServeReplicas(5, 3, True)}

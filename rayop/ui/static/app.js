@@ -6,7 +6,7 @@
   var POLL_MS = 2000;
   var HIDDEN_POLL_MS = 10000;
   var COLORS = { desired: "#1f5fa8", ready: "#1b7f3b", ray: "#8a4f00", change: "#6b21a8" };
-  var ACTOR_LETTER = { "Ray autoscaler": "A", HPA: "H", operator: "O", user: "U", unknown: "?" };
+  var ACTOR_LETTER = { "Ray autoscaler": "A", "Ray Serve autoscaler": "S", HPA: "H", operator: "O", user: "U", unknown: "?" };
 
   var etag = null;
   var failing = false;
@@ -76,12 +76,12 @@
       legend: { show: false },
       cursor: { drag: { x: false, y: false } },
       scales: { x: { time: true }, y: { range: function (u, min, max) { return [0, Math.max(1, max + 1)]; } } },
-      axes: [{}, { label: "workers", size: 50, values: function (u, vals) { return vals.map(function (v) { return Number.isInteger(v) ? v : ""; }); } }],
+      axes: [{}, { label: el.dataset.unit || "workers", size: 50, values: function (u, vals) { return vals.map(function (v) { return Number.isInteger(v) ? v : ""; }); } }],
       series: [
         {},
         { label: labels[0], stroke: COLORS.desired, width: 2, paths: stepped, points: { show: false } },
         { label: labels[1], stroke: COLORS.ready, width: 2, paths: stepped, points: { show: false } },
-        { label: labels[2], stroke: COLORS.ray, width: 2, dash: [6, 4], paths: stepped, points: { show: false } },
+        { label: labels[2] || "-", show: !!labels[2], stroke: COLORS.ray, width: 2, dash: [6, 4], paths: stepped, points: { show: false } },
       ],
       plugins: [changesPlugin(data.changes || [])],
     };
