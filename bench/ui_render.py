@@ -34,6 +34,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
 from rayop import ui  # noqa: E402
+from run import machine  # noqa: E402  (bench/run.py, which stitches the sections)
 from rayop.api import constants as C  # noqa: E402
 from rayop.api.kinds import RAYCLUSTERS  # noqa: E402
 from rayop.controllers.common import POD_SELECTOR  # noqa: E402
@@ -214,7 +215,7 @@ async def run(clusters: int, repeat: int) -> str:
         [
             f"## Web view render time ({clusters} RayClusters x 11 Pods)",
             "",
-            f"`bench/ui_render.py --clusters {clusters} --repeat {repeat}` ({now}): the view alone (as `rayop ui` runs it) "
+            f"`bench/ui_render.py --clusters {clusters} --repeat {repeat}` ({now}; {machine()}): the view alone (as `rayop ui` runs it) "
             f"over {clusters} RayClusters and {pods} plain Pods on a private control plane (setup {setup_s:.0f} s), one "
             "Pod in 37 not ready so the page ranks problems. Medians; target: the overview under 1 s.",
             "",
