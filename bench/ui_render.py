@@ -33,8 +33,9 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
-from rayop import ui  # noqa: E402
 from run import machine  # noqa: E402  (bench/run.py, which stitches the sections)
+
+from rayop import ui  # noqa: E402
 from rayop.api import constants as C  # noqa: E402
 from rayop.api.kinds import RAYCLUSTERS  # noqa: E402
 from rayop.controllers.common import POD_SELECTOR  # noqa: E402
