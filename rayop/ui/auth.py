@@ -19,7 +19,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 import aiohttp
@@ -115,7 +115,6 @@ class AuthCounters:
     token_reviews: int = 0
     access_reviews: int = 0
     errors: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class TokenReviewer:

@@ -105,8 +105,8 @@ def replicas_managers(obj: Mapping[str, Any], groups: list[str]) -> dict[str, Fi
     if not isinstance(entries, list):
         return found
     for entry in entries:
-        if not isinstance(entry, Mapping) or entry.get("subresource"):
-            continue  # status writes never touch the spec
+        if not isinstance(entry, Mapping) or entry.get("subresource") == "status":
+            continue  # status writes never touch the spec (a `scale` subresource write does)
         wgs = _fields(entry).get("f:spec")
         wgs = wgs.get("f:workerGroupSpecs") if isinstance(wgs, Mapping) else None
         if not isinstance(wgs, Mapping):
@@ -133,7 +133,7 @@ def field_manager(obj: Mapping[str, Any], *path: str) -> FieldManager | None:
     best: FieldManager | None = None
     entries = meta(obj).get("managedFields")
     for entry in entries if isinstance(entries, list) else []:
-        if not isinstance(entry, Mapping) or entry.get("subresource"):
+        if not isinstance(entry, Mapping) or entry.get("subresource") == "status":
             continue
         node: Any = _fields(entry)
         for key in path:

@@ -627,7 +627,6 @@ class Totals:
     jobs_with_problems: int = 0
     services: int = 0
     services_with_problems: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 def totals(

@@ -45,9 +45,6 @@ class Markup(str):
     """A string that is already HTML."""
 
 
-Child = "str | int | float | None | Markup | Iterable[Any]"
-
-
 def esc(value: Any) -> Markup:
     if isinstance(value, Markup):
         return value

@@ -20,11 +20,12 @@ from rayop.base.objects import labels_of, meta, name_of, namespace_of, status_of
 from rayop.base.times import parse_timestamp
 from rayop.base.types import Obj
 from rayop.builders import cluster as cl
+from rayop.builders.status import is_running_and_ready
 from rayop.ui import model as M
 from rayop.ui import render as R
 from rayop.ui.caches import Caches
 from rayop.ui.fetch import Fetcher
-from rayop.ui.fieldmanagers import ManagerTable, group_names
+from rayop.ui.fieldmanagers import ManagerTable
 from rayop.ui.history import READY, ScalingHistory
 
 # How long after its creation an object counts as new, so its first state is a timeline entry rather
@@ -58,6 +59,19 @@ class Timelines:
 
 def _key(obj: Obj) -> tuple[str, str]:
     return namespace_of(obj), name_of(obj)
+
+
+def _ready_worker(pod: Obj | None) -> tuple[str, str, str] | None:
+    """(namespace, cluster, group) of a worker Pod that is Running, Ready and not terminating; else None."""
+    if pod is None:
+        return None
+    labels = labels_of(pod)
+    cluster, group = labels.get(C.LABEL_CLUSTER), labels.get(C.LABEL_GROUP)
+    if not cluster or not group or labels.get(C.LABEL_NODE_TYPE) != C.NODE_TYPE_WORKER:
+        return None
+    if meta(pod).get("deletionTimestamp") or not is_running_and_ready(pod):
+        return None
+    return namespace_of(pod), str(cluster), str(group)
 
 
 def _job_state(rj: Obj | None) -> tuple[str, str]:
@@ -118,6 +132,8 @@ class View:
         self.api_server = api_server.rstrip("/")
         self.wall = wall
         self.gen = 0
+        # Ready worker Pods per (namespace, cluster, group), kept by the Pod handler.
+        self.ready: dict[tuple[str, str, str], int] = {}
         self.jobs_tl = Timelines()
         self.services_tl = Timelines()
 
@@ -136,7 +152,6 @@ class View:
         suspended = (
             (obj.get("spec") or {}).get("suspend") is True if isinstance(obj.get("spec"), dict) else False
         )
-        pods = self.caches.cluster_pods(ns, name)
         names = []
         for g in (
             (obj.get("spec") or {}).get("workerGroupSpecs") or [] if isinstance(obj.get("spec"), dict) else []
@@ -147,20 +162,30 @@ class View:
             names.append(gname)
             desired = 0 if suspended else cl.desired_worker_replicas(g)
             self.history.desired(ns, name, gname, desired, now, who.get(gname))
-            self.history.observe(ns, name, gname, READY, M.ready_workers(pods, gname), now)
+            self.history.observe(ns, name, gname, READY, self.ready.get((ns, name, gname), 0), now)
         self.history.drop_groups(ns, name, names)
 
     def on_pod(self, event: str, obj: Obj, old: Obj | None) -> None:
         self.gen += 1
-        labels = labels_of(obj)
-        cluster, group = labels.get(C.LABEL_CLUSTER), labels.get(C.LABEL_GROUP)
-        if not cluster or not group or labels.get(C.LABEL_NODE_TYPE) != C.NODE_TYPE_WORKER:
+        # Counted by difference (this event's Pod in, its previous state out), so a Pod event costs the
+        # same in a cluster of 3 workers as in one of 3,000.
+        gone = _ready_worker(old) if event == "MODIFIED" else None
+        came = _ready_worker(obj) if event != "DELETED" else None
+        if event == "DELETED":
+            gone = _ready_worker(obj)
+        if gone == came:
             return
-        ns = namespace_of(obj)
-        if self.caches.clusters.get(ns, cluster) is None:
-            return
-        pods = self.caches.cluster_pods(ns, cluster)
-        self.history.observe(ns, cluster, group, READY, M.ready_workers(pods, group), self.wall())
+        now = self.wall()
+        for key, delta in ((gone, -1), (came, 1)):
+            if key is None:
+                continue
+            n = self.ready.get(key, 0) + delta
+            if n > 0:
+                self.ready[key] = n
+            else:
+                self.ready.pop(key, None)
+            if self.caches.clusters.get(key[0], key[1]) is not None:
+                self.history.observe(key[0], key[1], key[2], READY, max(n, 0), now)
 
     def on_job(self, event: str, obj: Obj, old: Obj | None) -> None:
         self.gen += 1
@@ -377,7 +402,3 @@ class View:
             events_allowed=access.events,
             b=self.banner(),
         )
-
-
-def groups_of(rc: Obj) -> list[str]:
-    return group_names(rc)

@@ -276,3 +276,42 @@ async def test_the_rayservice_page_reads_kuberays_status() -> None:
         assert "UpgradeInProgress → True" in body  # on the upgrade timeline
         overview = await (await c.get("/")).text()
         assert 'href="/services/a/svc"' in overview and "upgrading" in overview
+
+
+def worker(name: str, ready: bool, deleting: bool = False) -> Obj:
+    md: Obj = {
+        "name": name,
+        "namespace": "a",
+        "labels": {"ray.io/cluster": "alpha", "ray.io/node-type": "worker", "ray.io/group": "g"},
+    }
+    if deleting:
+        md["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {
+        "metadata": md,
+        "status": {
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
+
+
+def test_ready_workers_are_counted_by_difference() -> None:
+    view = make_view(rc("alpha"))
+
+    def ready() -> int | None:
+        return view.history.groups("a", "alpha")["g"].ready.last
+
+    view.on_pod("ADDED", worker("w1", True), None)
+    view.on_pod("ADDED", worker("w2", False), None)
+    assert ready() == 1
+    view.on_pod("MODIFIED", worker("w2", True), worker("w2", False))
+    assert ready() == 2
+    view.on_pod("MODIFIED", worker("w1", True, deleting=True), worker("w1", True))
+    assert ready() == 1
+    view.on_pod("DELETED", worker("w1", True, deleting=True), None)
+    view.on_pod("DELETED", worker("w2", True), None)
+    assert ready() == 0 and view.ready == {}
+    # A cluster event reads the count, not the Pods.
+    view.on_pod("ADDED", worker("w3", True), None)
+    view.on_cluster("MODIFIED", rc("alpha"), rc("alpha"))
+    assert ready() == 1
