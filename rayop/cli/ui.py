@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from rayop.operator.config import parse_namespaces
+
+if TYPE_CHECKING:
+    from rayop.runtime.client import ApiClient
 
 
 def run_ui(
@@ -41,6 +44,33 @@ def run_ui(
     raise typer.Exit(code)
 
 
+async def _access_warnings(client: ApiClient, namespaces: list[str]) -> list[str]:
+    """What the kubeconfig's account may not list (SelfSubjectAccessReview): the view would wait for it."""
+    from rayop.api.kinds import RAYCLUSTERS, RAYJOBS, RAYSERVICES
+    from rayop.runtime.client import CORE_EVENTS, PODS, SERVICES, ApiError
+    from rayop.ui.auth import SELF_SUBJECT_ACCESS_REVIEWS
+
+    out = []
+    for res in (RAYCLUSTERS, RAYJOBS, RAYSERVICES, PODS, SERVICES, CORE_EVENTS):
+        for ns in namespaces or [""]:
+            attrs = {"verb": "list", "group": res.group, "resource": res.plural, "namespace": ns}
+            body = {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": {k: v for k, v in attrs.items() if v}},
+            }
+            try:
+                answer = await client.create(SELF_SUBJECT_ACCESS_REVIEWS, body)
+            except (ApiError, OSError) as e:
+                return [f"could not check what your account may read: {e}"]
+            if not (answer.get("status") or {}).get("allowed"):
+                where = f"in namespace {ns}" if ns else "in all namespaces (try --namespace)"
+                out.append(
+                    f"your account may not list {res.group_resource} {where}; the view will wait for them"
+                )
+    return out
+
+
 async def _serve(
     kubeconfig: str | None, host: str, port: int, namespaces: list[str], cert_dir: str, use_proxy: bool
 ) -> int:
@@ -50,6 +80,8 @@ async def _serve(
     from rayop.runtime.manager import CacheSyncTimeout, Manager, RunnableFailed
 
     client = ApiClient(load_config(kubeconfig), user_agent="rayop-ui")
+    for warning in await _access_warnings(client, namespaces):
+        typer.echo(f"warning: {warning}", err=True)
     manager = Manager(
         client,
         leader_election=False,
