@@ -16,7 +16,7 @@ K8S_DIR := $(RAYOP_CACHE_DIR)/k8s/$(RAYOP_K8S_VERSION)
 export RAYOP_K8S_BIN_DIR := $(K8S_DIR)
 PYTEST_ARGS ?=
 
-.PHONY: all demo test test-unit test-integration test-e2e lint crds bench bench-peer deps k8s metrics-server kuberay ray-env system-deps clean
+.PHONY: all demo test test-unit test-integration test-e2e lint crds bench bench-peer deps k8s metrics-server kuberay ray-env system-deps browser-deps clean
 
 all: test
 
@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 	$(VPY) -m pip install -q -e '.[dev]'
 	@rm -f $(VENV)/.stamp-*; touch $@
 
-deps: system-deps $(STAMP) k8s metrics-server ray-env
+deps: system-deps $(STAMP) k8s metrics-server ray-env browser-deps
 
 system-deps:
 	@bash scripts/system-deps.sh
@@ -43,6 +43,9 @@ ray-env:
 # KubeRay's operator and CRDs from its Go module, for the side-by-side benchmark only (not a test dependency).
 kuberay:
 	@bash scripts/build-kuberay.sh
+
+browser-deps:
+	@bash scripts/browser-deps.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rayop tests bench

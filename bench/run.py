@@ -33,6 +33,7 @@ SCRIPTS = {
     "node_agent": "node.md",
     "rayjob_latency": "rayjob.md",
     "rayservice_upgrade": "rayservice.md",
+    "ui_render": "ui.md",
 }
 
 # Run only when named (`make bench-peer`): it needs KubeRay built and takes about 30 minutes.

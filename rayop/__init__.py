@@ -10,6 +10,7 @@ webhook      the validating admission webhook
 node         the node agent: a small kubelet that runs Pods as processes
 local        the embedded control plane (etcd, kube-apiserver, kube-controller-manager)
 controllers  one reconciler per kind and what they share
+ui           the read-only web view, beside the controllers, from the same caches
 operator     the operator process: configuration, manager, controllers, servers
 cli          the `rayop` command
 """

@@ -53,8 +53,19 @@ def _wait(check: object, timeout: float, what: str, log: Path) -> None:
     raise PlaneError(f"{what} not ready after {timeout:.0f} s; last lines of {log}:\n{tail}")
 
 
+UI_URL_FILE = "ui-url"
+
+
+def ui_url(state: Path) -> str:
+    """The web view's address of the operator `local up` started in `state`, or ""."""
+    try:
+        return (state / UI_URL_FILE).read_text().strip()
+    except OSError:
+        return ""
+
+
 def _start_operator(state: Path, kubeconfig: Path) -> str:
-    metrics, health, webhook = pick_free_ports(3)
+    metrics, health, webhook, ui = pick_free_ports(4)
     proc = start_daemon(
         state,
         "operator",
@@ -75,6 +86,9 @@ def _start_operator(state: Path, kubeconfig: Path) -> str:
             "--webhook-host=127.0.0.1",
             f"--webhook-port={webhook}",
             f"--webhook-url=https://127.0.0.1:{webhook}",
+            # The web view, on loopback (no sign-in needed there).
+            f"--ui-port={ui}",
+            "--ui-host=127.0.0.1",
         ],
     )
 
@@ -90,6 +104,7 @@ def _start_operator(state: Path, kubeconfig: Path) -> str:
             return False
 
     _wait(ready, 60, "operator", state / "logs" / "operator.log")
+    (state / UI_URL_FILE).write_text(f"http://127.0.0.1:{ui}/\n")
     return f"operator (metrics 127.0.0.1:{metrics}, health 127.0.0.1:{health}, webhook 127.0.0.1:{webhook})"
 
 
@@ -227,9 +242,12 @@ def up(
     if existing:
         typer.echo(f"a local plane is already running in {state} ({existing.server})")
         typer.echo(f"export KUBECONFIG={existing.kubeconfig}")
+        if "operator" in existing.pids and ui_url(state):
+            typer.echo(f"web view: {ui_url(state)}")
         return
     # A previous plane that died leaves a stale record; clear it so `down` does not chase old PIDs.
     stop_recorded(state)
+    (state / UI_URL_FILE).unlink(missing_ok=True)
     if node and os.geteuid() != 0:
         typer.echo("note: not root, so no node agent (pods will stay Pending)", err=True)
         node = False
@@ -265,6 +283,8 @@ def up(
         raise typer.Exit(1) from e
     typer.echo("local up: " + "; ".join(parts) + f"; state in {state}")
     typer.echo(f"export KUBECONFIG={plane.kubeconfig}")
+    if operator:
+        typer.echo(f"web view: {ui_url(state)}")
 
 
 @app.command()
@@ -279,6 +299,8 @@ def status(dir: Path | None = typer.Option(None, "--dir")) -> None:
     for name, pid in st.pids.items():
         typer.echo(f"  {name:<26} pid {pid}")
     typer.echo(f"export KUBECONFIG={st.kubeconfig}")
+    if "operator" in st.pids and ui_url(state):
+        typer.echo(f"web view: {ui_url(state)}")
 
 
 @app.command()

@@ -13,7 +13,7 @@ HELP = "rayop: KubeRay rebuilt in Python."
 
 @functools.cache
 def full_app() -> typer.Typer:
-    from rayop.cli import demo, dev, local, node, operator, podcmds, webhook
+    from rayop.cli import demo, dev, local, node, operator, podcmds, ui, webhook
 
     app = typer.Typer(no_args_is_help=True, add_completion=False, help=HELP)
     app.add_typer(
@@ -24,6 +24,7 @@ def full_app() -> typer.Typer:
     app.command("webhook")(webhook.run_webhook)
     app.command("node")(node.run_node)
     app.command("demo")(demo.run_demo)
+    app.command("ui")(ui.run_ui)
     podcmds.register(app)
     return app
 

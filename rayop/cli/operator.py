@@ -89,6 +89,12 @@ def run_operator(
             "Keep a rayop.io RayWorkerGroup per worker group for kubectl scale and the HPA (needs its CRD)."
         ),
     ] = "true",
+    ui_port: Annotated[int, typer.Option(help="Serve the read-only web view on this port (0: off).")] = 0,
+    ui_host: Annotated[
+        str,
+        typer.Option(help="Address the web view binds to; any non-loopback address turns on token checks."),
+    ] = "127.0.0.1",
+    ui_cert_dir: Annotated[str, typer.Option(help="tls.crt/tls.key for the web view (HTTPS).")] = "",
 ) -> None:
     """Run the operator: reconcile RayClusters (and the other Ray kinds) until SIGTERM."""
     from rayop.operator.main import main
@@ -100,6 +106,9 @@ def run_operator(
         "webhook_url": webhook_url,
         "webhook_service": webhook_service,
         "webhook_secret": webhook_secret,
+        "ui_port": ui_port,
+        "ui_host": ui_host,
+        "ui_cert_dir": ui_cert_dir,
     }
     try:
         if enable_webhook:

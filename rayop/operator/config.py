@@ -82,6 +82,11 @@ class OperatorConfig:
     # Keep a rayop.io RayWorkerGroup per worker group, the scale target of `kubectl scale` and the HPA
     # (docs/scaling.md). Off for a cluster where rayop's own CRD is not installed.
     enable_worker_groups: bool = True
+    # The web view (rayop.ui): off unless given a port; on a loopback address unless given another host,
+    # and then only with TokenReview/SubjectAccessReview checks of every caller.
+    ui_port: int = 0
+    ui_host: str = "127.0.0.1"
+    ui_cert_dir: str = ""
     # Config-file-only settings (headSidecarContainers, defaultContainerEnvs, ...), as read.
     extra: dict[str, Any] = field(default_factory=dict)
     # The operator's environment (ENABLE_RANDOM_POD_DELETE, RAYCLUSTER_DEFAULT_REQUEUE_SECONDS_ENV, ...).

@@ -47,7 +47,28 @@ def build_manager(config: OperatorConfig, client: ApiClient | None = None, **man
     if config.enable_webhook:
         add_webhook(manager, config)
     controllers.setup(manager, config.controller_settings())
+    if config.ui_port:
+        add_ui(manager, config)
     return manager
+
+
+def add_ui(manager: Manager, config: OperatorConfig) -> None:
+    """Serve the web view on every replica, from its own caches (after the controllers registered theirs,
+    so the view shares their informers)."""
+    from rayop import ui
+    from rayop.controllers.common import POD_SELECTOR
+
+    ui.setup(
+        manager,
+        ui.UiOptions(
+            host=config.ui_host,
+            port=config.ui_port,
+            cert_dir=config.ui_cert_dir,
+            pod_selector=POD_SELECTOR,
+            namespaces=list(config.watch_namespaces),
+            fetch=ui.FetchOptions(use_proxy=config.use_kubernetes_proxy),
+        ),
+    )
 
 
 def add_webhook(manager: Manager, config: OperatorConfig) -> None:

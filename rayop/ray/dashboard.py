@@ -335,6 +335,26 @@ class DashboardClient:
         result = await self._request_json("GET", self._job_path(job_id, "logs"), not_found=JobNotFound)
         return str((result or {}).get("logs") or "")
 
+    # State API -----------------------------------------------------------------------------------
+
+    async def list_alive_nodes(self, limit: int = 10_000) -> list[Obj]:
+        """GET /api/v0/nodes, ALIVE ones: each with `node_id`, `node_ip`, `is_head_node` and `labels`
+        (on Pods KubeRay builds, `ray.io/node-group` names the worker group, from RAY_NODE_TYPE_NAME)."""
+        params = {
+            "limit": str(limit),
+            "detail": "false",
+            "filter_keys": "state",
+            "filter_predicates": "=",
+            "filter_values": "ALIVE",
+        }
+        status, text, url = await self._call("GET", STATE_PATH + "nodes", params=params)
+        if status >= 300:
+            raise DashboardError("GET", url, status, text)
+        body = self._json("GET", url, status, text)
+        result = ((body or {}).get("data") or {}).get("result") if isinstance(body, dict) else None
+        nodes = result.get("result") if isinstance(result, dict) else None
+        return [n for n in nodes or [] if isinstance(n, dict)]
+
     # Serve ---------------------------------------------------------------------------------------
 
     async def get_serve_applications(self) -> Obj:

@@ -63,8 +63,10 @@ async def operator(
     config: M.RayJobConfig | None = None,
     environ: dict[str, str] | None = None,
     use_proxy: bool = False,
+    extra: Callable[[Manager], object] | None = None,
 ) -> AsyncIterator[Manager]:
-    """RayCluster + RayJob controllers in this process, watching one namespace."""
+    """RayCluster + RayJob controllers in this process, watching one namespace (`extra` adds more to the
+    manager before it runs, e.g. the web view)."""
     mgr = Manager(
         client,
         leader_election=False,
@@ -89,6 +91,8 @@ async def operator(
     )
     rcmod.setup(mgr, settings)
     rjmod.setup(mgr, settings)
+    if extra is not None:
+        extra(mgr)
     task = asyncio.create_task(mgr.run())
     try:
         yield mgr

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from rayop.local.plane import default_bin_dir, running_plane
@@ -73,6 +74,17 @@ def test_local_up_enforces_the_webhook_and_reconciles(tmp_path: Path) -> None:
                 break
             time.sleep(0.5)
         assert len(pods) == 3, "the operator created the head and both workers"
+
+        # The web view runs in the operator on loopback, and `local up` printed where.
+        url = next(line.split(": ", 1)[1] for line in up.stdout.splitlines() if line.startswith("web view: "))
+        assert url.startswith("http://127.0.0.1:"), up.stdout
+        deadline = time.monotonic() + 30
+        page = ""
+        while time.monotonic() < deadline and "raycluster-mini" not in page:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                page = r.read().decode()
+            time.sleep(0.2)
+        assert 'href="/clusters/default/raycluster-mini"' in page, page[-2000:]
     finally:
         down = _run(sys.executable, "-m", "rayop.cli.main", "local", "down", "--dir", str(state))
     assert down.returncode == 0
