@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
 
-from rayop.cli import demo, dev, local, node, operator, podcmds, webhook
+from rayop.cli import create, delete, demo, dev, get, helpfmt, local, node, operator, podcmds, scale, webhook
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="rayop: KubeRay rebuilt in Python.")
+helpfmt.install()
+
+app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="rayop: KubeRay rebuilt in Python. Ray clusters, jobs and services on any Kubernetes cluster.",
+)
+app.add_typer(get.app, name="get")
+app.add_typer(create.app, name="create")
+app.add_typer(scale.app, name="scale")
+app.add_typer(delete.app, name="delete")
 app.add_typer(
     local.app, name="local", help="Embedded local control plane (etcd + kube-apiserver + controllers)."
 )
@@ -39,7 +50,15 @@ def normalize_go_bools(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
-    app(args=normalize_go_bools(sys.argv[1:]), prog_name="rayop")
+    try:
+        app(args=normalize_go_bools(sys.argv[1:]), prog_name="rayop")
+    except Exception as e:
+        # Commands turn the failures they expect into one line (rayop.cli.kube.run); anything else is a
+        # bug, still reported in one line unless RAYOP_DEBUG asks for the traceback.
+        if os.environ.get("RAYOP_DEBUG"):
+            raise
+        print(f"error: {type(e).__name__}: {e} (RAYOP_DEBUG=1 shows where)", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
