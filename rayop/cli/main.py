@@ -7,7 +7,22 @@ import sys
 
 import typer
 
-from rayop.cli import create, delete, demo, dev, get, helpfmt, local, node, operator, podcmds, scale, webhook
+from rayop.cli import (
+    create,
+    delete,
+    demo,
+    dev,
+    get,
+    helpfmt,
+    job,
+    local,
+    node,
+    operator,
+    podcmds,
+    scale,
+    session,
+    webhook,
+)
 
 helpfmt.install()
 
@@ -20,6 +35,7 @@ app.add_typer(get.app, name="get")
 app.add_typer(create.app, name="create")
 app.add_typer(scale.app, name="scale")
 app.add_typer(delete.app, name="delete")
+app.add_typer(job.app, name="job")
 app.add_typer(
     local.app, name="local", help="Embedded local control plane (etcd + kube-apiserver + controllers)."
 )
@@ -29,6 +45,7 @@ app.command("webhook")(webhook.run_webhook)
 app.command("node")(node.run_node)
 app.command("demo")(demo.run_demo)
 podcmds.register(app)
+app.command("session")(session.session)
 
 # KubeRay's boolean flags are Go flags: a bare `--enable-leader-election` means true. typer wants a value,
 # so a bare one is rewritten to `--flag=true` before parsing (`--flag=false` and `--flag false` pass as-is).
