@@ -296,6 +296,8 @@ def explain_api_error(e: ApiError, server: str = "", context: str = "") -> str:
         return f"conflict: {e.message} (it changed while we worked on it; run the command again)"
     if e.status in (400, 422):
         return e.message
+    if e.status >= 500 and path.sub in ("log", "portforward", "exec", "attach"):
+        return f"the API server could not reach the kubelet of the pod's node ({path.sub}): {e.message}"
     return f"{e.method} {e.url}: HTTP {e.status} {e.reason}: {e.message}"
 
 
