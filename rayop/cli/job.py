@@ -74,7 +74,8 @@ class Submission:
         if self.package is not None:
             pkg = self.package
             if not await dash.package_exists(pkg.protocol, pkg.name):
-                line.note(f"uploading {pkg.files} files ({len(pkg.data) / 1024:.0f} KiB) as {pkg.uri}")
+                files = f"{pkg.files} file" + ("s" if pkg.files != 1 else "")
+                line.note(f"uploading {files} ({len(pkg.data) / 1024:.0f} KiB) as {pkg.uri}")
                 await dash.upload_package(pkg.protocol, pkg.name, pkg.data)
             env["working_dir"] = pkg.uri
         submission_id = f"{self.name}-{random_suffix(5)}"
