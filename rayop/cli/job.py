@@ -28,7 +28,7 @@ from rayop.base.names import random_suffix
 from rayop.base.objects import status_of
 from rayop.builders import cluster as cl
 from rayop.builders.generate import DEFAULT_GROUP, DEFAULT_RAY_VERSION, ShapeError, build_rayjob, check_shape
-from rayop.builders.job import INTERACTIVE_MODE, K8S_JOB_MODE, SUBMISSION_MODES
+from rayop.builders.rayjob import INTERACTIVE_MODE, K8S_JOB_MODE, SUBMISSION_MODES
 from rayop.cli import create as cf
 from rayop.cli.jobwatch import JOB_TERMINAL, StatusLine, entrypoint_of, outcome, status_line
 from rayop.cli.kube import (
