@@ -16,11 +16,11 @@ import socket
 import sys
 import tempfile
 import textwrap
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from rayop.api.kinds import RAYJOBS
@@ -177,17 +177,22 @@ async def check_session(plane: ControlPlane, ns: str, cluster: str) -> None:
         assert f"  Ray Dashboard: http://localhost:{dash}\n" in lines, lines
         assert f"  Ray Interactive Client: ray://localhost:{client}\n" in lines, lines
 
-        def get(path: str) -> Any:
-            with urllib.request.urlopen(f"http://127.0.0.1:{dash}{path}", timeout=30) as r:
-                return json.loads(r.read())
+        # aiohttp, not threads: the node agent runs in this process, and its kubelet API opens each
+        # pod connection from the default executor, which blocking test threads would starve.
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http:
 
-        version = await asyncio.to_thread(get, "/api/version")
-        assert version["ray_version"] == "2.60.0"
-        jobs = await asyncio.to_thread(get, "/api/jobs/")
-        assert {j["submission_id"].rsplit("-", 1)[0] for j in jobs} >= {"ok", "bad"}
-        # Many connections at once, as a browser opens them.
-        many = await asyncio.gather(*(asyncio.to_thread(get, "/api/version") for _ in range(8)))
-        assert all(v["ray_version"] == "2.60.0" for v in many)
+            async def get(path: str) -> Any:
+                async with http.get(f"http://127.0.0.1:{dash}{path}") as r:
+                    assert r.status == 200, await r.text()
+                    return await r.json(content_type=None)
+
+            version = await get("/api/version")
+            assert version["ray_version"] == "2.60.0"
+            jobs = await get("/api/jobs/")
+            assert {j["submission_id"].rsplit("-", 1)[0] for j in jobs} >= {"ok", "bad"}
+            # Many connections at once, as a browser opens them.
+            many = await asyncio.gather(*(get("/api/version") for _ in range(8)))
+            assert all(v["ray_version"] == "2.60.0" for v in many)
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGINT)
