@@ -9,7 +9,7 @@ import typer
 
 from rayop.api import constants as C
 from rayop.api.kinds import RAYCLUSTERS, RAYJOBS, RAYSERVICES
-from rayop.base.objects import labels_of, meta
+from rayop.base.objects import labels_of, meta, spec_of, status_of
 from rayop.base.times import utcnow
 from rayop.base.types import Obj
 from rayop.cli import tables
@@ -30,7 +30,8 @@ from rayop.cli.kube import (
     render,
     run,
 )
-from rayop.runtime.client import PODS, Resource
+from rayop.cli.scale import RAYWORKERGROUPS
+from rayop.runtime.client import PODS, ApiError, Resource
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -146,6 +147,17 @@ def services(
     run(main())
 
 
+async def _scale_targets(kube: Kube, namespace: str | None) -> list[Obj]:
+    """The RayWorkerGroups (rayop's scale targets), or none when the kind is not installed."""
+    try:
+        items: list[Obj] = (await kube.api.list(RAYWORKERGROUPS, namespace))["items"]
+    except ApiError as e:
+        if e.status in (403, 404):
+            return []
+        raise
+    return items
+
+
 def _ray_pod_selector(cluster: str | None) -> str:
     sel = f"{C.LABEL_IS_RAY_NODE}=yes"
     return f"{sel},{C.LABEL_CLUSTER}={cluster}" if cluster else sel
@@ -173,10 +185,18 @@ def workergroups(
                 found = (await kube.api.list(RAYCLUSTERS, ns))["items"]
                 found = [c for c in found if not cluster or meta(c).get("name") == cluster]
             pods = (await kube.api.list(PODS, ns, label_selector=_ray_pod_selector(cluster)))["items"]
+            rwgs = await _scale_targets(kube, ns)
         out: list[tables.WorkerGroup] = []
         for c in sorted(found, key=lambda o: (str(meta(o).get("namespace")), str(meta(o).get("name")))):
-            mine = [p for p in pods if meta(p).get("namespace") == meta(c).get("namespace")]
-            out += [g for g in tables.worker_groups(c, mine) if not group or g.name == group]
+            cns, cname = meta(c).get("namespace"), meta(c).get("name")
+            mine = [p for p in pods if meta(p).get("namespace") == cns]
+            targets = {
+                str(spec_of(r).get("groupName")): str(meta(r).get("name"))
+                for r in rwgs
+                if meta(r).get("namespace") == cns
+                and cname in (status_of(r).get("rayClusterName"), spec_of(r).get("rayClusterName"))
+            }
+            out += [g for g in tables.worker_groups(c, mine, targets) if not group or g.name == group]
         if group and not out:
             where = "in any namespace" if all_namespaces else f"in namespace {kube.namespace}"
             raise CliError(

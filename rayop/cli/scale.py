@@ -15,12 +15,15 @@ from typing import Annotated, Any
 
 import typer
 
+from rayop.api import constants as C
 from rayop.api.kinds import RAYCLUSTERS
-from rayop.base.objects import meta, spec_of
+from rayop.base.objects import meta, spec_of, status_of
+from rayop.base.types import Obj
 from rayop.builders import cluster as cl
 from rayop.cli.kube import (
     CliError,
     ContextOpt,
+    Kube,
     KubeconfigOpt,
     NamespaceOpt,
     Target,
@@ -28,11 +31,14 @@ from rayop.cli.kube import (
     connect,
     run,
 )
-from rayop.runtime.client import ApiError
+from rayop.runtime.client import ApiClient, ApiError, Resource
 
 app = typer.Typer(no_args_is_help=True, help="Scale Ray resources.")
 
 CONFLICT_RETRIES = 5
+# rayop's scale target for one worker group (rayop.io/v1alpha1 RayWorkerGroup, with a /scale subresource).
+W_KIND = "RayWorkerGroup"
+RAYWORKERGROUPS = Resource("rayop.io", "v1alpha1", "rayworkergroups", kind=W_KIND)
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,74 @@ def plan_scale(
     return ScalePlan(patch, changes)
 
 
+async def _patch_cluster(
+    kube: Kube, name: str, group: str, replicas: int | None, lo: int | None, hi: int | None
+) -> list[str]:
+    for attempt in range(CONFLICT_RETRIES):
+        obj = await kube.api.get(RAYCLUSTERS, name, kube.namespace)
+        plan = plan_scale(obj, group, replicas, lo, hi)
+        if not plan.patch:
+            return []
+        try:
+            await kube.api.patch(RAYCLUSTERS, name, plan.patch, kube.namespace, patch_type="json")
+        except ApiError as e:
+            # 409: changed since we read it; 422 from the test op: the groups moved. Read again.
+            if (
+                e.status == 409 or (e.status == 422 and "test" in e.message)
+            ) and attempt + 1 < CONFLICT_RETRIES:
+                continue
+            raise
+        return plan.changes
+    return []  # not reached: the last attempt raises
+
+
+async def find_scale_target(api: ApiClient, namespace: str, cluster: str, group: str) -> Obj | None:
+    """The RayWorkerGroup that sizes this group of this cluster, if the operator keeps one (None when the
+    kind is not installed)."""
+    try:
+        items = (await api.list(RAYWORKERGROUPS, namespace, label_selector=f"{C.LABEL_GROUP}={group}"))[
+            "items"
+        ]
+    except ApiError as e:
+        if e.status == 404:
+            return None
+        raise
+    return pick_scale_target(items, cluster, group)
+
+
+def pick_scale_target(items: list[Obj], cluster: str, group: str) -> Obj | None:
+    """Pure: the one whose group is `group` and whose cluster (now, or by spec) is `cluster`."""
+    for rwg in items:
+        spec, st = spec_of(rwg), status_of(rwg)
+        if spec.get("groupName") == group and cluster in (
+            st.get("rayClusterName"),
+            spec.get("rayClusterName"),
+        ):
+            return rwg
+    return None
+
+
+async def _scale_target(kube: Kube, target: Obj, replicas: int) -> list[str]:
+    name = str(meta(target).get("name", ""))
+    for attempt in range(CONFLICT_RETRIES):
+        scale = await kube.api.get(RAYWORKERGROUPS, name, kube.namespace, sub="scale")
+        current = cl.as_int(spec_of(scale).get("replicas"))
+        if current == replicas:
+            return []
+        body = {
+            "metadata": {"resourceVersion": meta(scale).get("resourceVersion")},
+            "spec": {"replicas": replicas},
+        }
+        try:
+            await kube.api.patch(RAYWORKERGROUPS, name, body, kube.namespace, sub="scale")
+        except ApiError as e:
+            if e.status == 409 and attempt + 1 < CONFLICT_RETRIES:
+                continue
+            raise
+        return [f"replicas {current} -> {replicas}"]
+    return []
+
+
 @app.command("cluster")
 def cluster(
     name: Annotated[
@@ -150,27 +224,28 @@ def cluster(
 
     async def main() -> None:
         async with connect(Target(kubeconfig, context, namespace)) as kube:
-            for attempt in range(CONFLICT_RETRIES):
+            target = None
+            if replicas is not None:
                 obj = await kube.api.get(RAYCLUSTERS, name, kube.namespace)
-                plan = plan_scale(obj, group, replicas, min_replicas, max_replicas)
-                if not plan.patch:
-                    typer.echo(
-                        f"worker group {group} of RayCluster {name} already matches; nothing to change"
-                    )
-                    return
-                try:
-                    await kube.api.patch(RAYCLUSTERS, name, plan.patch, kube.namespace, patch_type="json")
-                except ApiError as e:
-                    # 409: changed since we read it; 422 from the test op: the groups moved. Read again.
-                    if (
-                        e.status == 409 or (e.status == 422 and "test" in e.message)
-                    ) and attempt + 1 < CONFLICT_RETRIES:
-                        continue
-                    raise
-                typer.echo(
-                    f"scaled worker group {group} of RayCluster {name} in namespace {kube.namespace}: "
-                    + ", ".join(plan.changes)
-                )
+                plan_scale(obj, group, replicas, min_replicas, max_replicas)  # the refusals, before anything
+                target = await find_scale_target(kube.api, kube.namespace, name, group)
+            changes: list[str] = []
+            if target is None:
+                changes += await _patch_cluster(kube, name, group, replicas, min_replicas, max_replicas)
+            else:
+                # The bounds live in the RayCluster; the count goes through the group's scale target, which
+                # picks idle workers to remove on a scale-down.
+                if min_replicas is not None or max_replicas is not None:
+                    changes += await _patch_cluster(kube, name, group, None, min_replicas, max_replicas)
+                assert replicas is not None
+                changes += await _scale_target(kube, target, replicas)
+            if not changes:
+                typer.echo(f"worker group {group} of RayCluster {name} already matches; nothing to change")
                 return
+            via = f" through {W_KIND} {meta(target).get('name')}" if target is not None else ""
+            typer.echo(
+                f"scaled worker group {group} of RayCluster {name} in namespace {kube.namespace}{via}: "
+                + ", ".join(changes)
+            )
 
     run(main())

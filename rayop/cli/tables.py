@@ -218,12 +218,20 @@ class WorkerGroup:
         }
 
 
-def scaled_by(cluster: Mapping[str, Any]) -> str:
-    """Who sets a group's replicas: Ray's autoscaler when in-tree autoscaling is on, else the user."""
-    return "autoscaler" if cl.is_autoscaling_enabled(cluster) else "replicas"
+def scaled_by(cluster: Mapping[str, Any], target: str | None = None) -> str:
+    """Who sets a group's replicas: Ray's autoscaler when in-tree autoscaling is on, else its scale target
+    (a RayWorkerGroup, when the operator keeps one), else the RayCluster's `replicas`."""
+    if cl.is_autoscaling_enabled(cluster):
+        return "autoscaler"
+    return f"rayworkergroup/{target}" if target else "replicas"
 
 
-def worker_groups(cluster: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> list[WorkerGroup]:
+def worker_groups(
+    cluster: Mapping[str, Any],
+    pods: Sequence[Mapping[str, Any]],
+    targets: Mapping[str, str] | None = None,
+) -> list[WorkerGroup]:
+    """`targets`: group name -> the name of the RayWorkerGroup that sizes it."""
     out: list[WorkerGroup] = []
     name = str(meta(cluster).get("name", ""))
     for group in spec_of(cluster).get("workerGroupSpecs") or []:
@@ -260,7 +268,7 @@ def worker_groups(cluster: Mapping[str, Any], pods: Sequence[Mapping[str, Any]])
                 cpu=canonical(per_pod.get("cpu", zero) * count),
                 gpu=canonical(_gpus(per_pod) * count),
                 memory=canonical(per_pod.get("memory", zero) * count),
-                scaled_by=scaled_by(cluster),
+                scaled_by=scaled_by(cluster, (targets or {}).get(gname)),
             )
         )
     return out

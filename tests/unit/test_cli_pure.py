@@ -431,3 +431,24 @@ def test_working_dir_package(tmp_path: Path) -> None:
     with pytest.raises(PackageError, match="no such directory"):
         package_directory(tmp_path / "missing")
     assert MAX_PACKAGE_BYTES == 100 * 1024 * 1024
+
+
+def test_scale_target_is_the_groups_rayworkergroup() -> None:
+    from rayop.cli.scale import pick_scale_target
+
+    rwgs = [
+        {"metadata": {"name": "other-gpu"}, "spec": {"rayClusterName": "other", "groupName": "gpu"}},
+        {
+            "metadata": {"name": "svc-gpu"},
+            "spec": {"rayServiceName": "svc", "groupName": "gpu"},
+            "status": {"rayClusterName": "svc-raycluster-abcde"},
+        },  # fmt: skip
+        {"metadata": {"name": "c1-gpu"}, "spec": {"rayClusterName": "c1", "groupName": "gpu"}},
+    ]
+    assert pick_scale_target(rwgs, "c1", "gpu") is rwgs[2]
+    assert pick_scale_target(rwgs, "svc-raycluster-abcde", "gpu") is rwgs[1]
+    assert pick_scale_target(rwgs, "c1", "cpu") is None
+    (g,) = tables.worker_groups(cluster(), [], {"gpu": "c1-gpu"})
+    assert g.scaled_by == "rayworkergroup/c1-gpu"
+    (auto,) = tables.worker_groups(cluster(enableInTreeAutoscaling=True), [], {"gpu": "c1-gpu"})
+    assert auto.scaled_by == "autoscaler"
