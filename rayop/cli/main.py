@@ -31,21 +31,28 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="rayop: KubeRay rebuilt in Python. Ray clusters, jobs and services on any Kubernetes cluster.",
 )
-app.add_typer(get.app, name="get")
-app.add_typer(create.app, name="create")
-app.add_typer(scale.app, name="scale")
-app.add_typer(delete.app, name="delete")
-app.add_typer(job.app, name="job")
+# Two panels in `rayop --help`: what users run against any cluster, and rayop's own parts.
+RAY = "Ray on any cluster"
+PARTS = "rayop itself"
+app.add_typer(get.app, name="get", rich_help_panel=RAY)
+app.add_typer(create.app, name="create", rich_help_panel=RAY)
+app.add_typer(scale.app, name="scale", rich_help_panel=RAY)
+app.add_typer(delete.app, name="delete", rich_help_panel=RAY)
+app.add_typer(job.app, name="job", rich_help_panel=RAY)
+app.command("logs", rich_help_panel=RAY)(podcmds.logs)
+app.command("session", rich_help_panel=RAY)(session.session)
+app.command("exec", rich_help_panel=PARTS)(podcmds.exec_)
 app.add_typer(
-    local.app, name="local", help="Embedded local control plane (etcd + kube-apiserver + controllers)."
+    local.app,
+    name="local",
+    help="Embedded local control plane (etcd + kube-apiserver + controllers).",
+    rich_help_panel=PARTS,
 )
-app.add_typer(dev.app, name="dev", help="Developer tasks (CRD generation).")
-app.command("operator")(operator.run_operator)
-app.command("webhook")(webhook.run_webhook)
-app.command("node")(node.run_node)
-app.command("demo")(demo.run_demo)
-podcmds.register(app)
-app.command("session")(session.session)
+app.command("demo", rich_help_panel=PARTS)(demo.run_demo)
+app.command("operator", rich_help_panel=PARTS)(operator.run_operator)
+app.command("webhook", rich_help_panel=PARTS)(webhook.run_webhook)
+app.command("node", rich_help_panel=PARTS)(node.run_node)
+app.add_typer(dev.app, name="dev", help="Developer tasks (CRD generation).", rich_help_panel=PARTS)
 
 # KubeRay's boolean flags are Go flags: a bare `--enable-leader-election` means true. typer wants a value,
 # so a bare one is rewritten to `--flag=true` before parsing (`--flag=false` and `--flag false` pass as-is).

@@ -139,8 +139,7 @@ def exec_(
     context: ContextOpt = None,
     namespace: NamespaceOpt = None,
 ) -> None:
-    """Run a command inside a running container of the local node agent (its namespaces, environment and
-    working directory).
+    """Run a command in a container of the local node agent (in its namespaces and environment).
 
     Example: rayop exec demo-head-x7k2p -- ray status
     """
@@ -154,5 +153,6 @@ def exec_(
 
 
 def register(app: typer.Typer) -> None:
+    """Add `logs` and `exec` to another typer app (rayop.cli.main adds them itself, in its help panels)."""
     app.command("logs")(logs)
     app.command("exec")(exec_)

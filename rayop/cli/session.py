@@ -156,8 +156,7 @@ def session(
     context: ContextOpt = None,
     namespace: NamespaceOpt = None,
 ) -> None:
-    """Forward the dashboard, client and Serve ports of a Ray cluster's head to localhost; print the
-    URLs and stay until Ctrl-C.
+    """Forward a Ray cluster's dashboard, client and Serve ports to localhost until Ctrl-C.
 
     An explicit port that is taken is an error; a default one that is taken is replaced by a free one.
     Port 0 picks a free port.
