@@ -142,9 +142,9 @@ async def wait_cluster_ready(
     while True:
         st = status_of(await api.get(RAYCLUSTERS, name, namespace))
         state = str(st.get("state") or "pending")
-        shown = (
-            f"{state} ({st.get('readyWorkerReplicas', 0)}/{st.get('desiredWorkerReplicas', 0)} workers ready)"
-        )
+        shown = state
+        if st.get("desiredWorkerReplicas") is not None:
+            shown += f" ({st.get('readyWorkerReplicas', 0)}/{st['desiredWorkerReplicas']} workers ready)"
         if shown != last and not quiet:
             typer.echo(f"RayCluster {name}: {shown}", err=True)
             last = shown
