@@ -3,39 +3,72 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from typing import Any
 
 import typer
 
-HELP = "rayop: KubeRay rebuilt in Python."
+from rayop.cli import helpfmt
+
+helpfmt.install()
+
+HELP = "rayop: KubeRay rebuilt in Python. Ray clusters, jobs and services on any Kubernetes cluster."
+# Two panels in `rayop --help`: what users run against any cluster, and rayop's own parts.
+RAY = "Ray on any cluster"
+PARTS = "rayop itself"
 
 
 @functools.cache
 def full_app() -> typer.Typer:
-    from rayop.cli import demo, dev, local, node, operator, podcmds, ui, webhook
-
-    app = typer.Typer(no_args_is_help=True, add_completion=False, help=HELP)
-    app.add_typer(
-        local.app, name="local", help="Embedded local control plane (etcd + kube-apiserver + controllers)."
+    from rayop.cli import (
+        create,
+        delete,
+        demo,
+        dev,
+        get,
+        job,
+        local,
+        node,
+        operator,
+        podcmds,
+        scale,
+        session,
+        ui,
+        webhook,
     )
-    app.add_typer(dev.app, name="dev", help="Developer tasks (CRD generation).")
-    app.command("operator")(operator.run_operator)
-    app.command("webhook")(webhook.run_webhook)
-    app.command("node")(node.run_node)
-    app.command("demo")(demo.run_demo)
-    app.command("ui")(ui.run_ui)
-    podcmds.register(app)
+
+    app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, help=HELP)
+    app.add_typer(get.app, name="get", rich_help_panel=RAY)
+    app.add_typer(create.app, name="create", rich_help_panel=RAY)
+    app.add_typer(scale.app, name="scale", rich_help_panel=RAY)
+    app.add_typer(delete.app, name="delete", rich_help_panel=RAY)
+    app.add_typer(job.app, name="job", rich_help_panel=RAY)
+    app.command("logs", rich_help_panel=RAY)(podcmds.logs)
+    app.command("session", rich_help_panel=RAY)(session.session)
+    app.command("ui", rich_help_panel=RAY)(ui.run_ui)
+    app.command("exec", rich_help_panel=PARTS)(podcmds.exec_)
+    app.add_typer(
+        local.app,
+        name="local",
+        help="Embedded local control plane (etcd + kube-apiserver + controllers).",
+        rich_help_panel=PARTS,
+    )
+    app.command("demo", rich_help_panel=PARTS)(demo.run_demo)
+    app.command("operator", rich_help_panel=PARTS)(operator.run_operator)
+    app.command("webhook", rich_help_panel=PARTS)(webhook.run_webhook)
+    app.command("node", rich_help_panel=PARTS)(node.run_node)
+    app.add_typer(dev.app, name="dev", help="Developer tasks (CRD generation).", rich_help_panel=PARTS)
     return app
 
 
 def operator_app() -> typer.Typer:
     """`rayop operator` alone: the operator is a long-running process, and the other sub-commands would
-    load what it never runs (the node agent, the local control plane, the CRD generator), a few MiB of
-    its resident memory."""
+    load what it never runs (the node agent, the local control plane, the CRD generator, the CLI), a few
+    MiB of its resident memory."""
     from rayop.cli import operator
 
-    app = typer.Typer(add_completion=False, help=HELP)
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, help=HELP)
     app.callback()(lambda: None)  # keeps `operator` a sub-command, as in the full app
     app.command("operator")(operator.run_operator)
     return app
@@ -67,9 +100,17 @@ def normalize_go_bools(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
-    argv = normalize_go_bools(sys.argv[1:])
-    app = operator_app() if argv[:1] == ["operator"] else full_app()
-    app(args=argv, prog_name="rayop")
+    try:
+        argv = normalize_go_bools(sys.argv[1:])
+        app = operator_app() if argv[:1] == ["operator"] else full_app()
+        app(args=argv, prog_name="rayop")
+    except Exception as e:
+        # Commands turn the failures they expect into one line (rayop.cli.kube.run); anything else is a
+        # bug, still reported in one line unless RAYOP_DEBUG asks for the traceback.
+        if os.environ.get("RAYOP_DEBUG"):
+            raise
+        print(f"error: {type(e).__name__}: {e} (RAYOP_DEBUG=1 shows where)", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

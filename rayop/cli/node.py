@@ -10,8 +10,6 @@ from typing import Annotated
 
 import typer
 
-from rayop.node.agent import NodeAgent, NodeConfig, default_python_env
-
 
 def _kv(items: list[str], what: str) -> dict[str, str]:
     out: dict[str, str] = {}
@@ -74,6 +72,9 @@ def run_node(
     verbose: Annotated[bool, typer.Option("-v", help="Debug logging.")] = False,
 ) -> None:
     """Run the local node agent: registers a Node and runs its Pods as real processes (needs root)."""
+    # Imported here so that other commands start without loading the node agent.
+    from rayop.node.agent import NodeAgent, NodeConfig, default_python_env
+
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

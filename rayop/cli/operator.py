@@ -6,8 +6,6 @@ from typing import Annotated
 
 import typer
 
-from rayop.operator.config import OperatorConfig, parse_bool, parse_feature_gates, parse_namespaces
-
 
 def _bool_option(help_: str) -> object:
     # Go-style booleans take `--flag=false` (what KubeRay's Helm chart passes) or `--flag false`.
@@ -97,6 +95,8 @@ def run_operator(
     ui_cert_dir: Annotated[str, typer.Option(help="tls.crt/tls.key for the web view (HTTPS).")] = "",
 ) -> None:
     """Run the operator: reconcile RayClusters (and the other Ray kinds) until SIGTERM."""
+    # Imported here: the operator's modules take a second to load, which every other command would pay.
+    from rayop.operator.config import OperatorConfig, parse_bool, parse_feature_gates, parse_namespaces
     from rayop.operator.main import main
 
     webhook: dict[str, object] = {

@@ -1,89 +1,149 @@
-"""`rayop logs` and `rayop exec`: read a container's logs and run commands in it, on the local node, straight
-from the node agent's files and namespaces (no API server or kubelet API involved: they work while those
-are down, and need root on the node's machine). `kubectl logs` and `kubectl exec` reach the same through the
-API server and the node agent's kubelet API."""
+"""`rayop logs` (through the API server's pods/log, on any cluster) and `rayop exec` (on the local node
+agent's machine: it enters the container's namespaces directly)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
-import time
 from typing import Annotated
 
 import typer
 
+from rayop.api.kinds import RAYJOBS
+from rayop.base.objects import meta, status_of
+from rayop.base.types import Obj
+from rayop.cli.kube import (
+    CliError,
+    ContextOpt,
+    Kube,
+    KubeconfigOpt,
+    NamespaceOpt,
+    Target,
+    complete_names,
+    connect,
+    run,
+)
+from rayop.cli.targets import Ref, cluster_of, head_pod, parse_ref
 from rayop.node import containers
-from rayop.node.locate import ContainerLocation, LocateError, locate
-from rayop.node.logs import LogOptions, LogReader
-from rayop.runtime.client import ApiClient, load_config
+from rayop.node.locate import ANN_DEFAULT_CONTAINER, ContainerLocation, LocateError, locate
+from rayop.runtime.client import PODS
+from rayop.runtime.podio import pod_logs
 
 
-async def _locate(
-    kubeconfig: str | None, namespace: str | None, pod: str, container: str | None
-) -> ContainerLocation:
-    cfg = load_config(kubeconfig)
-    async with ApiClient(cfg, user_agent="rayop-cli") as client:
-        return await locate(client, namespace or cfg.namespace, pod, container)
+async def _locate(target: Target, pod: str, container: str | None) -> ContainerLocation:
+    async with connect(target) as kube:
+        try:
+            return await locate(kube.api, kube.namespace, pod, container)
+        except LocateError as e:
+            raise CliError(str(e)) from None
 
 
-def _find(
-    kubeconfig: str | None, namespace: str | None, pod: str, container: str | None
-) -> ContainerLocation:
-    try:
-        return asyncio.run(_locate(kubeconfig, namespace, pod, container))
-    except LocateError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from e
+def _find(target: Target, pod: str, container: str | None) -> ContainerLocation:
+    return run(_locate(target, pod, container))
+
+
+async def _log_pod(kube: Kube, ref: Ref) -> Obj:
+    if ref.kind == "pod":
+        return await kube.api.get(PODS, ref.name, kube.namespace)
+    if ref.kind == "job":
+        # K8sJobMode: the submitter pod prints the driver's output (`ray job logs --follow`).
+        job = await kube.api.get(RAYJOBS, ref.name, kube.namespace)
+        sel = f"batch.kubernetes.io/job-name={ref.name}"
+        pods: list[Obj] = (await kube.api.list(PODS, kube.namespace, label_selector=sel))["items"]
+        if pods:
+            pods.sort(key=lambda p: str(meta(p).get("creationTimestamp", "")), reverse=True)
+            return pods[0]
+        if not status_of(job).get("rayClusterName"):
+            raise CliError(f"RayJob {ref.name} has no pods yet")
+    cluster = await cluster_of(kube.api, kube.namespace, ref)
+    pod = await head_pod(kube.api, kube.namespace, cluster)
+    if pod is None:
+        raise CliError(f"RayCluster {meta(cluster).get('name')} has no head pod yet")
+    return pod
+
+
+def default_container(pod: Obj) -> tuple[str, str | None]:
+    """kubectl's choice: the default-container annotation, else the first container (with a notice
+    naming the others)."""
+    names = [str(c.get("name")) for c in (pod.get("spec") or {}).get("containers") or []]
+    chosen = (meta(pod).get("annotations") or {}).get(ANN_DEFAULT_CONTAINER) or (names[0] if names else "")
+    notice = f'Defaulted container "{chosen}" out of: {", ".join(names)}' if len(names) > 1 else None
+    return str(chosen), notice
 
 
 def logs(
-    pod: Annotated[str, typer.Argument(help="Pod name.")],
-    container: Annotated[str | None, typer.Option("-c", "--container", help="Container name.")] = None,
-    namespace: Annotated[str | None, typer.Option("-n", "--namespace", help="Namespace.")] = None,
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="POD|cluster/NAME|job/NAME",
+            help="A pod, a RayCluster's head pod (cluster/NAME), or a RayJob's submitter or head (job/NAME).",
+            autocompletion=complete_names(PODS),
+        ),
+    ],
+    container: Annotated[
+        str | None,
+        typer.Option("-c", "--container", metavar="NAME", help="Container name.", show_default=False),
+    ] = None,
     follow: Annotated[bool, typer.Option("-f", "--follow", help="Keep printing new output.")] = False,
     previous: Annotated[bool, typer.Option("-p", "--previous", help="The previous run's output.")] = False,
-    tail: Annotated[int, typer.Option("--tail", help="Lines of recent output (-1: all).")] = -1,
+    tail: Annotated[
+        int | None, typer.Option("--tail", metavar="N", help="Only the last N lines.", show_default=False)
+    ] = None,
     timestamps: Annotated[bool, typer.Option("--timestamps", help="Prefix each line with its time.")] = False,
-    kubeconfig: Annotated[str | None, typer.Option(help="Kubeconfig (default: $KUBECONFIG).")] = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    namespace: NamespaceOpt = None,
 ) -> None:
-    """Print a container's output, kept on disk by the local node agent (`kubectl logs` reads the same
-    through the node agent's kubelet API)."""
-    loc = _find(kubeconfig, namespace, pod, container)
-    attempt = loc.attempt - 1 if previous else loc.attempt
-    if attempt < 0:
-        typer.echo(f'error: previous terminated container "{loc.container}" not found', err=True)
-        raise typer.Exit(1)
-    opts = LogOptions(timestamps=timestamps, tail_lines=None if tail < 0 else tail)
-    reader = LogReader(loc.run_dir(attempt) / "log", opts)
-    out = sys.stdout.buffer
-    while True:
-        chunk = reader.read()
-        if chunk:
-            out.write(chunk)
-            out.flush()
-            continue
-        if not follow or previous:
-            return
-        try:
-            loc.refresh()
-        except LocateError:
-            return
-        # Like kubectl: following ends when the container stops (and its last lines are out).
-        if not loc.running and reader.at_end():
-            return
-        time.sleep(0.2)
+    """Print a container's output, through the API server (any cluster).
+
+    Example: rayop logs cluster/demo -f
+    """
+    ref = parse_ref(target, "pod")
+
+    async def main() -> None:
+        async with connect(Target(kubeconfig, context, namespace), timeout=60) as kube:
+            pod = await _log_pod(kube, ref)
+            name = str(meta(pod).get("name", ""))
+            chosen = container
+            if chosen is None:
+                chosen, notice = default_container(pod)
+                if notice:
+                    typer.echo(notice, err=True)
+            out = sys.stdout.buffer
+            async for chunk in pod_logs(
+                kube.api,
+                kube.namespace,
+                name,
+                container=chosen,
+                follow=follow,
+                previous=previous,
+                tail_lines=tail,
+                timestamps=timestamps,
+            ):
+                out.write(chunk)
+                out.flush()
+
+    run(main())
 
 
 def exec_(
-    pod: Annotated[str, typer.Argument(help="Pod name.")],
-    command: Annotated[list[str], typer.Argument(help="Command and arguments (after --).")],
-    container: Annotated[str | None, typer.Option("-c", "--container", help="Container name.")] = None,
-    namespace: Annotated[str | None, typer.Option("-n", "--namespace", help="Namespace.")] = None,
-    kubeconfig: Annotated[str | None, typer.Option(help="Kubeconfig (default: $KUBECONFIG).")] = None,
+    pod: Annotated[str, typer.Argument(metavar="POD", help="Pod name.", autocompletion=complete_names(PODS))],
+    command: Annotated[
+        list[str], typer.Argument(metavar="COMMAND...", help="Command and arguments (after --).")
+    ],
+    container: Annotated[
+        str | None,
+        typer.Option("-c", "--container", metavar="NAME", help="Container name.", show_default=False),
+    ] = None,
+    kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+    namespace: NamespaceOpt = None,
 ) -> None:
-    """Run a command inside a running container (its namespaces, environment and working directory)."""
-    loc = _find(kubeconfig, namespace, pod, container)
+    """Run a command in a container of the local node agent (in its namespaces and environment).
+
+    Example: rayop exec demo-head-x7k2p -- ray status
+    """
+    loc = _find(Target(kubeconfig, context, namespace), pod, container)
     if not loc.running:
         typer.echo(f'error: container "{loc.container}" in pod "{pod}" is not running', err=True)
         raise typer.Exit(1)
@@ -93,5 +153,6 @@ def exec_(
 
 
 def register(app: typer.Typer) -> None:
+    """Add `logs` and `exec` to another typer app (rayop.cli.main adds them itself, in its help panels)."""
     app.command("logs")(logs)
     app.command("exec")(exec_)

@@ -12,7 +12,7 @@ API server's service proxy (`<apiserver>/api/v1/namespaces/<ns>/services/<svc>:d
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -28,6 +28,7 @@ PROXY_TIMEOUT_SECONDS = 10.0
 
 AUTH_HEADER = "x-ray-authorization"
 JOBS_PATH = "/api/jobs/"
+PACKAGES_PATH = "/api/packages/"
 SERVE_APPLICATIONS_PATH = "/api/serve/applications/"
 GCS_HEALTHZ_PATH = "/api/gcs_healthz"
 VERSION_PATH = "/api/version"
@@ -354,6 +355,57 @@ class DashboardClient:
         result = ((body or {}).get("data") or {}).get("result") if isinstance(body, dict) else None
         nodes = result.get("result") if isinstance(result, dict) else None
         return [n for n in nodes or [] if isinstance(n, dict)]
+
+    async def tail_job_logs(self, job_id: str) -> AsyncIterator[str]:
+        """The driver's output as it is written (GET /api/jobs/<id>/logs/tail, a WebSocket), until the job
+        ends. Raises DashboardUnavailable when the WebSocket cannot be opened."""
+        url = self.base_url + self._job_path(job_id, "logs/tail")
+        try:
+            ws = await self.session.ws_connect(
+                url, headers=self._headers(False), max_msg_size=0, heartbeat=None
+            )
+        except aiohttp.WSServerHandshakeError as e:
+            if e.status == 404:
+                raise JobNotFound("GET", url, e.status, e.message) from e
+            raise DashboardUnavailable("GET", url, e.status, e.message, "log tail refused") from e
+        except aiohttp.ClientError as e:
+            raise DashboardUnavailable("GET", url, None, "", f"{type(e).__name__}: {e}") from e
+        async with ws:
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    yield str(msg.data)
+                elif msg.type == aiohttp.WSMsgType.BINARY:
+                    yield bytes(msg.data).decode(errors="replace")
+                elif msg.type == aiohttp.WSMsgType.ERROR:
+                    raise DashboardUnavailable("GET", url, None, "", f"log tail broke: {ws.exception()}")
+
+    # Runtime-env packages (working_dir) ---------------------------------------------------------------
+
+    async def package_exists(self, protocol: str, name: str) -> bool:
+        """GET /api/packages/<protocol>/<name>: 200 when the GCS has it (and pins it for a while)."""
+        status, text, url = await self._call("GET", f"{PACKAGES_PATH}{quote(protocol)}/{quote(name)}")
+        if status == 404 and not _apiserver_status(text):
+            return False
+        if status >= 300:
+            raise DashboardError("GET", url, status, text)
+        return True
+
+    async def upload_package(self, protocol: str, name: str, data: bytes) -> None:
+        """PUT /api/packages/<protocol>/<name> with the zip's bytes."""
+        url = f"{self.base_url}{PACKAGES_PATH}{quote(protocol)}/{quote(name)}"
+        headers = {k: v for k, v in self._headers(False).items() if k != "Accept"}
+        headers["Content-Type"] = "application/octet-stream"
+        try:
+            async with self.session.put(
+                url, data=data, headers=headers, timeout=aiohttp.ClientTimeout(total=max(self.timeout, 300.0))
+            ) as resp:
+                text = await resp.text(errors="replace")
+                if resp.status >= 300:
+                    raise DashboardError("PUT", url, resp.status, text)
+        except TimeoutError as e:
+            raise DashboardUnavailable("PUT", url, None, "", "upload timed out") from e
+        except aiohttp.ClientError as e:
+            raise DashboardUnavailable("PUT", url, None, "", f"{type(e).__name__}: {e}") from e
 
     # Serve ---------------------------------------------------------------------------------------
 

@@ -9,31 +9,30 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.sslproto
-import base64
 import contextlib
 import functools
 import json
 import logging
-import os
 import random
-import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import orjson
-import yaml
 
-from rayop.base.pki import load_chain
 from rayop.base.resource import Resource as Resource  # re-exported: callers of the client name kinds with it
 from rayop.base.types import Obj
 from rayop.runtime import metrics
 
-SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+# Re-exported: the configuration and its loaders lived here before rayop.runtime.kubeconfig held them.
+from rayop.runtime.kubeconfig import DEFAULT_MAX_IN_FLIGHT as DEFAULT_MAX_IN_FLIGHT
+from rayop.runtime.kubeconfig import SA_DIR as SA_DIR
+from rayop.runtime.kubeconfig import ClientConfig as ClientConfig
+from rayop.runtime.kubeconfig import in_cluster_config as in_cluster_config
+from rayop.runtime.kubeconfig import load_config as load_config
+from rayop.runtime.kubeconfig import load_kubeconfig as load_kubeconfig
 
 log = logging.getLogger("rayop.runtime.client")
 
@@ -44,11 +43,6 @@ MAX_WATCH_EVENT_BYTES = 16 * 1024 * 1024
 # At or below this many requests in flight the client counts as calm (see ApiClient.wait_calm).
 CALM_IN_FLIGHT = 8
 
-# Requests (not watches) in flight at once. This, not a client-side token bucket, bounds a burst such as a
-# 1,000-Pod scale-up: the API server's Priority and Fairness decides how fast it takes them, and more
-# requests in flight than it serves at once would only queue there (bench/kuberay_peer.py: 64 creates
-# Pods as fast as 200 on this machine, and each TLS connection costs memory in both processes).
-DEFAULT_MAX_IN_FLIGHT = 64
 
 # 429 (Too Many Requests) and 5xx answers with Retry-After are retried after the wait the server asks for,
 # up to this many times, as client-go does (rest.Request's maxRetries 10, checkWait).
@@ -158,108 +152,6 @@ VALIDATING_WEBHOOKS = Resource(
 )
 
 
-@dataclass
-class ClientConfig:
-    """Where and how to reach the API server."""
-
-    server: str
-    ca_data: bytes | None = None
-    cert_data: bytes | None = None
-    key_data: bytes | None = None
-    token: str | None = None
-    token_file: str | None = None
-    insecure: bool = False
-    namespace: str = "default"
-    # Client-side token bucket: off when qps <= 0 (the default, as in controller-runtime since v0.21; the
-    # API server's Priority and Fairness protects it, and 429s are waited out, see ApiClient.request).
-    qps: float = 0.0
-    burst: int = 200
-    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def ssl_context(self) -> ssl.SSLContext | bool:
-        if not self.server.startswith("https"):
-            return False
-        ctx = ssl.create_default_context()
-        if self.insecure:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        elif self.ca_data:
-            ctx = ssl.create_default_context(cadata=self.ca_data.decode())
-        if self.cert_data and self.key_data:
-            load_chain(ctx, self.cert_data, self.key_data)
-        return ctx
-
-    def bearer(self) -> str | None:
-        if self.token_file:
-            try:
-                # Projected tokens rotate; read each time so a long-lived operator keeps working.
-                return Path(self.token_file).read_text().strip()
-            except OSError:
-                return self.token
-        return self.token
-
-
-def _read_data(entry: Mapping[str, Any], key: str, base: Path) -> bytes | None:
-    if entry.get(f"{key}-data"):
-        return base64.b64decode(entry[f"{key}-data"])
-    if entry.get(key):
-        p = Path(entry[key])
-        if not p.is_absolute():
-            p = base / p
-        return p.read_bytes()
-    return None
-
-
-def load_kubeconfig(path: str | os.PathLike[str] | None = None, context: str | None = None) -> ClientConfig:
-    """Read a kubeconfig file (client certificates, token or tokenFile; exec plugins are not supported)."""
-    if path is None:
-        path = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or str(Path.home() / ".kube" / "config")
-    p = Path(path)
-    cfg = yaml.safe_load(p.read_text())
-    ctx_name = context or cfg.get("current-context")
-    ctxs = {c["name"]: c["context"] for c in cfg.get("contexts", [])}
-    if ctx_name not in ctxs:
-        raise ValueError(f"kubeconfig {p}: context {ctx_name!r} not found")
-    ctx = ctxs[ctx_name]
-    cluster = {c["name"]: c["cluster"] for c in cfg.get("clusters", [])}[ctx["cluster"]]
-    user = {u["name"]: u.get("user") or {} for u in cfg.get("users", [])}.get(ctx.get("user", ""), {})
-    if user.get("exec") or user.get("auth-provider"):
-        raise ValueError(f"kubeconfig {p}: exec and auth-provider credentials are not supported by rayop")
-    base = p.parent
-    return ClientConfig(
-        server=cluster["server"].rstrip("/"),
-        ca_data=_read_data(cluster, "certificate-authority", base),
-        cert_data=_read_data(user, "client-certificate", base),
-        key_data=_read_data(user, "client-key", base),
-        token=user.get("token"),
-        token_file=user.get("tokenFile"),
-        insecure=bool(cluster.get("insecure-skip-tls-verify")),
-        namespace=ctx.get("namespace", "default"),
-    )
-
-
-def in_cluster_config() -> ClientConfig:
-    host = os.environ["KUBERNETES_SERVICE_HOST"]
-    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-    if ":" in host:
-        host = f"[{host}]"
-    ns_file = SA_DIR / "namespace"
-    return ClientConfig(
-        server=f"https://{host}:{port}",
-        ca_data=(SA_DIR / "ca.crt").read_bytes(),
-        token_file=str(SA_DIR / "token"),
-        namespace=ns_file.read_text().strip() if ns_file.exists() else "default",
-    )
-
-
-def load_config(kubeconfig: str | None = None) -> ClientConfig:
-    """Kubeconfig if given or found, else the in-cluster service account."""
-    if kubeconfig or os.environ.get("KUBECONFIG") or (Path.home() / ".kube" / "config").exists():
-        return load_kubeconfig(kubeconfig)
-    return in_cluster_config()
-
-
 def retry_delay(retry_after: float, attempt: int) -> float:
     """How long to wait before sending a request again: what the server asked for, at least a backoff
     that doubles per attempt, plus up to 20% jitter so that many requests turned away together do not
@@ -306,6 +198,8 @@ class ApiClient:
         self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
         self._ssl = config.ssl_context()
+        self._exec_cert: bytes | None = None  # the exec plugin's client certificate in self._ssl
+        self._retired: list[aiohttp.ClientSession] = []
         self.bucket = TokenBucket(config.qps, config.burst)
         self.request_count = 0
         self.retries = 0  # requests sent again because the server said so (429, 5xx with Retry-After)
@@ -359,6 +253,29 @@ class ApiClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        for old in self._retired:
+            await old.close()
+        self._retired.clear()
+
+    async def refresh_credentials(self) -> None:
+        """Run the kubeconfig's exec credential plugin when its credential is missing or expired. A new
+        client certificate needs a new TLS context: later requests get a new session; requests in flight
+        finish on the old one, closed with the client."""
+        plugin = self.config.exec_plugin
+        if plugin is None or not await plugin.refresh():
+            return
+        cred = plugin.current
+        if cred is not None and cred.cert_data and cred.cert_data != self._exec_cert:
+            self._exec_cert = cred.cert_data
+            self._ssl = self.config.ssl_context()
+            if self._session is not None:
+                self._retired.append(self._session)
+                self._session = None
+
+    async def auth_headers(self) -> dict[str, str]:
+        """Headers for requests made outside `request` (log streams, upgrades), credentials fresh."""
+        await self.refresh_credentials()
+        return self._headers()
 
     def _headers(self, content_type: str | None = None) -> dict[str, str]:
         h = {"Accept": "application/json", "User-Agent": self.user_agent}
@@ -397,6 +314,24 @@ class ApiClient:
         url = self.url(path, params)
         # orjson: encoding pods and decoding the API server's answers is most of the operator's CPU at scale.
         data = None if body is None else (body if isinstance(body, (bytes, str)) else orjson.dumps(body))
+        plugin = self.config.exec_plugin
+        if plugin is None:
+            return await self._retrying(method, url, data, content_type, timeout)
+        await self.refresh_credentials()
+        used = plugin.current
+        try:
+            return await self._retrying(method, url, data, content_type, timeout)
+        except ApiError as e:
+            if e.status != 401:
+                raise
+        # Rejected (revoked, or expired without saying so): the plugin runs again, the request once more.
+        plugin.invalidate(used)
+        await self.refresh_credentials()
+        return await self._retrying(method, url, data, content_type, timeout)
+
+    async def _retrying(
+        self, method: str, url: str, data: bytes | str | None, content_type: str, timeout: float | None
+    ) -> Any:
         attempt = 0
         while True:
             try:
@@ -635,6 +570,8 @@ class ApiClient:
             "allowWatchBookmarks": bookmarks,
         }
         url = self.url(res.path(namespace), params)
+        await self.refresh_credentials()
+        used = self.config.exec_plugin.current if self.config.exec_plugin else None
         async with self.session.get(
             url,
             headers=self._headers(),
@@ -642,6 +579,8 @@ class ApiClient:
         ) as resp:
             metrics.REST_REQUESTS.labels(str(resp.status), "WATCH", self._host).inc()
             if resp.status >= 400:
+                if resp.status == 401 and self.config.exec_plugin is not None:
+                    self.config.exec_plugin.invalidate(used)  # the caller's next watch runs the plugin
                 raise _api_error(resp, await resp.read(), "WATCH", url)
             while True:
                 # Not `async for line in resp.content`: aiohttp caps such lines at 128 KiB, and one
