@@ -77,6 +77,13 @@ def run_operator(
         str,
         typer.Option(help="namespace/name of a Secret holding generated certificates, shared by replicas."),
     ] = "",
+    webhook_inject_ca_into: Annotated[
+        str,
+        typer.Option(
+            help="Name of an existing ValidatingWebhookConfiguration (the Helm chart's): only write its "
+            "caBundle, instead of registering one."
+        ),
+    ] = "",
 ) -> None:
     """Run the operator: reconcile RayClusters (and the other Ray kinds) until SIGTERM."""
     from rayop.operator.main import main
@@ -88,6 +95,7 @@ def run_operator(
         "webhook_url": webhook_url,
         "webhook_service": webhook_service,
         "webhook_secret": webhook_secret,
+        "webhook_inject_ca_into": webhook_inject_ca_into,
     }
     try:
         if enable_webhook:

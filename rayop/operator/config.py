@@ -77,6 +77,7 @@ class OperatorConfig:
     webhook_url: str = ""
     webhook_service: str = ""
     webhook_secret: str = ""
+    webhook_inject_ca_into: str = ""
     # Config-file-only settings (headSidecarContainers, defaultContainerEnvs, ...), as read.
     extra: dict[str, Any] = field(default_factory=dict)
     # The operator's environment (ENABLE_RANDOM_POD_DELETE, RAYCLUSTER_DEFAULT_REQUEUE_SECONDS_ENV, ...).

@@ -29,6 +29,7 @@ from rayop.webhook.certs import CertBundle, CertSource, FileCertSource, split_pe
 from rayop.webhook.registration import (
     DEFAULT_NAME,
     DEFAULT_TIMEOUT_SECONDS,
+    CaInjector,
     UrlOrService,
     ensure_webhook_configuration,
 )
@@ -163,6 +164,8 @@ class WebhookServer:
         self.ca_propagation_seconds = ca_propagation_seconds
         self.on_ca_bundle: list[CaBundleHook] = []
         self.on_certificate: list[Callable[[CertBundle], None]] = []
+        # Set by start_webhook when the configuration belongs to someone else (the Helm chart).
+        self.injector: CaInjector | None = None
         self.stats = Stats()
         self.bundle: CertBundle | None = None
         self._ssl: ssl.SSLContext | None = None
