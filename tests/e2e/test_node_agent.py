@@ -43,6 +43,7 @@ from rayop.runtime.client import (
     ApiClient,
     load_kubeconfig,
 )
+from tests import rbac
 from tests.helpers import eventually
 
 Obj = dict[str, Any]
@@ -79,12 +80,16 @@ def node_net() -> dict[str, str]:
 def node_plane(node_net: dict[str, str]) -> Iterator[ControlPlane]:
     state = Path(tempfile.mkdtemp(prefix="rayop-nodeplane-"))
     cp = ControlPlane(
-        PlaneOptions(state_dir=state, extra_ips=[node_net["gateway"]], service_account_admission=True)
+        rbac.audited(
+            PlaneOptions(state_dir=state, extra_ips=[node_net["gateway"]], service_account_admission=True)
+        )
     )
     cp.start()
     try:
+        rbac.enable(cp)
         yield cp
     finally:
+        rbac.collect(cp)
         cp.stop()
         shutil.rmtree(state, ignore_errors=True)
 

@@ -20,6 +20,7 @@ from rayop.controllers import raycluster_metrics
 from rayop.controllers.settings import ControllerSettings
 from rayop.runtime.client import PODS, ApiClient, ApiError
 from rayop.runtime.manager import Manager
+from tests import rbac
 
 IMAGE = "rayproject/ray:2.60.0"
 
@@ -153,6 +154,8 @@ async def operator(
     client: ApiClient, namespace: str, *, environ: dict[str, str] | None = None, **knobs: Any
 ) -> AsyncIterator[Manager]:
     """The RayCluster controller running in this process on a runtime Manager, watching one namespace."""
+    # The operator runs as itself, under the chart's ClusterRole (tests/rbac.py).
+    client = rbac.operator_client(client)
     mgr = Manager(
         client,
         leader_election=False,
@@ -180,6 +183,7 @@ async def operator(
         try:
             await asyncio.wait_for(task, 30)
         finally:
+            await client.close()
             raycluster_metrics.unregister(mgr.informer(RAYCLUSTERS))
 
 
