@@ -81,11 +81,15 @@ def test_chart_feature_gates_are_known_to_the_operator() -> None:
     assert {g["name"] for g in values["featureGates"]} <= set(DEFAULT_GATES)
 
 
+# Values passed to Kubernetes as a whole object: documented as one value.
+PASSTHROUGH = {"resources", "podSecurityContext", "securityContext"}
+
+
 def _leaf_keys(d: dict[str, Any], prefix: str = "") -> list[str]:
     out = []
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
+        if isinstance(v, dict) and v and key not in PASSTHROUGH:
             out += _leaf_keys(v, key + ".")
         else:
             out.append(key)
@@ -147,3 +151,18 @@ def test_chart_runs_the_operator_with_a_read_only_root_filesystem() -> None:
     assert ports == {"http": 8080, "health": 8082, "webhook-server": 9443}
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+
+
+def test_every_operator_flag_and_env_var_is_documented() -> None:
+    import typer.main
+
+    from rayop.api import constants as C
+
+    text = (REPO / "docs" / "configuration.md").read_text()
+    group = typer.main.get_command(app)
+    operator = group.commands["operator"]  # type: ignore[attr-defined]
+    flags = [o for p in operator.params for o in p.opts if o.startswith("--") and o != "--help"]
+    missing = [f for f in flags if f"`{f}`" not in text]
+    env = [v for k, v in vars(C).items() if k.startswith("OPENV_")]
+    missing += [e for e in env if f"`{e}`" not in text]
+    assert not missing, f"docs/configuration.md does not document {missing}"
