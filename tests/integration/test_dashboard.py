@@ -10,6 +10,7 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from rayop.local.plane import ControlPlane, pick_free_ports
 from rayop.runtime.client import ApiClient
@@ -47,12 +48,9 @@ def served_families(text: str) -> set[str]:
     return {n for n in names if not n.endswith("_created")}
 
 
-async def test_dashboard_queries_the_metrics_the_operator_serves(
-    plane: ControlPlane, kube: ApiClient, namespace: str, tmp_path: Path
-) -> None:
-    metrics, probe, webhook = pick_free_ports(3)
-    log = (tmp_path / "operator.log").open("wb")
-    proc = subprocess.Popen(
+def start_operator(plane: ControlPlane, namespace: str, metrics: int, log: Any) -> subprocess.Popen[bytes]:
+    probe, webhook = pick_free_ports(2, avoid=[metrics])
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -65,6 +63,7 @@ async def test_dashboard_queries_the_metrics_the_operator_serves(
             "--enable-leader-election=true",
             f"--leader-election-namespace={namespace}",
             "--enable-metrics=true",
+            # Served, not registered: its metrics exist on every replica.
             "--enable-webhook=true",
             "--webhook-host=127.0.0.1",
             f"--webhook-port={webhook}",
@@ -73,6 +72,14 @@ async def test_dashboard_queries_the_metrics_the_operator_serves(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+async def test_dashboard_queries_the_metrics_the_operator_serves(
+    plane: ControlPlane, kube: ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    metrics = pick_free_ports(1)[0]
+    log = (tmp_path / "operator.log").open("wb")
+    proc = start_operator(plane, namespace, metrics, log)
     rbac.grant_in_namespace(plane, namespace)
     try:
         await kube.create(RAYCLUSTERS, raycluster("metrics", namespace), namespace)
@@ -86,7 +93,10 @@ async def test_dashboard_queries_the_metrics_the_operator_serves(
             except OSError:
                 return ""
             # Wait until both kinds have been seen and reconciled at least once.
-            ready = 'kuberay_cluster_info{name="metrics"' in text and 'kuberay_job_info{name="metrics-job"' in text
+            ready = (
+                'kuberay_cluster_info{name="metrics"' in text
+                and 'kuberay_job_info{name="metrics-job"' in text
+            )
             return text if ready and "controller_runtime_reconcile_total{" in text else ""
 
         text = await eventually(scrape, 60, interval=0.5, what="metrics of both kinds")
@@ -96,6 +106,8 @@ async def test_dashboard_queries_the_metrics_the_operator_serves(
         log.close()
     served = served_families(text)
     queried = dashboard_metrics()
-    assert not queried - served, f"the dashboard queries metrics the operator does not serve: {sorted(queried - served)}"
+    assert not queried - served, (
+        f"the dashboard queries metrics the operator does not serve: {sorted(queried - served)}"
+    )
     uncovered = {m for m in served if m.startswith(COVERED)} - queried
     assert not uncovered, f"served metrics without a panel: {sorted(uncovered)}"
