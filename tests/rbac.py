@@ -249,6 +249,7 @@ TIERS = ("integration", "e2e")
 class SessionTiers:
     selected: set[str] = field(default_factory=set)  # tiers whose folder the session collected in full
     deselected: set[str] = field(default_factory=set)  # tiers with at least one deselected test
+    failed: bool = False  # a test (other than the least-privilege check) failed
 
     def complete(self) -> set[str]:
         return self.selected - self.deselected

@@ -151,7 +151,12 @@ async def fake_kubelet(kube: ApiClient, namespace: str, interval: float = 0.2) -
 
 @contextlib.asynccontextmanager
 async def operator(
-    client: ApiClient, namespace: str, *, environ: dict[str, str] | None = None, **knobs: Any
+    client: ApiClient,
+    namespace: str,
+    *,
+    environ: dict[str, str] | None = None,
+    gates: dict[str, bool] | None = None,
+    **knobs: Any,
 ) -> AsyncIterator[Manager]:
     """The RayCluster controller running in this process on a runtime Manager, watching one namespace."""
     # The operator runs as itself, under the chart's ClusterRole (tests/rbac.py).
@@ -166,7 +171,7 @@ async def operator(
         concurrency=4,
     )
     env = {C.OPENV_RAYCLUSTER_DEFAULT_REQUEUE_SECONDS: "10", **(environ or {})}
-    settings = ControllerSettings.from_env(env)
+    settings = ControllerSettings.from_env(env, gates)
     concurrency = knobs.pop("reconcile_concurrency", 4)
     settings = replace(
         settings,

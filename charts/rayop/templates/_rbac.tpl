@@ -26,23 +26,30 @@ namespace) or by one Role per watched namespace. Each rule is what the operator 
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
   verbs: [create, get, list, watch]
-# RayJob submitter Jobs and the GCS fault-tolerance Redis cleanup Job.
+# RayJob submitter Jobs (deleted when a RayJob is suspended or retried) and the GCS
+# fault-tolerance Redis cleanup Job.
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [create, delete, get, list, watch]
-# The head Ingress (spec.headGroupSpec.enableIngress).
+  verbs: [create, delete, list, watch]
+# The head Ingress (spec.headGroupSpec.enableIngress), put back in place when edited. get, here and
+# above: after a create finds an object of that name that the label-selected cache does not hold.
 - apiGroups: [networking.k8s.io]
   resources: [ingresses]
   verbs: [create, get, list, update, watch]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+# A RayJob creates, suspends (a JSON patch) and deletes its RayCluster, and may delete itself
+# (deletion policy DeleteSelf); finalizers are merge patches; status is written with PUT.
 - apiGroups: [ray.io]
-  resources: [rayclusters, rayjobs]
-  verbs: [create, delete, get, list, patch, update, watch]
+  resources: [rayclusters]
+  verbs: [create, delete, get, list, patch, watch]
+- apiGroups: [ray.io]
+  resources: [rayjobs]
+  verbs: [delete, get, list, patch, watch]
 - apiGroups: [ray.io]
   resources: [rayclusters/status, rayjobs/status]
-  verbs: [patch, update]
+  verbs: [update]
 # Needed to set blockOwnerDeletion on the objects a RayCluster or RayJob owns where the
 # OwnerReferencesPermissionEnforcement admission plugin is on (OpenShift).
 - apiGroups: [ray.io]
