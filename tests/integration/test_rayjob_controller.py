@@ -426,9 +426,10 @@ async def test_deletion_rules_suspend_workers_then_delete_cluster(
         await eventually(workers_suspended, T, what="worker groups suspended")
         await eventually(lambda: _gone(kube, RAYCLUSTERS, cname, ns), T, what="cluster deleted by rule")
         assert await kube.get_or_none(RAYJOBS, "dr", ns) is not None
-        rs = await reasons(kube, ns, "dr")
-        assert "UpdatedRayCluster" in rs
-        assert "DeletedRayCluster" in rs
+        # Events are recorded after the action they describe, asynchronously: poll.
+        await eventually(
+            lambda: _has(reasons(kube, ns, "dr"), "UpdatedRayCluster", "DeletedRayCluster"), T, what="events"
+        )
 
 
 async def test_suspending_a_k8s_job_mode_rayjob_deletes_its_submitter(
