@@ -102,6 +102,9 @@ def _start_node(state: Path, kubeconfig: Path) -> str:
         # Pods are processes sharing the machine's cores; advertise more CPU than there are cores so
         # a small Ray cluster (1 CPU per pod in the examples) fits on a 2-core laptop.
         f"--cpu={os.environ.get('RAYOP_LOCAL_NODE_CPU', '16')}",
+        # The chart's operator image (`rayop:<version>`) runs with the environment running this command,
+        # which has rayop: `rayop local up --no-operator` then `helm install rayop charts/rayop` works.
+        f"--image-env=rayop={sys.prefix}",
     ]
     if ray_env:
         args.append(f"--python-env={ray_env}")
