@@ -94,16 +94,23 @@ async def test_objects_someone_else_made_first_are_left_alone(kube: ApiClient, n
         "spec": {"defaultBackend": {"service": {"name": "elsewhere", "port": {"number": 80}}}},
     }
     made.append((INGRESSES, ingress))
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    made.append((PVCS, pvc))
     before = {}
     for res, body in made:
-        obj_name = f"{name}-head-ingress" if res is INGRESSES else name
+        obj_name = _name_of(res, name)
         created = await kube.create(res, {**body, "metadata": {"name": obj_name, **foreign}}, ns)
         before[res.plural] = created["metadata"]["resourceVersion"]
 
     rc = with_ingress(raycluster(name, ns, replicas=1))
     rc["spec"]["enableInTreeAutoscaling"] = True
     rc["spec"]["authOptions"] = {"mode": "token"}
-    async with operator(kube, ns):
+    rc["spec"]["gcsFaultToleranceOptions"] = {"backend": "rocksdb"}
+    async with operator(kube, ns, gates={features.GCS_FT_EMBEDDED_STORAGE: True}):
         await kube.create(RAYCLUSTERS, rc)
         # The cluster comes up with what exists ...
         await eventually(lambda: pods_of(kube, ns, name, "head"), T, what="head pod")
@@ -112,7 +119,7 @@ async def test_objects_someone_else_made_first_are_left_alone(kube: ApiClient, n
         )
     # ... and nothing of theirs was changed or adopted.
     for res, _ in made:
-        obj_name = f"{name}-head-ingress" if res is INGRESSES else name
+        obj_name = _name_of(res, name)
         now = await kube.get(res, obj_name, ns)
         assert now["metadata"]["resourceVersion"] == before[res.plural], res.plural
         assert not now["metadata"].get("ownerReferences"), res.plural
@@ -120,3 +127,9 @@ async def test_objects_someone_else_made_first_are_left_alone(kube: ApiClient, n
 
 async def _contains(coro: Any, want: str) -> bool:
     return want in await coro
+
+
+def _name_of(res: Any, cluster: str) -> str:
+    return {INGRESSES.plural: f"{cluster}-head-ingress", PVCS.plural: f"{cluster}-gcs-pvc"}.get(
+        res.plural, cluster
+    )
