@@ -149,7 +149,18 @@ def read_audit(path: Path, users: Iterable[str] = AUDITED_USERS) -> Usage:
 # they still run (session planes stop only after the last test).
 _PLANES: dict[str, ControlPlane] = {}  # server URL -> plane
 _KUBECONFIGS: dict[str, Path] = {}  # server URL -> the operator's kubeconfig on it
+_LOGS: set[Path] = set()  # audit logs of planes started otherwise (`rayop local up --audit-log-path`)
 SESSION_USAGE = Usage()
+
+
+def watch_audit_log(path: Path) -> None:
+    _LOGS.add(path)
+
+
+def collect_audit_log(path: Path) -> None:
+    if path in _LOGS:
+        _LOGS.discard(path)
+        SESSION_USAGE.add(read_audit(path))
 
 
 def enable(plane: ControlPlane) -> Path:
@@ -223,6 +234,8 @@ def session_usage() -> Usage:
     total.add(SESSION_USAGE)
     for plane in _PLANES.values():
         total.add(read_audit(audit_log_path(plane.state_dir)))
+    for path in _LOGS:
+        total.add(read_audit(path))
     return total
 
 
