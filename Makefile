@@ -3,7 +3,7 @@
 # and cached outside the repo under $(RAYOP_CACHE_DIR), keyed by version.
 SHELL := /bin/bash
 include versions.env
-export RAYOP_K8S_VERSION RAYOP_RAY_VERSION RAYOP_METRICS_SERVER_VERSION
+export RAYOP_K8S_VERSION RAYOP_RAY_VERSION RAYOP_METRICS_SERVER_VERSION RAYOP_HELM_VERSION
 RAYOP_CACHE_DIR ?= $(HOME)/.cache/rayop
 export RAYOP_CACHE_DIR
 PYTHON ?= python3
@@ -14,9 +14,14 @@ RAY_ENV := $(RAYOP_CACHE_DIR)/ray/$(RAYOP_RAY_VERSION)
 export RAYOP_RAY_ENV := $(RAY_ENV)
 K8S_DIR := $(RAYOP_CACHE_DIR)/k8s/$(RAYOP_K8S_VERSION)
 export RAYOP_K8S_BIN_DIR := $(K8S_DIR)
+export RAYOP_HELM := $(RAYOP_CACHE_DIR)/helm/$(RAYOP_HELM_VERSION)/helm
+# `make image` needs a container engine (docker or podman); nothing else here does.
+ENGINE ?= docker
+IMAGE ?= rayop:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 PYTEST_ARGS ?=
 
-.PHONY: all demo test test-unit test-integration test-e2e lint crds bench bench-peer deps k8s metrics-server kuberay ray-env system-deps browser-deps clean
+.PHONY: all demo test test-unit test-integration test-e2e lint crds chart-crds manifests image bench bench-peer \
+	deps k8s metrics-server kuberay helm ray-env system-deps browser-deps clean
 
 all: test
 
@@ -26,7 +31,7 @@ $(STAMP): pyproject.toml
 	$(VPY) -m pip install -q -e '.[dev]'
 	@rm -f $(VENV)/.stamp-*; touch $@
 
-deps: system-deps $(STAMP) k8s metrics-server ray-env browser-deps
+deps: system-deps $(STAMP) k8s metrics-server helm ray-env browser-deps
 
 system-deps:
 	@bash scripts/system-deps.sh
@@ -36,6 +41,9 @@ k8s:
 
 metrics-server:
 	@bash scripts/build-metrics-server.sh
+
+helm:
+	@bash scripts/build-helm.sh
 
 ray-env:
 	@bash scripts/ray-env.sh
@@ -67,6 +75,21 @@ test-e2e: deps
 
 crds: $(STAMP) k8s
 	$(VPY) -m rayop.cli.main dev gen-crds
+	@$(MAKE) --no-print-directory chart-crds
+
+# Helm installs CRDs from the chart's crds/ folder: a copy of config/crd (a test fails when they differ).
+chart-crds:
+	@mkdir -p charts/rayop/crds
+	@rm -f charts/rayop/crds/*.yaml
+	cp config/crd/*.yaml charts/rayop/crds/
+
+# config/default/rayop.yaml: the chart rendered with its default values (a test fails when stale).
+manifests: helm chart-crds
+	bash scripts/gen-manifests.sh
+
+# The operator image (Dockerfile); needs a container engine, e.g. `make image ENGINE=podman`.
+image:
+	$(ENGINE) build --build-arg PYTHON_IMAGE=$(RAYOP_PYTHON_IMAGE) -t $(IMAGE) .
 
 demo: deps
 	$(VPY) -m rayop.cli.main demo

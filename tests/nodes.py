@@ -22,6 +22,7 @@ from rayop.local.pki import issue_serving_cert
 from rayop.local.plane import ControlPlane, PlaneOptions
 from rayop.node.agent import NodeAgent, NodeConfig
 from rayop.runtime.client import CONFIGMAPS, NAMESPACES, SERVICEACCOUNTS, ApiClient, load_kubeconfig
+from tests import rbac
 from tests.helpers import eventually
 
 RAY_ENV = Path(os.environ.get("RAYOP_RAY_ENV") or Path.home() / ".cache/rayop/ray/2.60.0")
@@ -53,8 +54,11 @@ def node_network(prefix: str = "e2e") -> dict[str, str]:
 
 def start_node_plane(net: dict[str, str], **kw: Any) -> ControlPlane:
     state = Path(tempfile.mkdtemp(prefix="rayop-nodeplane-"))
+    # Audited: the operator's calls count towards the least-privilege check (tests/rbac.py).
     cp = ControlPlane(
-        PlaneOptions(state_dir=state, extra_ips=[net["gateway"]], service_account_admission=True, **kw)
+        rbac.audited(
+            PlaneOptions(state_dir=state, extra_ips=[net["gateway"]], service_account_admission=True, **kw)
+        )
     )
     try:
         cp.start()
@@ -65,6 +69,7 @@ def start_node_plane(net: dict[str, str], **kw: Any) -> ControlPlane:
 
 
 def stop_node_plane(cp: ControlPlane) -> None:
+    rbac.collect(cp)
     cp.stop()
     shutil.rmtree(cp.state_dir, ignore_errors=True)
 

@@ -133,6 +133,9 @@ def _start_node(state: Path, plane: ControlPlane, node: NodeSpec) -> str:
         f"--tls-cert-file={crt}",
         f"--tls-private-key-file={key}",
         f"--client-ca-file={plane.pki.client_ca}",
+        # The chart's operator image (`rayop:<version>`) runs with the environment running this command,
+        # which has rayop: `rayop local up --no-operator` then `helm install rayop charts/rayop` works.
+        f"--image-env=rayop={sys.prefix}",
     ]
     if ray_env:
         args.append(f"--python-env={ray_env}")

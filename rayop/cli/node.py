@@ -34,6 +34,13 @@ def run_node(
     python_env: Annotated[
         Path | None, typer.Option(help="Python environment whose bin/ leads PATH in containers (has `ray`).")
     ] = None,
+    image_env: Annotated[
+        list[str],
+        typer.Option(
+            help="IMAGE=PATH: containers of this image (or repository, any tag) run with the environment "
+            "at PATH instead of --python-env, e.g. rayop=/path/to/venv for the operator chart (repeatable)."
+        ),
+    ] = [],  # noqa: B006
     cpu: Annotated[str | None, typer.Option(help="CPU capacity (default: the machine's cores).")] = None,
     memory: Annotated[
         str | None, typer.Option(help="Memory capacity, e.g. 16Gi (default: the machine's).")
@@ -87,6 +94,7 @@ def run_node(
         bridge=bridge,
         pod_cidr=pod_cidr,
         python_env=python_env or default_python_env(),
+        image_envs={k: Path(v) for k, v in _kv(image_env, "--image-env").items()},
         cpu=cpu,
         memory=memory,
         max_pods=max_pods,

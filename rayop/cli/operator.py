@@ -93,6 +93,13 @@ def run_operator(
         typer.Option(help="Address the web view binds to; any non-loopback address turns on token checks."),
     ] = "127.0.0.1",
     ui_cert_dir: Annotated[str, typer.Option(help="tls.crt/tls.key for the web view (HTTPS).")] = "",
+    webhook_inject_ca_into: Annotated[
+        str,
+        typer.Option(
+            help="Name of an existing ValidatingWebhookConfiguration (the Helm chart's): only write its "
+            "caBundle, instead of registering one."
+        ),
+    ] = "",
 ) -> None:
     """Run the operator: reconcile RayClusters (and the other Ray kinds) until SIGTERM."""
     # Imported here: the operator's modules take a second to load, which every other command would pay.
@@ -109,6 +116,7 @@ def run_operator(
         "ui_port": ui_port,
         "ui_host": ui_host,
         "ui_cert_dir": ui_cert_dir,
+        "webhook_inject_ca_into": webhook_inject_ca_into,
     }
     try:
         if enable_webhook:

@@ -77,6 +77,9 @@ class NodeConfig:
     # A private /24 that is unlikely to be in use (not Docker's, podman's, flannel's or calico's default).
     pod_cidr: str = "10.213.0.0/24"
     python_env: Path = field(default_factory=default_python_env)
+    # There are no images: a container whose image matches a key runs with that environment's bin/
+    # leading PATH instead of python_env's (e.g. the operator image -> an environment with rayop).
+    image_envs: dict[str, Path] = field(default_factory=dict)
     cpu: str | None = None
     memory: str | None = None
     max_pods: int = 110
@@ -101,6 +104,18 @@ class NodeConfig:
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     client_ca_file: Path | None = None
+
+
+def image_env(cfg: NodeConfig, image: str) -> Path:
+    """The environment a container of ``image`` runs with: an exact key of ``cfg.image_envs``, else a key
+    naming the image's repository without tag or digest (``rayop`` matches ``rayop:0.1.0``), else
+    ``cfg.python_env``."""
+    if image in cfg.image_envs:
+        return cfg.image_envs[image]
+    repo = image.split("@", 1)[0]
+    if ":" in repo.rsplit("/", 1)[-1]:
+        repo = repo.rsplit(":", 1)[0]
+    return cfg.image_envs.get(repo, cfg.python_env)
 
 
 def _machine_memory() -> int:
@@ -169,14 +184,14 @@ class NodeAgent:
 
     async def run(self) -> None:
         """Run until stop(). Raises if the node cannot start (no root, no `ip`, API unreachable)."""
-        env = self.cfg.python_env.resolve()
-        if env == Path("/tmp") or Path("/tmp") in env.parents:
-            # Every container gets a private /tmp, which would hide this environment: `ray` would not
-            # be found and pods would fail in confusing ways. Say so at start-up instead.
-            raise RuntimeError(
-                f"python environment {env} is under /tmp, which each container's private /tmp hides; "
-                "put it elsewhere (e.g. RAYOP_CACHE_DIR outside /tmp)"
-            )
+        for env in (self.cfg.python_env.resolve(), *(p.resolve() for p in self.cfg.image_envs.values())):
+            if env == Path("/tmp") or Path("/tmp") in env.parents:
+                # Every container gets a private /tmp, which would hide this environment: `ray` would
+                # not be found and pods would fail in confusing ways. Say so at start-up instead.
+                raise RuntimeError(
+                    f"python environment {env} is under /tmp, which each container's private /tmp hides; "
+                    "put it elsewhere (e.g. RAYOP_CACHE_DIR outside /tmp)"
+                )
         self.pods_dir.mkdir(parents=True, exist_ok=True)
         # Pod folders hold resolved Secret values and service-account tokens, as a kubelet's do:
         # root only.
@@ -531,10 +546,11 @@ class NodeAgent:
     def restart_backoff(self) -> tuple[float, float]:
         return self.cfg.backoff_initial, self.cfg.backoff_max
 
-    def base_env(self, hostname: str) -> dict[str, str]:
+    def base_env(self, hostname: str, image: str = "") -> dict[str, str]:
         h, p = self.api_host, str(self.api_port)
+        bin_dir = image_env(self.cfg, image) / "bin"
         env = {
-            "PATH": f"{self.cfg.python_env / 'bin'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "PATH": f"{bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             # A home of the container's own (in its private /tmp), as an image gives each container: Ray
             # keeps state under ~/.ray (an auth token turns token auth on), which pods must not share.
             "HOME": "/tmp/.home",

@@ -125,8 +125,9 @@ class PodHost(Protocol):
         """A background task that outlives the call (kept referenced until it ends)."""
         ...
 
-    def base_env(self, hostname: str) -> dict[str, str]:
-        """The environment every container starts with (PATH, HOME, the API server's variables)."""
+    def base_env(self, hostname: str, image: str = "") -> dict[str, str]:
+        """The environment every container starts with (PATH, HOME, the API server's variables); the
+        image picks the environment whose bin/ leads PATH (`rayop node --image-env`)."""
         ...
 
     def resolv_conf(self, namespace: str) -> str: ...
@@ -471,7 +472,12 @@ class PodWorker:
         pod_view = self.pod_with_status()
         try:
             env = podspec.build_env(
-                pod_view, c, self.host.base_env(self.hostname), cms, secs, self.host.allocatable
+                pod_view,
+                c,
+                self.host.base_env(self.hostname, str(c.get("image") or "")),
+                cms,
+                secs,
+                self.host.allocatable,
             )
         except podspec.MissingRef as e:
             r.waiting_reason, r.waiting_message = "CreateContainerConfigError", str(e)

@@ -87,6 +87,7 @@ class OperatorConfig:
     ui_port: int = 0
     ui_host: str = "127.0.0.1"
     ui_cert_dir: str = ""
+    webhook_inject_ca_into: str = ""
     # Config-file-only settings (headSidecarContainers, defaultContainerEnvs, ...), as read.
     extra: dict[str, Any] = field(default_factory=dict)
     # The operator's environment (ENABLE_RANDOM_POD_DELETE, RAYCLUSTER_DEFAULT_REQUEUE_SECONDS_ENV, ...).

@@ -81,8 +81,9 @@ def add_webhook(manager: Manager, config: OperatorConfig) -> None:
         cert_dir=config.webhook_cert_dir,
         url=config.webhook_url,
         service=config.webhook_service,
-        register=bool(config.webhook_url or config.webhook_service),
+        register=bool(config.webhook_url or config.webhook_service) and not config.webhook_inject_ca_into,
         secret=config.webhook_secret,
+        inject_ca_into=config.webhook_inject_ca_into,
         gates=config.all_feature_gates(),
     )
     state: dict[str, WebhookServer] = {}
@@ -97,7 +98,10 @@ def add_webhook(manager: Manager, config: OperatorConfig) -> None:
         server = await start_webhook(opts, manager.client, objects)
         state["server"] = server
         try:
-            await asyncio.Event().wait()
+            if server.injector is not None:
+                await server.injector.keep(lambda: server.ca_bundle)
+            else:
+                await asyncio.Event().wait()
         finally:
             await server.stop()
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from rayop.api import kinds
 from rayop.runtime.client import VALIDATING_WEBHOOKS, ApiClient, ApiError
+
+log = logging.getLogger("rayop.webhook.registration")
 
 DEFAULT_NAME = "rayop-validating-webhook"
 # Short: a slow webhook stalls every kubectl apply, and failurePolicy Fail turns a timeout into a rejection.
@@ -158,3 +162,75 @@ def _same(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
 
 async def delete_webhook_configuration(client: ApiClient, name: str = DEFAULT_NAME) -> None:
     await client.delete(VALIDATING_WEBHOOKS, name, ignore_not_found=True)
+
+
+async def inject_ca_bundle(client: ApiClient, name: str, ca_bundle: bytes) -> bool:
+    """Write ``ca_bundle`` into each webhook of the existing configuration ``name`` and change nothing else.
+
+    For a configuration someone else owns (the Helm chart renders it without a caBundle): a JSON patch
+    that touches only ``clientConfig.caBundle``, guarded by the resourceVersion and webhook names it was
+    computed from, so it never fights the owner over rules or targets. Returns whether it wrote; raises
+    ApiError (404 while the configuration does not exist yet).
+    """
+    want = base64.b64encode(ca_bundle).decode()
+    for _ in range(5):
+        current = await client.get(VALIDATING_WEBHOOKS, name)
+        ops: list[dict[str, Any]] = []
+        for i, hook in enumerate(current.get("webhooks") or []):
+            if (hook.get("clientConfig") or {}).get("caBundle") != want:
+                ops.append({"op": "test", "path": f"/webhooks/{i}/name", "value": hook.get("name")})
+                ops.append({"op": "add", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": want})
+        if not ops:
+            return False
+        rv = current["metadata"]["resourceVersion"]
+        ops.insert(0, {"op": "test", "path": "/metadata/resourceVersion", "value": rv})
+        try:
+            await client.patch(VALIDATING_WEBHOOKS, name, ops, patch_type="json")
+            return True
+        except ApiError as e:
+            # A failed "test" (the owner changed it meanwhile) comes back as 422 or 409: read again.
+            if e.status not in (409, 422):
+                raise
+    raise RuntimeError(
+        f"could not write the caBundle of ValidatingWebhookConfiguration {name}: it keeps changing"
+    )
+
+
+class CaInjector:
+    """Keeps the caBundle of a chart-owned ValidatingWebhookConfiguration equal to what the webhook serves.
+
+    ``publish`` runs as a WebhookServer ``on_ca_bundle`` hook, so a certificate from a new CA is served only
+    after the configuration trusts it; ``keep`` re-checks periodically, because the configuration may be
+    created after the operator starts (Helm creates it last) or replaced by a later ``helm upgrade``.
+    Every replica runs it; they publish the same bundle (it comes from the shared Secret), so the first
+    one writes and the others find nothing to change.
+    """
+
+    def __init__(self, client: ApiClient, name: str) -> None:
+        self.client = client
+        self.name = name
+        self.injected = False
+
+    async def publish(self, ca_bundle: bytes) -> None:
+        try:
+            if await inject_ca_bundle(self.client, self.name, ca_bundle):
+                log.info("wrote the caBundle of ValidatingWebhookConfiguration %s", self.name)
+            self.injected = True
+        except ApiError as e:
+            if not e.not_found:
+                raise
+            # Nothing points the API server at us yet, so nothing can fail for lack of trust.
+            log.info("ValidatingWebhookConfiguration %s does not exist yet; will retry", self.name)
+
+    async def keep(self, ca_bundle: Callable[[], bytes], interval: float = 60.0, first: float = 2.0) -> None:
+        while True:
+            await asyncio.sleep(interval if self.injected else first)
+            bundle = ca_bundle()
+            if not bundle:
+                continue
+            try:
+                await self.publish(bundle)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a transient API error: the next round retries
+                log.warning("checking the caBundle of %s failed: %s", self.name, e)

@@ -31,6 +31,7 @@ from rayop.webhook.lookup import SCALE_CONTEXTS, ObjectReader
 from rayop.webhook.registration import (
     DEFAULT_NAME,
     DEFAULT_TIMEOUT_SECONDS,
+    CaInjector,
     UrlOrService,
     ensure_webhook_configuration,
 )
@@ -176,6 +177,8 @@ class WebhookServer:
         self.ca_propagation_seconds = ca_propagation_seconds
         self.on_ca_bundle: list[CaBundleHook] = []
         self.on_certificate: list[Callable[[CertBundle], None]] = []
+        # Set by start_webhook when the configuration belongs to someone else (the Helm chart).
+        self.injector: CaInjector | None = None
         self.stats = Stats()
         self.bundle: CertBundle | None = None
         self._ssl: ssl.SSLContext | None = None

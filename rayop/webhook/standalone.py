@@ -19,7 +19,7 @@ from rayop.webhook.certs import (
     SelfSignedCertSource,
 )
 from rayop.webhook.lookup import ApiObjects, ObjectReader
-from rayop.webhook.registration import DEFAULT_NAME, UrlOrService
+from rayop.webhook.registration import DEFAULT_NAME, CaInjector, UrlOrService
 from rayop.webhook.server import WebhookServer
 
 log = logging.getLogger("rayop.webhook")
@@ -36,6 +36,9 @@ class WebhookOptions:
     register: bool = False
     config_name: str = DEFAULT_NAME
     secret: str = ""  # namespace/name of the Secret that stores generated certificates
+    # Name of a ValidatingWebhookConfiguration someone else created (the Helm chart): only its caBundle
+    # is written, never its rules or targets (instead of ``register``).
+    inject_ca_into: str = ""
     sans: list[str] = field(default_factory=list)
     gates: dict[str, bool] = field(default_factory=dict)
     check_interval: float = 60.0
@@ -66,7 +69,7 @@ def default_sans(opts: WebhookOptions) -> list[str]:
 
 
 def _needs_client(opts: WebhookOptions) -> bool:
-    return opts.register or bool(opts.secret)
+    return opts.register or bool(opts.secret) or bool(opts.inject_ca_into)
 
 
 def make_cert_source(opts: WebhookOptions, client: ApiClient | None) -> CertSource:
@@ -119,6 +122,14 @@ async def start_webhook(
             target: UrlOrService = parse_service(opts.service) if opts.service else (opts.url or server.url)
             await server.register(client, target, name=opts.config_name)
             log.info("registered ValidatingWebhookConfiguration %s -> %s", opts.config_name, target)
+        elif opts.inject_ca_into:
+            if client is None:
+                raise ValueError(
+                    "--webhook-inject-ca-into needs a kubeconfig or an in-cluster service account"
+                )
+            server.injector = CaInjector(client, opts.inject_ca_into)
+            server.on_ca_bundle.append(server.injector.publish)
+            await server.injector.publish(server.ca_bundle)
     except BaseException:
         await server.stop()
         raise

@@ -42,7 +42,7 @@ from rayop.runtime.client import (
     ApiClient,
     load_kubeconfig,
 )
-from tests import nodes
+from tests import nodes, rbac
 from tests.helpers import eventually
 from tests.nodes import RAY_ENV, free_subnet, needs_root, node_network, start_node_plane, stop_node_plane
 
@@ -64,6 +64,7 @@ def node_net() -> dict[str, str]:
 def node_plane(node_net: dict[str, str]) -> Iterator[ControlPlane]:
     cp = start_node_plane(node_net)
     try:
+        rbac.enable(cp)
         yield cp
     finally:
         stop_node_plane(cp)

@@ -20,6 +20,7 @@ from rayop.controllers import raycluster_metrics
 from rayop.controllers.settings import ControllerSettings
 from rayop.runtime.client import PODS, ApiClient, ApiError
 from rayop.runtime.manager import Manager
+from tests import rbac
 
 IMAGE = "rayproject/ray:2.60.0"
 
@@ -150,9 +151,16 @@ async def fake_kubelet(kube: ApiClient, namespace: str, interval: float = 0.2) -
 
 @contextlib.asynccontextmanager
 async def operator(
-    client: ApiClient, namespace: str, *, environ: dict[str, str] | None = None, **knobs: Any
+    client: ApiClient,
+    namespace: str,
+    *,
+    environ: dict[str, str] | None = None,
+    gates: dict[str, bool] | None = None,
+    **knobs: Any,
 ) -> AsyncIterator[Manager]:
     """The RayCluster controller running in this process on a runtime Manager, watching one namespace."""
+    # The operator runs as itself, under the chart's ClusterRole (tests/rbac.py).
+    client = rbac.operator_client(client)
     mgr = Manager(
         client,
         leader_election=False,
@@ -163,7 +171,7 @@ async def operator(
         concurrency=4,
     )
     env = {C.OPENV_RAYCLUSTER_DEFAULT_REQUEUE_SECONDS: "10", **(environ or {})}
-    settings = ControllerSettings.from_env(env)
+    settings = ControllerSettings.from_env(env, gates)
     concurrency = knobs.pop("reconcile_concurrency", 4)
     settings = replace(
         settings,
@@ -180,6 +188,7 @@ async def operator(
         try:
             await asyncio.wait_for(task, 30)
         finally:
+            await client.close()
             raycluster_metrics.unregister(mgr.informer(RAYCLUSTERS))
 
 

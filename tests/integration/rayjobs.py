@@ -27,6 +27,7 @@ from rayop.controllers import rayjob_machine as M
 from rayop.controllers.settings import ControllerSettings
 from rayop.runtime.client import PODS, ApiClient, ApiError
 from rayop.runtime.manager import Manager
+from tests import rbac
 from tests.integration.rayclusters import raycluster
 
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
@@ -67,6 +68,8 @@ async def operator(
 ) -> AsyncIterator[Manager]:
     """RayCluster + RayJob controllers in this process, watching one namespace (`extra` adds more to the
     manager before it runs, e.g. the web view)."""
+    # The operator runs as itself, under the chart's ClusterRole (tests/rbac.py).
+    client = rbac.operator_client(client)
     mgr = Manager(
         client,
         leader_election=False,
@@ -101,6 +104,7 @@ async def operator(
         try:
             await asyncio.wait_for(task, 30)
         finally:
+            await client.close()
             raycluster_metrics.unregister(mgr.informer(RAYCLUSTERS))
             rayjob_metrics.unregister_metrics(mgr.informer(RAYJOBS))
 

@@ -17,6 +17,7 @@ import pytest
 
 from rayop.local.plane import ControlPlane, pick_free_ports
 from rayop.runtime.client import LEASES, ApiClient
+from tests import rbac
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,6 +25,8 @@ REPO = Path(__file__).resolve().parents[2]
 class Operator:
     def __init__(self, plane: ControlPlane, namespace: str, log: Path) -> None:
         self.metrics_port, self.probe_port = pick_free_ports(2)
+        # As itself, under the chart's roles (tests/rbac.py); its Lease goes in the test namespace.
+        rbac.grant_in_namespace(plane, namespace)
         self.log = log
         self.out = log.open("wb")
         self.proc = subprocess.Popen(
@@ -32,7 +35,7 @@ class Operator:
                 "-m",
                 "rayop.cli.main",
                 "operator",
-                f"--kubeconfig={plane.kubeconfig}",
+                f"--kubeconfig={rbac.operator_kubeconfig(plane)}",
                 f"--metrics-addr=127.0.0.1:{self.metrics_port}",
                 f"--health-probe-bind-address=127.0.0.1:{self.probe_port}",
                 f"--leader-election-namespace={namespace}",

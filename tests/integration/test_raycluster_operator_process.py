@@ -15,6 +15,7 @@ import pytest
 from rayop.api import constants as C
 from rayop.local.plane import ControlPlane, pick_free_ports
 from rayop.runtime.client import LEASES, ApiClient
+from tests import rbac
 from tests.helpers import eventually
 from tests.integration.rayclusters import RAYCLUSTERS, mark_ready, pods_of, raycluster
 
@@ -25,11 +26,13 @@ RAYOP = str(Path(sys.executable).with_name("rayop"))
 class OperatorProc:
     def __init__(self, plane: ControlPlane, namespace: str, log_path: Path, *args: str) -> None:
         (probe,) = pick_free_ports(1)
+        rbac.grant_in_namespace(plane, namespace)
         cmd = [
             RAYOP,
             "operator",
+            # As itself, under the chart's roles (tests/rbac.py); its Lease goes in the test namespace.
             "--kubeconfig",
-            str(plane.kubeconfig),
+            str(rbac.operator_kubeconfig(plane)),
             "--watch-namespace",
             namespace,
             "--metrics-addr",

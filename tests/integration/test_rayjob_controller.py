@@ -426,6 +426,42 @@ async def test_deletion_rules_suspend_workers_then_delete_cluster(
         await eventually(workers_suspended, T, what="worker groups suspended")
         await eventually(lambda: _gone(kube, RAYCLUSTERS, cname, ns), T, what="cluster deleted by rule")
         assert await kube.get_or_none(RAYJOBS, "dr", ns) is not None
-        rs = await reasons(kube, ns, "dr")
-        assert "UpdatedRayCluster" in rs
-        assert "DeletedRayCluster" in rs
+        # Events are recorded after the action they describe, asynchronously: poll.
+        await eventually(
+            lambda: _has(reasons(kube, ns, "dr"), "UpdatedRayCluster", "DeletedRayCluster"), T, what="events"
+        )
+
+
+async def test_suspending_a_k8s_job_mode_rayjob_deletes_its_submitter(
+    kube: ApiClient, namespace: str, fake: FakeDashboard
+) -> None:
+    ns = namespace
+    async with (
+        operator(kube, ns, resolver=to(fake)),
+        fake_kubelet(kube, ns),
+        submitter_kubelet(kube, ns, fake_submitter(fake, {})),
+    ):
+        # (KubeRay allows suspending a running RayJob only with shutdownAfterJobFinishes.)
+        await kube.create(RAYJOBS, rayjob("ksus", ns, shutdownAfterJobFinishes=True))
+        (sid,) = await wait_fake_job(fake)
+        fake.set_status(sid, "RUNNING")
+        await wait_state(kube, ns, "ksus", "Running", "RUNNING")
+        assert await kube.get_or_none(JOBS, "ksus", ns) is not None
+        await kube.patch(RAYJOBS, "ksus", {"spec": {"suspend": True}}, ns)
+        await wait_state(kube, ns, "ksus", "Suspended")
+        assert await kube.get_or_none(JOBS, "ksus", ns) is None
+        assert "DeletedRayJobSubmitter" in await reasons(kube, ns, "ksus")
+
+
+async def test_delete_self_rule_deletes_the_rayjob(
+    kube: ApiClient, namespace: str, fake: FakeDashboard
+) -> None:
+    ns = namespace
+    rules = [{"policy": "DeleteSelf", "condition": {"jobStatus": "SUCCEEDED", "ttlSeconds": 0}}]
+    async with operator(kube, ns, resolver=to(fake)), fake_kubelet(kube, ns):
+        await kube.create(
+            RAYJOBS, rayjob("ds", ns, submissionMode="HTTPMode", deletionStrategy={"deletionRules": rules})
+        )
+        (sid,) = await wait_fake_job(fake)
+        fake.set_status(sid, "SUCCEEDED")
+        await eventually(lambda: _gone(kube, RAYJOBS, "ds", ns), T, what="RayJob deleted by its rule")
