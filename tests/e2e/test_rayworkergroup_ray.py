@@ -21,7 +21,7 @@ import pytest
 
 from rayop.api import workergroup as W
 from rayop.api.kinds import RAYCLUSTERS
-from rayop.node import runtime
+from rayop.node import containers
 from rayop.node.agent import NodeAgent
 from rayop.node.locate import locate
 from rayop.ray.dashboard import DashboardClient
@@ -158,7 +158,7 @@ async def test_scale_down_removes_idle_workers_first_and_keeps_busy_ones(
         ]
         loc = await locate(kube, ns, heads[0]["metadata"]["name"], "ray-head")
         driver = asyncio.create_task(
-            runtime.exec_in(loc.pid, loc.spec_path, ["python", "-c", DRIVER, json.dumps(ips)], T)
+            containers.exec_in(loc.pid, loc.spec_path, ["python", "-c", DRIVER, json.dumps(ips)], T)
         )
         dash = DashboardClient.via_proxy(kube, ns, "scaled-head-svc")
         try:
@@ -217,7 +217,7 @@ async def test_scale_down_removes_idle_workers_first_and_keeps_busy_ones(
         rc = await kube.get(RAYCLUSTERS, "scaled", ns)
         assert rc["spec"]["workerGroupSpecs"][0]["replicas"] == 1
         # The actor still answers after both scale-downs.
-        code, out = await runtime.exec_in(
+        code, out = await containers.exec_in(
             loc.pid,
             loc.spec_path,
             [
