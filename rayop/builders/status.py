@@ -427,13 +427,20 @@ def status_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None)
 _PROGRESS_COUNTERS = ("readyWorkerReplicas", "availableWorkerReplicas")
 
 
+def _workers_all_ready(st: Mapping[str, Any]) -> bool:
+    return cl.as_int(st.get("readyWorkerReplicas")) >= cl.as_int(st.get("desiredWorkerReplicas"))
+
+
 def only_progress_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
     """Whether the status-relevant difference (see status_changed) is only progress: ready and available
     worker counts, the head's IP and names, endpoints, and the HeadPodReady condition. A writer may batch
-    such changes; any other difference (state, reason, desired counts, suspension, a failure), or a first
-    status, is news."""
+    such changes; any other difference (state, reason, desired counts, suspension, a failure), a first
+    status, or the ready workers reaching the desired count (the end of a scale-up, which `kubectl wait`
+    and scripts watch for while the state stays `ready`) is news."""
     o, n = old or {}, new or {}
     if not o:
+        return False
+    if _workers_all_ready(n) and not _workers_all_ready(o):
         return False
     if (o.get("state") or "") != (n.get("state") or "") or (o.get("reason") or "") != (n.get("reason") or ""):
         return False

@@ -142,6 +142,9 @@ class RayWorkerGroupReconciler:
         # on every retry: said again only when it changes, so the per-object event budget (client-go's
         # spam filter) stays for the choices themselves.
         self._said: dict[tuple[str, str, str], str] = {}
+        # (namespace, RayWorkerGroup) -> (when we last wrote its status, how many progress-only writes in
+        # a row that was): ready replicas counted up one Pod at a time are written a few times, not each.
+        self._status_at: dict[tuple[str, str], tuple[float, int]] = {}
 
     # -- entry point ------------------------------------------------------------------------------
 
@@ -189,6 +192,7 @@ class RayWorkerGroupReconciler:
         self._replaced = {k: v for k, v in self._replaced.items() if not ours(k[1], k[2])}
         self._clamp_reported = {k: v for k, v in self._clamp_reported.items() if not ours(*k)}
         self._said = {k: v for k, v in self._said.items() if not ours(k[0], k[1])}
+        self._status_at = {k: v for k, v in self._status_at.items() if not ours(*k)}
 
     def _behind(self, kind: str, obj: Obj) -> bool:
         key = (kind, namespace_of(obj), name_of(obj))
@@ -328,8 +332,7 @@ class RayWorkerGroupReconciler:
             now=datetime.fromtimestamp(self.now(), UTC),
             observed=observed,
         )
-        await self._write_status(rwg, status)
-        return result
+        return _soonest([result, await self._write_status(rwg, status)])
 
     def _report_clamp(self, rwg: Obj, sync: P.Sync, gname: str) -> None:
         if not sync.clamped:
@@ -412,16 +415,30 @@ class RayWorkerGroupReconciler:
         self._wrote(RAYCLUSTERS.plural, rc)
         return True
 
-    async def _write_status(self, rwg: Obj, status: Obj) -> None:
-        if _same_status(status_of(rwg), status):
-            return
+    async def _write_status(self, rwg: Obj, status: Obj) -> Result:
+        """Write the status when it changed; progress alone (see P.only_ready_progress) waits until an
+        interval has passed since this group's last status write, and the returned wait brings the
+        reconcile back to write it."""
+        old = status_of(rwg)
+        if _same_status(old, status):
+            return Result()
+        key = (namespace_of(rwg), name_of(rwg))
+        now = self.now()
+        last, streak = self._status_at.get(key, (float("-inf"), 0))
+        progress = P.only_ready_progress(old, status)
+        if progress:
+            interval = min(self.cfg.status_write_interval * 2.0**streak, self.cfg.status_write_interval_max)
+            if now - last < interval:
+                return Result(max(0.05, interval - (now - last)))
         try:
             await self.w.write_status(RAYWORKERGROUPS, rwg, status)
         except ApiError as e:
             if e.conflict or e.not_found:
-                return  # the watch event that made our copy stale brings us back
+                return Result()  # the watch event that made our copy stale brings us back
             raise
+        self._status_at[key] = (now, min(streak + 1, 16) if progress else 0)
         self._wrote(W.PLURAL, rwg)
+        return Result()
 
     async def _tidy(
         self,

@@ -430,3 +430,17 @@ def worker_group_status(
         cond["lastTransitionTime"] = prev["lastTransitionTime"]
     status["conditions"] = [cond]
     return status
+
+
+def only_ready_progress(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether a RayWorkerGroup's new status differs from the old only by more or fewer ready replicas,
+    short of all of them: progress a writer may batch. A first status, a change of `replicas` (what the
+    HPA reads through /scale), of the condition or of the applied generation, and the ready count
+    reaching `replicas` are news."""
+    if not old:
+        return False
+    rest_old = {k: v for k, v in old.items() if k != "readyReplicas"}
+    rest_new = {k: v for k, v in new.items() if k != "readyReplicas"}
+    if rest_old != rest_new or old.get("readyReplicas") == new.get("readyReplicas"):
+        return False
+    return (_int(new.get("readyReplicas")) or 0) < (_int(new.get("replicas")) or 0)

@@ -62,7 +62,8 @@ class RayClusterSettings:
     status_write_interval: float = 1.0
     """Seconds a status change that is only progress (ready worker counts, head IP, HeadPodReady) waits
     after the cluster's last status write; doubled for each progress-only write in a row. News (state,
-    reason, desired counts, suspension, errors) is written at once. Pods that turn ready one after another
+    reason, desired counts, suspension, errors, the ready workers reaching the desired count) is written
+    at once. Pods that turn ready one after another
     thus make a few writes, not one each (bench/kuberay_peer.py counts them)."""
 
     status_write_interval_max: float = 30.0
@@ -178,6 +179,14 @@ class WorkerGroupSettings:
 
     drain_deadline_seconds: int = 120
     """activeDeadlineSeconds of a drain Pod: one that cannot reach the GCS by then counts as failed."""
+
+    status_write_interval: float = 1.0
+    """As RayClusterSettings.status_write_interval: a status change that is only more (or fewer) ready
+    replicas, short of all, waits this long after the group's last status write, doubled for each such
+    write in a row."""
+
+    status_write_interval_max: float = 30.0
+    """The longest wait of a progress-only status change."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> WorkerGroupSettings:

@@ -10,6 +10,7 @@ from typing import Any
 import rayop.controllers as controllers
 from rayop.api import kinds
 from rayop.base.resource import Resource
+from rayop.controllers import cached_fields
 from rayop.operator.config import OperatorConfig
 from rayop.runtime.client import ApiClient, load_config
 from rayop.runtime.logs import setup_logging
@@ -89,9 +90,11 @@ def add_webhook(manager: Manager, config: OperatorConfig) -> None:
     state: dict[str, WebhookServer] = {}
     # A scale request is judged against the RayWorkerGroup and its RayCluster: read them from the
     # informers the controllers share (every replica runs them), not with a GET per request.
-    caches: dict[Resource, Cache] = {kinds.RAYCLUSTERS: manager.informer(kinds.RAYCLUSTERS)}
+    # Through cached_fields, so that the webhook (registered first) and the controllers ask for the
+    # same trimmed cache of each kind.
+    caches: dict[Resource, Cache] = {kinds.RAYCLUSTERS: cached_fields.informer(manager, kinds.RAYCLUSTERS)}
     if config.enable_worker_groups:
-        caches[kinds.RAYWORKERGROUPS] = manager.informer(kinds.RAYWORKERGROUPS)
+        caches[kinds.RAYWORKERGROUPS] = cached_fields.informer(manager, kinds.RAYWORKERGROUPS)
     objects = CachedObjects(caches, ApiObjects(manager.client))
 
     async def serve() -> None:

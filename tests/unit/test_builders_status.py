@@ -627,6 +627,18 @@ _HEAD_READY = {"type": "HeadPodReady", "status": "True", "reason": "HeadPodRunni
 _HEAD_NOT_READY = {"type": "HeadPodReady", "status": "False", "reason": "ContainersNotReady"}
 PROGRESS = [
     ("ready-workers", {"readyWorkerReplicas": 1}, {"readyWorkerReplicas": 2}, True),
+    (
+        "ready-workers-short-of-desired",
+        {"readyWorkerReplicas": 10, "desiredWorkerReplicas": 50},
+        {"readyWorkerReplicas": 30, "desiredWorkerReplicas": 50},
+        True,
+    ),
+    (
+        "ready-workers-reach-desired",
+        {"readyWorkerReplicas": 49, "desiredWorkerReplicas": 50},
+        {"readyWorkerReplicas": 50, "desiredWorkerReplicas": 50},
+        False,
+    ),
     ("available-workers", {"availableWorkerReplicas": 1}, {"availableWorkerReplicas": 2}, True),
     ("head-ip", {"head": {}}, {"head": {"podIP": "10.0.0.1", "podName": "h"}}, True),
     ("endpoints", {"state": ""}, {"endpoints": {"dashboard": "8265"}}, True),

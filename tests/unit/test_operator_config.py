@@ -8,9 +8,10 @@ import pytest
 from typer.testing import CliRunner
 
 import rayop.operator.main as operator_main
+from rayop.api.kinds import RAYCLUSTERS
 from rayop.cli.main import app
 from rayop.operator.config import OperatorConfig, parse_feature_gates
-from rayop.runtime.client import ClientConfig
+from rayop.runtime.client import ApiClient, ClientConfig
 
 
 def invoke(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, OperatorConfig | None, str]:
@@ -133,3 +134,15 @@ def test_env_helpers() -> None:
 def test_parse_feature_gates_mapping() -> None:
     assert parse_feature_gates({"RayCronJob": "true"}) == {"RayCronJob": True}
     assert parse_feature_gates("") == {}
+
+
+@pytest.mark.parametrize("ui_port", [0, 8099])
+def test_default_operator_wires_without_conflicting_caches(ui_port: int) -> None:
+    """The webhook, every controller and the web view share one informer per kind: wiring them in the
+    operator's order must not ask for a shared cache with two different transforms."""
+    # The webhook is on by default outside tests (tests/conftest.py turns it off for the test process).
+    cfg = OperatorConfig(ui_port=ui_port, enable_webhook=True)
+    assert cfg.enable_worker_groups
+    client = ApiClient(ClientConfig(server="https://127.0.0.1:1"))
+    manager = operator_main.build_manager(cfg, client)
+    assert manager.informer(RAYCLUSTERS).transform is not None

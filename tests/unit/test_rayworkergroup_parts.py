@@ -335,3 +335,48 @@ async def test_observe_nodes_asks_the_dashboard_with_filters(
     )
     with pytest.raises(DashboardError, match="GCS down"):
         await client.list_state("objects")
+
+
+# Status writes ---------------------------------------------------------------------------------------
+
+
+async def test_ready_replicas_counted_up_are_written_a_few_times_not_each() -> None:
+    """Progress alone waits 1 s after the group's last status write (doubling in a row); the count
+    reaching all replicas is written at once."""
+    from rayop.controllers.rayworkergroup import RayWorkerGroupReconciler, Store
+    from rayop.controllers.settings import WorkerGroupSettings
+    from rayop.runtime.client import ApiClient, ClientConfig
+    from tests.unit.fakekube import FakeRecorder
+
+    clock = [1000.0]
+    client = ApiClient(ClientConfig(server="https://127.0.0.1:1"))
+    unused: Any = None
+    r = RayWorkerGroupReconciler(
+        client,
+        Store(unused, unused, unused, unused),
+        FakeRecorder(),
+        WorkerGroupSettings(),
+        BuildOptions(),
+        now=lambda: clock[0],
+    )
+    written: list[int] = []
+
+    async def write_status(_res: Resource, obj: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        written.append(status["readyReplicas"])
+        return {**obj, "status": status}
+
+    r.w.write_status = write_status  # type: ignore[method-assign]
+    obj = rwg_of(cluster())
+    obj["metadata"]["resourceVersion"] = "1"
+    status = {"replicas": 10, "readyReplicas": 0, "selector": "s"}
+    waits: list[float | None] = []
+    for ready in range(1, 11):  # one more ready Pod every 0.3 s
+        clock[0] += 0.3
+        res = await r._write_status(obj, {**status, "readyReplicas": ready})
+        waits.append(res.requeue_after)
+        if written and written[-1] == ready:
+            obj = {**obj, "status": {**status, "readyReplicas": ready}}
+    await client.close()
+    # 1 is the first status; 2..4 wait (1 s not passed), 5 goes; 6..9 wait (2 s); 10 is all of them.
+    assert written == [1, 5, 10]
+    assert all(w and w > 0 for w, n in zip(waits, range(1, 11), strict=True) if n not in written)

@@ -306,3 +306,29 @@ def test_a_worker_whose_drains_keep_failing_is_held_back() -> None:
     assert [d.unit.name for d in down.drain] == ["a"]
     down = plan([pod("b")], current=1, target=0, nodes=[node("b")], held={"b": "b failed"})
     assert down.drain == [] and down.blocked[0].why == "b failed"
+
+
+_ST = {
+    "replicas": 10,
+    "readyReplicas": 3,
+    "selector": "s",
+    "conditions": [{"type": "Synced", "status": "True"}],
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "new", "want"),
+    [
+        ("more ready, short of all", _ST, {**_ST, "readyReplicas": 7}, True),
+        ("fewer ready", _ST, {**_ST, "readyReplicas": 2}, True),
+        ("all ready", _ST, {**_ST, "readyReplicas": 10}, False),
+        ("replicas changed (the HPA reads it)", _ST, {**_ST, "replicas": 12, "readyReplicas": 4}, False),
+        ("condition changed", _ST, {**_ST, "readyReplicas": 4, "conditions": []}, False),
+        ("first status", {}, _ST, False),
+        ("nothing changed", _ST, dict(_ST), False),
+    ],
+)
+def test_only_ready_replicas_short_of_all_is_progress(
+    name: str, old: dict[str, Any], new: dict[str, Any], want: bool
+) -> None:
+    assert P.only_ready_progress(old, new) is want
