@@ -31,6 +31,9 @@ RARELY_USED: dict[rbac.Use, str] = {
     ("ray.io", "rayjobs/finalizers", "update"): (
         "the same check for a RayJob's children (its RayCluster, submitter Job and Service)"
     ),
+    ("ray.io", "rayservices/finalizers", "update"): (
+        "the same check for a RayService's children (its RayClusters and serve Services)"
+    ),
     ("", "services", "get"): (
         "Services are cached without a label selector, so a create that finds the name taken reads it "
         "only when the cache lags behind; without it that race would fail a reconcile with 403"

@@ -97,7 +97,8 @@ cluster-scoped, and the ValidatingWebhookConfiguration is). */}}
 {{/* The kinds the webhook admits, as rayop.webhook.registration registers them (a unit test compares
 the rendered configuration with it). */}}
 {{- define "rayop.admittedKinds" -}}
-- {group: ray.io, plural: rayclusters, path: /validate-ray-io-v1-raycluster, versions: [v1, v1alpha1]}
-- {group: ray.io, plural: rayjobs, path: /validate-ray-io-v1-rayjob, versions: [v1, v1alpha1]}
-- {group: ray.io, plural: rayservices, path: /validate-ray-io-v1-rayservice, versions: [v1, v1alpha1]}
+- {name: validate.rayclusters.ray.io, group: ray.io, resource: rayclusters, path: /validate-ray-io-v1-raycluster, versions: [v1, v1alpha1], operations: [CREATE, UPDATE]}
+- {name: validate.rayjobs.ray.io, group: ray.io, resource: rayjobs, path: /validate-ray-io-v1-rayjob, versions: [v1, v1alpha1], operations: [CREATE, UPDATE]}
+- {name: validate.rayservices.ray.io, group: ray.io, resource: rayservices, path: /validate-ray-io-v1-rayservice, versions: [v1, v1alpha1], operations: [CREATE, UPDATE]}
+- {name: validate.scale.rayworkergroups.rayop.io, group: rayop.io, resource: rayworkergroups/scale, path: /validate-rayop-io-v1alpha1-rayworkergroup-scale, versions: [v1alpha1], operations: [UPDATE]}
 {{- end -}}

@@ -15,6 +15,18 @@ namespace) or by one Role per watched namespace. Each rule is what the operator 
 - apiGroups: [""]
   resources: [services]
   verbs: [create, get, list, patch, watch]
+# A RayService points its serve Service at the new cluster with a PUT and deletes the old one's.
+- apiGroups: [""]
+  resources: [services]
+  verbs: [delete, update]
+# A RayService counts the ready endpoints of its serve Service.
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch]
+# The web view lists the events of the object it shows.
+- apiGroups: [""]
+  resources: [events]
+  verbs: [list]
 - apiGroups: [""]
   resources: [services/proxy]
   verbs: [create, get]
@@ -44,16 +56,31 @@ namespace) or by one Role per watched namespace. Each rule is what the operator 
 - apiGroups: [ray.io]
   resources: [rayclusters]
   verbs: [create, delete, get, list, patch, watch]
+# A RayService replaces its pending cluster's spec in place (a PUT) when only its workers changed.
+- apiGroups: [ray.io]
+  resources: [rayclusters]
+  verbs: [update]
 - apiGroups: [ray.io]
   resources: [rayjobs]
   verbs: [delete, get, list, patch, watch]
 - apiGroups: [ray.io]
-  resources: [rayclusters/status, rayjobs/status]
+  resources: [rayservices]
+  verbs: [get, list, patch, watch]
+- apiGroups: [ray.io]
+  resources: [rayclusters/status, rayjobs/status, rayservices/status]
+  verbs: [update]
+# One RayWorkerGroup per worker group (the scale target of kubectl scale and the HPA), kept and
+# removed with its RayCluster's groups.
+- apiGroups: [rayop.io]
+  resources: [rayworkergroups]
+  verbs: [create, delete, get, list, patch, watch]
+- apiGroups: [rayop.io]
+  resources: [rayworkergroups/status]
   verbs: [update]
 # Needed to set blockOwnerDeletion on the objects a RayCluster or RayJob owns where the
 # OwnerReferencesPermissionEnforcement admission plugin is on (OpenShift).
 - apiGroups: [ray.io]
-  resources: [rayclusters/finalizers, rayjobs/finalizers]
+  resources: [rayclusters/finalizers, rayjobs/finalizers, rayservices/finalizers]
   verbs: [update]
 {{- end -}}
 
