@@ -11,9 +11,7 @@ import asyncio
 import asyncio.sslproto
 import contextlib
 import functools
-import json
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -22,17 +20,40 @@ from urllib.parse import urlencode, urlsplit
 import aiohttp
 import orjson
 
-from rayop.base.resource import Resource as Resource  # re-exported: callers of the client name kinds with it
+# The `X as X` imports below are re-exports: callers take the error type, the built-in kinds and the
+# configuration loaders from the client, which held them before rayop.runtime.errors, .kinds and
+# .kubeconfig did.
+from rayop.base.resource import Resource as Resource
 from rayop.base.types import Obj
 from rayop.runtime import metrics
-
-# Re-exported: the configuration and its loaders lived here before rayop.runtime.kubeconfig held them.
+from rayop.runtime.errors import ApiError as ApiError
+from rayop.runtime.errors import api_error
+from rayop.runtime.kinds import CONFIGMAPS as CONFIGMAPS
+from rayop.runtime.kinds import CORE_EVENTS as CORE_EVENTS
+from rayop.runtime.kinds import CRDS as CRDS
+from rayop.runtime.kinds import ENDPOINTS as ENDPOINTS
+from rayop.runtime.kinds import ENDPOINTSLICES as ENDPOINTSLICES
+from rayop.runtime.kinds import EVENTS as EVENTS
+from rayop.runtime.kinds import INGRESSES as INGRESSES
+from rayop.runtime.kinds import JOBS as JOBS
+from rayop.runtime.kinds import LEASES as LEASES
+from rayop.runtime.kinds import NAMESPACES as NAMESPACES
+from rayop.runtime.kinds import NODES as NODES
+from rayop.runtime.kinds import PODS as PODS
+from rayop.runtime.kinds import PVCS as PVCS
+from rayop.runtime.kinds import ROLEBINDINGS as ROLEBINDINGS
+from rayop.runtime.kinds import ROLES as ROLES
+from rayop.runtime.kinds import SECRETS as SECRETS
+from rayop.runtime.kinds import SERVICEACCOUNTS as SERVICEACCOUNTS
+from rayop.runtime.kinds import SERVICES as SERVICES
+from rayop.runtime.kinds import VALIDATING_WEBHOOKS as VALIDATING_WEBHOOKS
 from rayop.runtime.kubeconfig import DEFAULT_MAX_IN_FLIGHT as DEFAULT_MAX_IN_FLIGHT
 from rayop.runtime.kubeconfig import SA_DIR as SA_DIR
 from rayop.runtime.kubeconfig import ClientConfig as ClientConfig
 from rayop.runtime.kubeconfig import in_cluster_config as in_cluster_config
 from rayop.runtime.kubeconfig import load_config as load_config
 from rayop.runtime.kubeconfig import load_kubeconfig as load_kubeconfig
+from rayop.runtime.ratelimit import MAX_RETRIES, TokenBucket, retry_delay
 
 log = logging.getLogger("rayop.runtime.client")
 
@@ -44,149 +65,12 @@ MAX_WATCH_EVENT_BYTES = 16 * 1024 * 1024
 CALM_IN_FLIGHT = 8
 
 
-# 429 (Too Many Requests) and 5xx answers with Retry-After are retried after the wait the server asks for,
-# up to this many times, as client-go does (rest.Request's maxRetries 10, checkWait).
-MAX_RETRIES = 10
-RETRY_BACKOFF_BASE = 0.5  # seconds; doubles per retry of one request, at least the server's Retry-After
-RETRY_BACKOFF_CAP = 32.0
-
 # asyncio gives every TLS connection a 256 KiB read buffer (asyncio.sslproto.SSLProtocol.max_size, a class
 # attribute read when a connection is made). With one connection per request in flight, those buffers, not
 # the data, set most of an operator's memory during a burst. 64 KiB still takes four full TLS records per
 # read.
 if getattr(asyncio.sslproto.SSLProtocol, "max_size", 0) > 64 * 1024:
     asyncio.sslproto.SSLProtocol.max_size = 64 * 1024
-
-
-def _api_error(resp: aiohttp.ClientResponse, raw: bytes, method: str, url: str) -> ApiError:
-    try:
-        err = json.loads(raw)
-    except ValueError:
-        err = {"message": raw.decode(errors="replace")}
-    if not isinstance(err, dict):
-        err = {"message": str(err)}
-    retry_after = resp.headers.get("Retry-After")
-    if retry_after and retry_after.isdigit():
-        # Keep the header's hint where a Status body carries it, so callers read one place.
-        details = err.setdefault("details", {})
-        if isinstance(details, dict):
-            details.setdefault("retryAfterSeconds", int(retry_after))
-    return ApiError(resp.status, err, method, url)
-
-
-class ApiError(Exception):
-    """An error answer from the API server, with its HTTP status and Status body."""
-
-    def __init__(self, status: int, body: Any, method: str = "", url: str = "") -> None:
-        self.status = status
-        self.body = body if isinstance(body, dict) else {"message": str(body)}
-        self.reason = str(self.body.get("reason", ""))
-        self.message = str(self.body.get("message", body))
-        self.method = method
-        self.url = url
-        super().__init__(f"{method} {url}: {status} {self.reason}: {self.message}")
-
-    @property
-    def not_found(self) -> bool:
-        return self.status == 404
-
-    @property
-    def conflict(self) -> bool:
-        return self.status == 409
-
-    @property
-    def already_exists(self) -> bool:
-        return self.status == 409 and self.reason == "AlreadyExists"
-
-    @property
-    def gone(self) -> bool:
-        return self.status == 410
-
-    @property
-    def retryable(self) -> bool:
-        """The server asked to be asked again later: 429 (API Priority and Fairness, max-in-flight), or a 5xx
-        with Retry-After (client-go's checkWait)."""
-        return self.status == 429 or (self.status >= 500 and self.retry_after > 0)
-
-    @property
-    def retry_after(self) -> float:
-        """Seconds the server asked us to wait (429/503 Retry-After or Status details), else 0."""
-        details = self.body.get("details") or {}
-        try:
-            return float(details.get("retryAfterSeconds") or 0) if isinstance(details, dict) else 0.0
-        except (TypeError, ValueError):
-            return 0.0
-
-
-# The kinds the runtime and its users touch. Ray kinds are declared by their owners (rayop.api).
-PODS = Resource("", "v1", "pods", kind="Pod")
-SERVICES = Resource("", "v1", "services", kind="Service")
-SECRETS = Resource("", "v1", "secrets", kind="Secret")
-CONFIGMAPS = Resource("", "v1", "configmaps", kind="ConfigMap")
-SERVICEACCOUNTS = Resource("", "v1", "serviceaccounts", kind="ServiceAccount")
-PVCS = Resource("", "v1", "persistentvolumeclaims", kind="PersistentVolumeClaim")
-NAMESPACES = Resource("", "v1", "namespaces", namespaced=False, kind="Namespace")
-NODES = Resource("", "v1", "nodes", namespaced=False, kind="Node")
-ENDPOINTS = Resource("", "v1", "endpoints", kind="Endpoints")
-CORE_EVENTS = Resource("", "v1", "events", kind="Event")
-EVENTS = Resource("events.k8s.io", "v1", "events", kind="Event")
-ENDPOINTSLICES = Resource("discovery.k8s.io", "v1", "endpointslices", kind="EndpointSlice")
-JOBS = Resource("batch", "v1", "jobs", kind="Job")
-ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles", kind="Role")
-ROLEBINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings", kind="RoleBinding")
-INGRESSES = Resource("networking.k8s.io", "v1", "ingresses", kind="Ingress")
-LEASES = Resource("coordination.k8s.io", "v1", "leases", kind="Lease")
-CRDS = Resource(
-    "apiextensions.k8s.io",
-    "v1",
-    "customresourcedefinitions",
-    namespaced=False,
-    kind="CustomResourceDefinition",
-)
-VALIDATING_WEBHOOKS = Resource(
-    "admissionregistration.k8s.io",
-    "v1",
-    "validatingwebhookconfigurations",
-    namespaced=False,
-    kind="ValidatingWebhookConfiguration",
-)
-
-
-def retry_delay(retry_after: float, attempt: int) -> float:
-    """How long to wait before sending a request again: what the server asked for, at least a backoff
-    that doubles per attempt, plus up to 20% jitter so that many requests turned away together do not
-    come back together."""
-    backoff = min(RETRY_BACKOFF_CAP, RETRY_BACKOFF_BASE * 2**attempt)
-    return float(max(retry_after, backoff) * random.uniform(1.0, 1.2))
-
-
-class TokenBucket:
-    """Client-side rate limit (qps/burst), like client-go's flowcontrol. Off unless qps > 0: an operator may
-    set one (`--qps`, `--burst`) to cap what it sends to a shared API server."""
-
-    def __init__(self, qps: float, burst: int) -> None:
-        self.qps = qps
-        self.burst = max(1, burst)
-        self.tokens = float(self.burst)
-        self.last = time.monotonic()
-        self.lock = asyncio.Lock()
-        self.waited_seconds = 0.0
-
-    async def take(self) -> None:
-        if self.qps <= 0:
-            return
-        async with self.lock:
-            now = time.monotonic()
-            self.tokens = min(self.burst, self.tokens + (now - self.last) * self.qps)
-            self.last = now
-            if self.tokens < 1:
-                wait = (1 - self.tokens) / self.qps
-                self.waited_seconds += wait
-                await asyncio.sleep(wait)
-                self.tokens = 0.0
-                self.last = time.monotonic()
-            else:
-                self.tokens -= 1
 
 
 class ApiClient:
@@ -368,7 +252,7 @@ class ApiClient:
                     code = str(resp.status)
                     raw = await resp.read()
                     if resp.status >= 400:
-                        raise _api_error(resp, raw, method, url)
+                        raise api_error(resp, raw, method, url)
                     ctype = resp.headers.get("Content-Type", "")
             finally:
                 self._finished()
@@ -581,7 +465,7 @@ class ApiClient:
             if resp.status >= 400:
                 if resp.status == 401 and self.config.exec_plugin is not None:
                     self.config.exec_plugin.invalidate(used)  # the caller's next watch runs the plugin
-                raise _api_error(resp, await resp.read(), "WATCH", url)
+                raise api_error(resp, await resp.read(), "WATCH", url)
             while True:
                 # Not `async for line in resp.content`: aiohttp caps such lines at 128 KiB, and one
                 # event carries a whole object (a RayCluster with big pod templates can exceed that).

@@ -13,7 +13,9 @@ import pytest
 from aiohttp import web
 
 from rayop.runtime import client as client_mod
-from rayop.runtime.client import ApiClient, ApiError, ClientConfig, retry_delay
+from rayop.runtime import ratelimit
+from rayop.runtime.client import ApiClient, ApiError, ClientConfig
+from rayop.runtime.ratelimit import retry_delay
 
 
 @dataclass
@@ -74,8 +76,8 @@ async def test_429_without_retry_after_still_backs_off(server: tuple[str, Script
         await client.close()
     gaps = [b - a for a, b in zip(script.arrivals, script.arrivals[1:], strict=False)]
     assert len(gaps) == 2
-    assert gaps[0] >= client_mod.RETRY_BACKOFF_BASE
-    assert gaps[1] >= 2 * client_mod.RETRY_BACKOFF_BASE, "the backoff doubles per retry"
+    assert gaps[0] >= ratelimit.RETRY_BACKOFF_BASE
+    assert gaps[1] >= 2 * ratelimit.RETRY_BACKOFF_BASE, "the backoff doubles per retry"
 
 
 async def test_5xx_is_retried_only_with_retry_after(server: tuple[str, Script]) -> None:
@@ -96,7 +98,7 @@ async def test_gives_up_after_max_retries(
 ) -> None:
     url, script = server
     monkeypatch.setattr(client_mod, "MAX_RETRIES", 2)
-    monkeypatch.setattr(client_mod, "RETRY_BACKOFF_BASE", 0.01)
+    monkeypatch.setattr(ratelimit, "RETRY_BACKOFF_BASE", 0.01)
     script.answers = [(429, "0")] * 5
     client = ApiClient(ClientConfig(server=url))
     try:
@@ -129,6 +131,6 @@ async def test_requests_in_flight_are_bounded(server: tuple[str, Script]) -> Non
 def test_retry_delay_honours_the_server_and_grows() -> None:
     assert retry_delay(5.0, 0) >= 5.0
     assert retry_delay(5.0, 0) <= 6.0
-    assert retry_delay(0.0, 0) >= client_mod.RETRY_BACKOFF_BASE
-    assert retry_delay(0.0, 3) >= 8 * client_mod.RETRY_BACKOFF_BASE
-    assert retry_delay(0.0, 30) <= client_mod.RETRY_BACKOFF_CAP * 1.2
+    assert retry_delay(0.0, 0) >= ratelimit.RETRY_BACKOFF_BASE
+    assert retry_delay(0.0, 3) >= 8 * ratelimit.RETRY_BACKOFF_BASE
+    assert retry_delay(0.0, 30) <= ratelimit.RETRY_BACKOFF_CAP * 1.2
