@@ -3,7 +3,10 @@
 `record()` only puts the event on a bounded in-memory queue; a background task writes it. Repeats of
 the same (object, type, reason, action, message) within the series window are folded into the first
 Event as `series.count`, like client-go's events broadcaster, and each object gets a token bucket
-(burst 25, then one per 5 minutes, client-go's spam filter) so a hot loop cannot flood etcd. Failures
+(burst 25, then one per 5 minutes, client-go's spam filter) so a hot loop cannot flood etcd. Unlike
+client-go, Normal and Warning events of an object draw from separate buckets: a long-lived object's
+routine Normal events (a RayService records a handful per upgrade) must not use up the tokens of the
+Warning that says what went wrong (docs/compatibility.md). Failures
 to write are logged at debug level and dropped: an event is a courtesy, never a reason to fail a
 reconcile. For the same reason an event waits (at most MAX_DEFER_SECONDS after it was recorded) while
 the client has a burst of requests in flight, rather than compete with the writes it describes.
@@ -82,7 +85,7 @@ class EventRecorder:
         self._task: asyncio.Task[None] | None = None
         self._series: dict[tuple[str, ...], _Series] = {}
         self._unwritten: set[tuple[str, ...]] = set()  # series whose count has folded repeats not yet written
-        self._buckets: dict[str, tuple[float, float]] = {}  # uid -> (tokens, last refill)
+        self._buckets: dict[str, tuple[float, float]] = {}  # object/type -> (tokens, last refill)
         self.dropped = 0
         self.written = 0
 
@@ -98,7 +101,7 @@ class EventRecorder:
     def _record(self, obj: Obj, type_: str, reason: str, action: str, message: str) -> None:
         md = obj.get("metadata") or {}
         uid = str(md.get("uid") or "")
-        if not self._take_token(uid or f"{md.get('namespace')}/{md.get('name')}"):
+        if not self._take_token(f"{uid or md.get('namespace')}/{md.get('name')}/{type_}"):
             self.dropped += 1
             log.debug("event rate limit: dropping %s %s for %s", type_, reason, md.get("name"))
             return

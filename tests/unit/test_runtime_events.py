@@ -67,3 +67,21 @@ async def test_a_lone_event_is_never_patched(monkeypatch: pytest.MonkeyPatch) ->
         assert [c[0] for c in client.calls] == ["create", "create"]
     finally:
         await rec.stop()
+
+
+async def test_normal_events_do_not_use_up_the_warnings_tokens() -> None:
+    client = RecordingClient()
+    rec = EventRecorder(client, "kuberay-operator", "test")  # type: ignore[arg-type]
+    try:
+        for i in range(events.SPAM_BURST + 5):
+            rec.record(SUBJECT, "Normal", "UpdatedService", "Update", f"update {i}")
+        rec.record(SUBJECT, "Warning", "ServeApplicationFailed", "Update", "app is DEPLOY_FAILED")
+        assert rec.dropped == 5, "the Normal events beyond the burst are dropped, as client-go does"
+
+        def reasons() -> list[str]:
+            return [c[1]["reason"] for c in client.calls if c[0] == "create"]
+
+        await eventually(lambda: "ServeApplicationFailed" in reasons(), 5, 0.02, what="the Warning")
+        assert reasons().count("UpdatedService") == events.SPAM_BURST
+    finally:
+        await rec.stop()
