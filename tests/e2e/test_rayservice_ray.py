@@ -391,6 +391,14 @@ async def test_head_pod_deleted_comes_back(svc: Service) -> None:
             return any(p["metadata"]["name"] != head["metadata"]["name"] for p in items)
 
         await eventually(new_head, T, 0.5, what="a new head pod")
+
+        def applied() -> int:
+            return svc.log.read_text(errors="replace").count(
+                f"applied the Serve config to RayCluster {active}"
+            )
+
+        # The status still says RUNNING from before: wait for the new head to get the applications first.
+        await eventually(lambda: applied() > applied_before, T, 0.5, what="the Serve config applied again")
         await wait(
             svc,
             lambda rs: (
@@ -410,9 +418,7 @@ async def test_head_pod_deleted_comes_back(svc: Service) -> None:
             0.5,
             what="answering again",
         )
-    applied_after = svc.log.read_text(errors="replace").count(
-        f"applied the Serve config to RayCluster {active}"
-    )
+    applied_after = applied()
     failing = [f.at for f in load.failures if f.at >= deleted]
     downtime = (max(failing) - min(failing)) if failing else 0.0
     report(
