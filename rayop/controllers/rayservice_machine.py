@@ -727,7 +727,10 @@ class _Step:
             out.append(desc)
             if (old_apps.get(app) or {}).get("status") == status:
                 continue
-            text = f"Serve {desc} (RayCluster {self.ref(name)})."
+            # An event note holds 1 KiB and Ray's message is often a traceback: the event names the
+            # error (a traceback's last line), the status keeps the whole message.
+            brief = f"application {app!r} is {status}" + (f": {_last_line(msg)}" if msg else "")
+            text = f"Serve {brief} (RayCluster {self.ref(name)})."
             if role == "pending" and other:
                 text += f" The active RayCluster {self.ref(other)} keeps serving; the upgrade waits."
             self.event("Warning", C.EV_SERVE_APPLICATION_FAILED, text)
@@ -991,3 +994,10 @@ def decide(rayservice: Mapping[str, Any], world: World, config: RayServiceConfig
     if changed:
         s.st["lastUpdateTime"] = s.now_s
     return Decision(status=s.st, actions=s.actions, requeue_after=s.requeue, status_changed=changed)
+
+
+def _last_line(text: str, limit: int = 400) -> str:
+    """The last non-empty line of `text`, at most `limit` characters (its end kept)."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    last = lines[-1] if lines else ""
+    return last if len(last) <= limit else "..." + last[-(limit - 3) :]

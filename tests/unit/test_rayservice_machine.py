@@ -604,12 +604,14 @@ def test_bad_import_on_the_pending_cluster_says_why_and_keeps_the_active() -> No
     )
     old = cluster(rayservice(), "rs-aaaaa", applied=SERVE_V1)
     new = cluster(rs, "rs-bbbbb", applied=SERVE_V1)
-    failed = apps("DEPLOY_FAILED", message="ModuleNotFoundError: No module named 'nosuch'")
+    traceback = "Traceback (most recent call last):\n" + '  File "x.py", line 1, in <module>\n' * 40
+    failed = apps("DEPLOY_FAILED", message=traceback + "ModuleNotFoundError: No module named 'nosuch'")
     d = M.decide(rs, world(obs(old), obs(new, serve=failed), services="rs-aaaaa", endpoints=1))
     assert not of(d, M.SwitchService)
     (ev,) = of(d, M.Event)
     assert (ev.type, ev.reason) == ("Warning", "ServeApplicationFailed")
     assert "No module named 'nosuch'" in ev.message and "ns/rs-aaaaa keeps serving" in ev.message
+    assert "Traceback" not in ev.message and len(ev.message) < 1024, "the error, not the traceback's head"
     up = cond(d, "UpgradeInProgress")
     assert (
         up["status"] == "True"
