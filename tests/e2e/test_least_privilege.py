@@ -34,6 +34,21 @@ RARELY_USED: dict[rbac.Use, str] = {
     ("ray.io", "rayservices/finalizers", "update"): (
         "the same check for a RayService's children (its RayClusters and serve Services)"
     ),
+    # The RayService and RayWorkerGroup controllers' writes (rayop/controllers/rayservice.py,
+    # rayworkergroup.py). Their end-to-end tests still run the operator with the plane's admin
+    # credentials, so some of these may go unseen by the audit in a given run.
+    ("", "services", "update"): "a RayService points its serve and head Services at the new cluster (PUT)",
+    ("", "services", "delete"): "a RayService deletes the Services of a cluster it no longer uses",
+    ("ray.io", "rayclusters", "update"): "a RayService replaces its pending cluster's spec in place",
+    ("ray.io", "rayservices", "get"): "the RayService controller reads the object it reconciles",
+    ("ray.io", "rayservices", "patch"): "the RayService finalizer is added and removed with a merge patch",
+    ("ray.io", "rayservices/status", "update"): "the RayService status is written with PUT",
+    ("rayop.io", "rayworkergroups", "get"): "a create that finds the RayWorkerGroup's name taken reads it",
+    (
+        "rayop.io",
+        "rayworkergroups",
+        "delete",
+    ): "a worker group removed from its RayCluster loses its RayWorkerGroup",
     ("", "services", "get"): (
         "Services are cached without a label selector, so a create that finds the name taken reads it "
         "only when the cache lags behind; without it that race would fail a reconcile with 403"

@@ -27,6 +27,7 @@ from rayop.controllers import rayservice_machine as M
 from rayop.controllers.settings import ControllerSettings
 from rayop.runtime.client import EVENTS, NODES, PODS, ApiClient, ApiError
 from rayop.runtime.manager import Manager
+from tests import rbac
 from tests.fake_dashboard import FakeFleet
 from tests.integration.rayclusters import IMAGE, running_ready_status, set_pod_status
 
@@ -139,6 +140,8 @@ async def operator(
     config: M.RayServiceConfig | None = None,
 ) -> AsyncIterator[Manager]:
     """RayCluster + RayService controllers in this process, watching one namespace, Ray faked by `fleet`."""
+    # The operator runs as itself, under the chart's ClusterRole (tests/rbac.py).
+    client = rbac.operator_client(client)
     mgr = Manager(
         client,
         leader_election=False,
