@@ -154,7 +154,9 @@ class UiServer:
             log.warning(
                 "the web view asks for bearer tokens over plain HTTP: put TLS in front of it (--ui-cert-dir)"
             )
-        self._runner = web.AppRunner(self.app, access_log=None)
+        # aiohttp waits up to 60 s for in-flight requests on shutdown; a read-only view has nothing to
+        # finish, so a slow page request must not hold up the process's SIGTERM.
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.o.host, self.o.port, ssl_context=ctx)
         await site.start()
