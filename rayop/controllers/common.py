@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Final
 
 from rayop.api import constants as C
@@ -72,6 +72,36 @@ def split_key(key: Key | str) -> tuple[str, str]:
         return str(key[0]), str(key[1])
     ns, _, name = str(key).partition("/")
     return ns, name
+
+
+class StatusPacer:
+    """When a status change that is only progress (Pods turning ready one by one) may be written.
+
+    News is written at once. Progress waits until `interval` has passed since the object's last status
+    write, doubled for each progress-only write in a row, up to `interval_max`: Pods turning ready one
+    after another make a few writes, not one each, however long they take. Keys are (namespace, name).
+    """
+
+    def __init__(self, interval: float, interval_max: float) -> None:
+        self.interval = interval
+        self.interval_max = interval_max
+        self._at: dict[tuple[str, str], tuple[float, int]] = {}  # key -> (last write, progress streak)
+
+    def wait(self, key: tuple[str, str], now: float, progress: bool) -> float:
+        """Seconds the write must still wait; 0: write now."""
+        if not progress:
+            return 0.0
+        last, streak = self._at.get(key, (float("-inf"), 0))
+        interval = min(self.interval * 2.0**streak, self.interval_max)
+        return max(0.05, interval - (now - last)) if now - last < interval else 0.0
+
+    def wrote(self, key: tuple[str, str], now: float, progress: bool) -> None:
+        streak = self._at.get(key, (0.0, 0))[1] + 1 if progress else 0
+        self._at[key] = (now, min(streak, 16))
+
+    def forget(self, gone: Callable[[tuple[str, str]], bool]) -> None:
+        """Drop the keys `gone` says belong to deleted objects."""
+        self._at = {k: v for k, v in self._at.items() if not gone(k)}
 
 
 async def gather_first_error(coros: Iterable[Awaitable[None]]) -> None:

@@ -62,6 +62,7 @@ from rayop.controllers.common import (
     NORMAL,
     POD_SELECTOR,
     WARNING,
+    StatusPacer,
     Writer,
     cluster_key,
     node_type,
@@ -142,9 +143,8 @@ class RayWorkerGroupReconciler:
         # on every retry: said again only when it changes, so the per-object event budget (client-go's
         # spam filter) stays for the choices themselves.
         self._said: dict[tuple[str, str, str], str] = {}
-        # (namespace, RayWorkerGroup) -> (when we last wrote its status, how many progress-only writes in
-        # a row that was): ready replicas counted up one Pod at a time are written a few times, not each.
-        self._status_at: dict[tuple[str, str], tuple[float, int]] = {}
+        # Ready replicas counted up one Pod at a time are written a few times, not each.
+        self._status_pacer = StatusPacer(settings.status_write_interval, settings.status_write_interval_max)
 
     # -- entry point ------------------------------------------------------------------------------
 
@@ -192,7 +192,7 @@ class RayWorkerGroupReconciler:
         self._replaced = {k: v for k, v in self._replaced.items() if not ours(k[1], k[2])}
         self._clamp_reported = {k: v for k, v in self._clamp_reported.items() if not ours(*k)}
         self._said = {k: v for k, v in self._said.items() if not ours(k[0], k[1])}
-        self._status_at = {k: v for k, v in self._status_at.items() if not ours(*k)}
+        self._status_pacer.forget(lambda k: ours(*k))
 
     def _behind(self, kind: str, obj: Obj) -> bool:
         key = (kind, namespace_of(obj), name_of(obj))
@@ -424,19 +424,17 @@ class RayWorkerGroupReconciler:
             return Result()
         key = (namespace_of(rwg), name_of(rwg))
         now = self.now()
-        last, streak = self._status_at.get(key, (float("-inf"), 0))
         progress = P.only_ready_progress(old, status)
-        if progress:
-            interval = min(self.cfg.status_write_interval * 2.0**streak, self.cfg.status_write_interval_max)
-            if now - last < interval:
-                return Result(max(0.05, interval - (now - last)))
+        wait = self._status_pacer.wait(key, now, progress)
+        if wait:
+            return Result(wait)
         try:
             await self.w.write_status(RAYWORKERGROUPS, rwg, status)
         except ApiError as e:
             if e.conflict or e.not_found:
                 return Result()  # the watch event that made our copy stale brings us back
             raise
-        self._status_at[key] = (now, min(streak + 1, 16) if progress else 0)
+        self._status_pacer.wrote(key, now, progress)
         self._wrote(W.PLURAL, rwg)
         return Result()
 

@@ -27,7 +27,7 @@ from rayop.api import constants as C
 from rayop.api.kinds import RAYCLUSTERS
 from rayop.base.objects import clone, meta, ref, spec_of
 from rayop.base.types import Obj
-from rayop.controllers.common import ACT_VALIDATE, WARNING, Writer, split_key
+from rayop.controllers.common import ACT_VALIDATE, WARNING, StatusPacer, Writer, split_key
 from rayop.controllers.raycluster.builders import RayClusterBuilders
 from rayop.controllers.raycluster.children import ChildObjects
 from rayop.controllers.raycluster.gcs_ft import GcsFaultTolerance
@@ -118,9 +118,7 @@ class RayClusterReconciler:
         # While the cache still shows the replaced version, the returned object is the newer one: reading
         # it (not the cache) avoids a sure 409, or a wait for the watch event of our own write.
         self._own_status: dict[tuple[str, str], tuple[str, Obj]] = {}
-        # (namespace, name) -> (when we last wrote that cluster's status (self.now() clock), how many
-        # progress-only writes in a row that was).
-        self._status_written_at: dict[tuple[str, str], tuple[float, int]] = {}
+        self._status_pacer = StatusPacer(settings.status_write_interval, settings.status_write_interval_max)
 
     @property
     def validate(self) -> Validate:
@@ -140,7 +138,7 @@ class RayClusterReconciler:
             self.exp.forget((namespace, name))
             self.validation.forget((namespace, name))
             self._own_status.pop((namespace, name), None)
-            self._status_written_at.pop((namespace, name), None)
+            self._status_pacer.forget(lambda k: k == (namespace, name))
             return Result()
         own = self._own_status.get((namespace, name))
         if own is not None:
@@ -260,18 +258,13 @@ class RayClusterReconciler:
         old = p.original.get("status") or {}
         if not self.b.status_changed(old, new):
             return None
-        # News (state, reason, desired counts, suspension, a failure) is written at once. Progress alone
-        # (how many workers are ready so far, the head's IP, HeadPodReady) waits until an interval has
-        # passed since this cluster's last status write: status_write_interval, doubled for each
-        # progress-only write in a row, up to status_write_interval_max. Pods turning ready one after
-        # another then make a few writes, not one each, however long they take. The returned wait
-        # brings the reconcile back to write it.
-        last, streak = self._status_written_at.get((ns, name), (float("-inf"), 0))
+        # News (state, reason, desired counts, suspension, a failure) is written at once; progress alone
+        # (how many workers are ready so far, the head's IP, HeadPodReady) is paced (StatusPacer). The
+        # returned wait brings the reconcile back to write it.
         progress = reconcile_err is None and self.b.only_progress_changed(old, new)
-        if progress:
-            interval = min(self.cfg.status_write_interval * 2.0**streak, self.cfg.status_write_interval_max)
-            if now - last < interval:
-                return max(0.05, interval - (now - last))
+        wait = self._status_pacer.wait((ns, name), now, progress)
+        if wait:
+            return wait
         await self._put_status(p.original, new, progress=progress)
         return 0.0
 
@@ -292,8 +285,7 @@ class RayClusterReconciler:
                 log.debug("%s: status write skipped: %s", ref(original), e.reason)
                 return
             raise
-        streak = self._status_written_at.get((ns, name), (0.0, 0))[1] + 1 if progress else 0
-        self._status_written_at[(ns, name)] = (self.now(), min(streak, 16))
+        self._status_pacer.wrote((ns, name), self.now(), progress)
         replaced = meta(original).get("resourceVersion")
         stored_md = stored.get("metadata") if isinstance(stored, dict) else None
         if replaced and isinstance(stored_md, dict) and stored_md.get("resourceVersion"):
