@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import random
 import shutil
@@ -28,6 +29,41 @@ sys.path.insert(0, str(REPO))
 from tests.chaos import campaign as cmp  # noqa: E402
 
 RESULTS = BENCH / "results"
+RELIABILITY = REPO / "RELIABILITY.md"
+START, END = "<!-- chaos-figures:start -->", "<!-- chaos-figures:end -->"
+
+
+def figures(results: cmp.Results, command: str) -> str:
+    """The figures section of RELIABILITY.md for one campaign."""
+    from bench.run import machine
+
+    duration = results.finished - results.started
+    lines = [
+        f"Campaign of {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}: `{command}`, seed "
+        f"{results.seed}, {len(results.records)} faults in {duration / 60:.1f} minutes on {machine()}.",
+        "",
+        "| fault | injected | recovery median (s) | recovery max (s) | settle deadline (s) | violations |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for kind, n, med, mx, bad in results.summary():
+        deadline = cmp.FAKE_FAULTS[kind].settle if kind in cmp.FAKE_FAULTS else float("nan")
+        lines.append(f"| {kind} | {n} | {med:.1f} | {mx:.1f} | {deadline:.0f} | {bad} |")
+    if results.fuzz:
+        f = results.fuzz
+        lines += [
+            "",
+            f"Fuzzed objects sent to the live operator meanwhile: {f.get('sent', 0)} "
+            f"(admitted by the API server: {sum(f.get('admitted', {}).values())}); "
+            f"unexpected server errors: {len(f.get('server_errors', []))}.",
+        ]
+    return "\n".join(lines)
+
+
+def write_figures(section: str) -> None:
+    text = RELIABILITY.read_text()
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    RELIABILITY.write_text(f"{head}{START}\n{section}\n{END}{tail}")
 
 
 def main() -> int:
@@ -38,14 +74,14 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=0, help="faults per kind (default: 5, or 1 with --quick)")
     ap.add_argument("--operator-kills", type=int, default=0, help="operator-kill faults in the fake segment")
     ap.add_argument("--no-fuzz", action="store_true")
-    ap.add_argument("--segments", default="fake,ray")
+    ap.add_argument("--segments", default="fake", help="fake: the plane with a fake Ray fleet")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs of every process)")
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
     results = cmp.Results(seed=seed)
     cmp.say(f"seed {seed} (replay: bench/chaos.py --seed {seed}{' --quick' if args.quick else ''})")
     per = args.count or (1 if args.quick else 5)
-    kills = args.operator_kills or (1 if args.quick else 45)
+    kills = args.operator_kills or (1 if args.quick else 50)
     only = [k for k in args.only.split(",") if k]
     workdir = cmp.default_workdir()
     cmp.say(f"work directory {workdir}")
@@ -67,6 +103,11 @@ def main() -> int:
             f"{len(results.records)} faults in {results.finished - results.started:.0f} s, "
             f"{len(results.violations)} with violations; seed {seed}"
         )
+        complete = not only and "fake" in args.segments and results.records
+        if complete and not args.no_fuzz and not args.count and not args.operator_kills:
+            command = "make chaos CHAOS_QUICK=1" if args.quick else "make chaos"
+            write_figures(figures(results, command))
+            cmp.say(f"figures written to {RELIABILITY.name}")
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     return 1 if results.violations else 0
