@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import os
 import random
 import shutil
 import sys
@@ -30,7 +31,8 @@ from tests.chaos import campaign as cmp  # noqa: E402
 
 RESULTS = BENCH / "results"
 RELIABILITY = REPO / "RELIABILITY.md"
-START, END = "<!-- chaos-figures:start -->", "<!-- chaos-figures:end -->"
+MARKERS = "<!-- chaos-figures:start -->", "<!-- chaos-figures:end -->"
+RAY_MARKERS = "<!-- chaos-ray-figures:start -->", "<!-- chaos-ray-figures:end -->"
 
 
 def figures(results: cmp.Results, command: str) -> str:
@@ -46,7 +48,8 @@ def figures(results: cmp.Results, command: str) -> str:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for kind, n, med, mx, bad in results.summary():
-        deadline = cmp.FAKE_FAULTS[kind].settle if kind in cmp.FAKE_FAULTS else float("nan")
+        faults = {**cmp.FAKE_FAULTS, **(cmp.ray_faults() if kind in cmp.RAY_FAULT_KINDS else {})}
+        deadline = faults[kind].settle
         lines.append(f"| {kind} | {n} | {med:.1f} | {mx:.1f} | {deadline:.0f} | {bad} |")
     if results.fuzz:
         f = results.fuzz
@@ -59,11 +62,12 @@ def figures(results: cmp.Results, command: str) -> str:
     return "\n".join(lines)
 
 
-def write_figures(section: str) -> None:
+def write_figures(section: str, markers: tuple[str, str] = MARKERS) -> None:
+    start, end = markers
     text = RELIABILITY.read_text()
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    RELIABILITY.write_text(f"{head}{START}\n{section}\n{END}{tail}")
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    RELIABILITY.write_text(f"{head}{start}\n{section}\n{end}{tail}")
 
 
 def main() -> int:
@@ -74,7 +78,11 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=0, help="faults per kind (default: 5, or 1 with --quick)")
     ap.add_argument("--operator-kills", type=int, default=0, help="operator-kill faults in the fake segment")
     ap.add_argument("--no-fuzz", action="store_true")
-    ap.add_argument("--segments", default="fake", help="fake: the plane with a fake Ray fleet")
+    ap.add_argument(
+        "--segments",
+        default="fake,ray",
+        help="fake: the plane with a fake Ray fleet; ray: real Ray through the node agent (root)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs of every process)")
     args = ap.parse_args()
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
@@ -91,6 +99,13 @@ def main() -> int:
             if kinds:
                 counts = cmp.counts_for(kinds, per, kills)
                 asyncio.run(cmp.fake_campaign(workdir / "fake", results, counts, fuzz=not args.no_fuzz))
+        if "ray" in args.segments:
+            kinds = [k for k in cmp.RAY_FAULT_KINDS if not only or k in only]
+            if kinds and (os.geteuid() != 0 or not shutil.which("ip")):
+                cmp.say("real-Ray segment skipped: it needs root and iproute2")
+                results.notes.append("real-Ray segment skipped (not root or no iproute2)")
+            elif kinds:
+                asyncio.run(cmp.ray_campaign(workdir / "ray", results, {k: per for k in kinds}))
     finally:
         results.finished = time.monotonic()
         RESULTS.mkdir(exist_ok=True)
@@ -103,8 +118,12 @@ def main() -> int:
             f"{len(results.records)} faults in {results.finished - results.started:.0f} s, "
             f"{len(results.violations)} with violations; seed {seed}"
         )
-        complete = not only and "fake" in args.segments and results.records
-        if complete and not args.no_fuzz and not args.count and not args.operator_kills:
+        complete = not only and not args.count and not args.operator_kills and results.records
+        if complete and args.segments == "ray":  # the real-Ray segment alone: its own figures
+            command = "bench/chaos.py --segments ray" + (" --quick" if args.quick else "")
+            write_figures(figures(results, command), RAY_MARKERS)
+            cmp.say(f"figures written to {RELIABILITY.name}")
+        elif complete and "fake" in args.segments and not args.no_fuzz:
             command = "make chaos CHAOS_QUICK=1" if args.quick else "make chaos"
             write_figures(figures(results, command))
             cmp.say(f"figures written to {RELIABILITY.name}")

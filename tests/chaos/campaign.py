@@ -568,5 +568,35 @@ async def fake_campaign(
         await seg.stop()
 
 
+RAY_FAULT_KINDS = ("node-agent-kill", "pod-process-kill")
+
+
+def ray_faults() -> dict[str, Fault]:
+    from tests.chaos.ray_segment import faults
+
+    return faults()
+
+
+async def ray_campaign(workdir: Path, results: Results, counts: dict[str, int]) -> None:
+    """The real-Ray segment (tests/chaos/ray_segment.py): node faults on Ray processes."""
+    from tests.chaos.ray_segment import RaySegment
+
+    faults = ray_faults()
+    seg = RaySegment(workdir, results.seed)
+    try:
+        say(f"real-Ray segment: plane in {workdir}")
+        await seg.start()
+        recovery, left = await settle(seg.ready, seg.check, 600)
+        if recovery is None:
+            results.notes.append("ray segment never settled before the first fault: " + "; ".join(left[:5]))
+            say("initial state did not settle: " + "; ".join(left[:5]))
+            return
+        say(f"real-Ray segment settled; {sum(counts.values())} faults")
+        order = plan(counts, faults, random.Random(results.seed + 1))
+        await run_segment(seg, faults, order, results, first_index=len(results.records))
+    finally:
+        await seg.stop()
+
+
 def default_workdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="rayop-chaos-"))
