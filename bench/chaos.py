@@ -109,7 +109,8 @@ def main() -> int:
     finally:
         results.finished = time.monotonic()
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "chaos.json").write_text(json.dumps(results.to_json(), indent=1))
+        name = "chaos-ray.json" if args.segments == "ray" else "chaos.json"
+        (RESULTS / name).write_text(json.dumps(results.to_json(), indent=1))
         for kind, n, med, mx, bad in results.summary():
             cmp.say(
                 f"{kind:16} {n:3} faults  recovery median {med:5.1f} s  max {mx:5.1f} s  violations {bad}"

@@ -23,11 +23,13 @@ from typing import Any
 import yaml
 
 from rayop.api.kinds import RAYCLUSTERS
+from rayop.base.times import parse_timestamp
 from rayop.local.plane import ControlPlane, PlaneOptions
 from rayop.node.locate import locate
-from rayop.runtime.client import PODS, ApiClient, load_kubeconfig
+from rayop.ray.dashboard import DashboardClient
+from rayop.runtime.client import LEASES, PODS, ApiClient, load_kubeconfig
 from tests import nodes, rbac
-from tests.chaos.invariants import Checker, Snapshot, Violation, alive, labels
+from tests.chaos.invariants import Checker, Snapshot, Violation, alive, labels, running_ready
 from tests.chaos.procs import Operators, OperatorSpec, Proc
 from tests.chaos.workload import StepLog, live
 
@@ -101,6 +103,7 @@ class RaySegment:
         self.mode = "single"
         # Pods (uid -> container restart counts) that must survive the current fault as they were.
         self.adopted: dict[str, dict[str, int]] = {}
+        self.agent_started = 0.0
 
     async def start(self) -> None:
         plane = ControlPlane(
@@ -139,7 +142,7 @@ class RaySegment:
             ],
             self.dir / "logs",
         )
-        self.agent.start()
+        self.start_agent()
         await self.wait_node_ready(120)
         spec = OperatorSpec(
             kubeconfig=rbac.operator_kubeconfig(plane),
@@ -151,7 +154,9 @@ class RaySegment:
         self.operators.start()
         self.workload = RayWorkload(self.kube, self.ns)
         await self.workload.setup()
-        self.checker = Checker(self.kube, [self.ns], self.no_ray, self.no_ray, extra=[self.check_adopted])
+        self.checker = Checker(
+            self.kube, [self.ns], self.no_ray, self.no_ray, extra=[self.check_adopted, self.check_ray_nodes]
+        )
 
     async def no_ray(self, ns: str, cluster: str) -> dict[str, str] | None:
         del ns, cluster
@@ -178,8 +183,22 @@ class RaySegment:
         del mode
 
     async def ready(self) -> bool:
-        assert self.operators is not None and self.agent is not None
-        return self.agent.alive() and await asyncio.to_thread(self.operators.ready)
+        """The operator is Ready, and the node agent is alive and working: this incarnation renewed the
+        Node's Lease within the last 25 s (it renews every 10 s). Pod statuses alone would not tell: a
+        stuck agent leaves the last ones it wrote in place."""
+        assert self.operators is not None and self.agent is not None and self.kube is not None
+        if not self.agent.alive():
+            return False
+        lease = await self.kube.get_or_none(LEASES, self.net["name"], "kube-node-lease")
+        renewed = parse_timestamp(((lease or {}).get("spec") or {}).get("renewTime")) or 0.0
+        if renewed < self.agent_started or time.time() - renewed > 25:
+            return False
+        return await asyncio.to_thread(self.operators.ready)
+
+    def start_agent(self) -> None:
+        assert self.agent is not None
+        self.agent_started = time.time() - 1  # the Lease's renewTime has microseconds, the clocks are one
+        self.agent.start()
 
     async def check(self) -> list[Violation]:
         assert self.checker is not None and self.operators is not None and self.agent is not None
@@ -187,7 +206,7 @@ class RaySegment:
         code = self.agent.exited()
         if code is not None:
             out.append(Violation("node-agent-crash", "node agent", f"exited {code}:\n{self.agent.tail(15)}"))
-            self.agent.start()
+            self.start_agent()
         if out:
             self.operators.revive()
         return out + await self.checker.check()
@@ -215,6 +234,32 @@ class RaySegment:
                     )
                 )
         return out
+
+    async def check_ray_nodes(self, s: Snapshot, ns: str) -> list[Violation]:
+        """Ray itself agrees with the pods: its head reports one ALIVE node per running Ray pod (a killed
+        raylet marked dead, its restarted container joined again)."""
+        assert self.kube is not None
+        pods = [
+            p
+            for p in s.pods
+            if alive(p)
+            and labels(p).get("ray.io/cluster") == CLUSTER
+            and labels(p).get("ray.io/node-type") in ("head", "worker")
+        ]
+        if not pods or not all(running_ready(p) for p in pods):
+            return []  # the pod invariants say what is wrong
+        try:
+            async with DashboardClient.via_proxy(self.kube, ns, f"{CLUSTER}-head-svc") as ray:
+                nodes = await ray.list_alive_nodes()
+        except Exception as e:
+            return [Violation("ray-nodes", CLUSTER, f"the head's dashboard does not answer: {e}"[:300])]
+        if len(nodes) != len(pods):
+            return [
+                Violation(
+                    "ray-nodes", CLUSTER, f"Ray reports {len(nodes)} alive nodes, {len(pods)} Ray pods run"
+                )
+            ]
+        return []
 
     async def ray_pods(self) -> list[dict[str, Any]]:
         assert self.kube is not None
@@ -246,9 +291,14 @@ class RaySegment:
 async def node_agent_kill(seg: RaySegment, rng: random.Random) -> str:
     """SIGKILL the agent's own process (its pods' processes keep running), start it again after 0-3 s."""
     assert seg.agent is not None and seg.kube is not None
-    from tests.chaos.campaign import settle
+    from tests.chaos.campaign import FaultFailed, settle
 
-    await settle(seg.ready, seg.check, 300)  # the workload step first, so what runs now must be kept
+    # The workload step first, so that what runs when the agent dies is what must be kept; pods kept
+    # through an earlier restart may since have been scaled away.
+    seg.adopted = {}
+    took, left = await settle(seg.ready, seg.check, 300)
+    if took is None:
+        raise FaultFailed("the state before the fault never settled: " + "; ".join(left[:5]))
     seg.adopted = {
         p["metadata"]["uid"]: {
             c["name"]: int(c.get("restartCount") or 0)
@@ -265,7 +315,7 @@ async def node_agent_kill(seg: RaySegment, rng: random.Random) -> str:
     seg.agent._accounted.add(seg.agent.incarnation)
     down = rng.uniform(0, 3)
     await asyncio.sleep(down)
-    seg.agent.start()
+    seg.start_agent()
     return f"SIGKILL node agent (pid {pid}) running {len(seg.adopted)} Ray pods, restarted after {down:.1f} s"
 
 
@@ -280,9 +330,26 @@ async def pod_process_kill(seg: RaySegment, rng: random.Random) -> str:
     loc = await locate(seg.kube, seg.ns, p["metadata"]["name"], None)
     if not loc.pid:
         return f"{p['metadata']['name']}: container not running"
+
+    def restarts(pod: dict[str, Any] | None) -> int:
+        return sum(
+            int(c.get("restartCount") or 0)
+            for c in ((pod or {}).get("status") or {}).get("containerStatuses") or []
+        )
+
+    before = restarts(p)
     with contextlib.suppress(ProcessLookupError):
         os.kill(loc.pid, signal.SIGKILL)
-    return f"SIGKILL the {labels(p).get('ray.io/node-type')} container of {p['metadata']['name']} (pid {loc.pid})"
+    # The fault is over when the agent has started the container again (or the pod was replaced).
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 120:
+        now = await seg.kube.get_or_none(PODS, p["metadata"]["name"], seg.ns)
+        if now is None or now["metadata"]["uid"] != p["metadata"]["uid"] or restarts(now) > before:
+            break
+        await asyncio.sleep(0.5)
+    took = time.monotonic() - t0
+    what = f"SIGKILL the {labels(p).get('ray.io/node-type')} container of {p['metadata']['name']} (pid {loc.pid})"
+    return f"{what}, container restarted {took:.1f} s later"
 
 
 def faults() -> dict[str, Any]:
