@@ -20,7 +20,7 @@ ENGINE ?= docker
 IMAGE ?= rayop:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 PYTEST_ARGS ?=
 
-.PHONY: all demo test test-unit test-integration test-e2e lint crds chart-crds manifests image bench bench-peer \
+.PHONY: all demo test test-unit test-integration test-e2e lint crds chart-crds manifests image bench bench-peer chaos \
 	deps k8s metrics-server kuberay helm ray-env system-deps browser-deps clean
 
 all: test
@@ -100,6 +100,14 @@ bench: deps
 # rayop against KubeRay on the same kind of plane (about 30 minutes); rewrites its BENCHMARKS.md section.
 bench-peer: deps kuberay
 	$(VPY) bench/run.py kuberay_peer
+
+# The fault-injection campaign (RELIABILITY.md): about an hour; CHAOS_QUICK=1 runs one fault of each kind
+# (about 10 minutes); CHAOS_SEED=<n> replays a campaign. `make test` runs a short one
+# (tests/integration/test_chaos_smoke.py).
+CHAOS_QUICK ?=
+CHAOS_SEED ?=
+chaos: deps
+	$(VPY) bench/chaos.py $(if $(CHAOS_QUICK),--quick) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

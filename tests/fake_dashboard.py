@@ -4,16 +4,21 @@
 ids get HTTP 500 with Ray's ValueError text, unknown ids 404 with text, stop on a finished job `stopped:
 false`, token auth via `x-ray-authorization` (or `Authorization`).
 
-`FakeFleet` is many Ray clusters behind one port, for RayService tests: `/c/<cluster>/...` is that
-cluster's dashboard, `/p/<pod>/-/healthz` and `/p/<pod>/metrics` are a pod's Serve proxy and metrics
-exporter. Serve behaves like Ray 2.60's: a PUT replaces the whole application set (DEPLOYING, then RUNNING
-after `deploy_seconds`), an import path naming a missing module fails with DEPLOY_FAILED and Ray's
-ModuleNotFoundError message, and `lose()` forgets everything, as a head restarted without GCS FT does.
+`FakeFleet` is many Ray clusters behind one port, for RayService tests and the chaos campaign:
+`/c/<cluster>/...` is that cluster's dashboard (Serve and Jobs), `/p/<pod>/-/healthz` and `/p/<pod>/metrics`
+are a pod's Serve proxy and metrics exporter. Serve behaves like Ray 2.60's: a PUT replaces the whole
+application set (DEPLOYING, then RUNNING after `deploy_seconds`), an import path naming a missing module
+fails with DEPLOY_FAILED and Ray's ModuleNotFoundError message, and `lose()` forgets everything, as a head
+restarted without GCS FT does. Jobs answer as `FakeDashboard`'s do; with `job_seconds` set they also run by
+themselves: RUNNING at once, then after `job_seconds` (or the N of a `sleep N` in the entrypoint) SUCCEEDED,
+or FAILED when the entrypoint says `exit 1`. Every POST is kept per cluster (`submissions`), duplicates
+included, so a test counts what reached Ray.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from dataclasses import dataclass, field
@@ -290,12 +295,27 @@ class FakePod:
     metrics_up: bool = True
 
 
+def _job_seconds(entrypoint: str, default: float) -> float:
+    words = entrypoint.replace(";", " ").split()
+    for a, b in itertools.pairwise(words):
+        if a == "sleep":
+            try:
+                return float(b)
+            except ValueError:
+                pass
+    return default
+
+
 class FakeFleet:
     """Many Ray clusters' dashboards and pods on one port (see the module docstring)."""
 
-    def __init__(self, deploy_seconds: float | None = 0.3) -> None:
+    def __init__(self, deploy_seconds: float | None = 0.3, job_seconds: float | None = None) -> None:
         self.deploy_seconds = deploy_seconds
+        self.job_seconds = job_seconds
         self.clusters: dict[str, FakeServe] = {}
+        self.jobs: dict[str, dict[str, FakeJob]] = {}  # cluster -> submission id -> job
+        self.submissions: dict[str, list[dict[str, Any]]] = {}  # cluster -> every POST body
+        self._submitted_at: dict[tuple[str, str], float] = {}
         self.pods: dict[str, FakePod] = {}
         self.down: set[str] = set()
         self.requests: list[tuple[str, str]] = []
@@ -363,7 +383,82 @@ class FakeFleet:
             if request.method == "DELETE":
                 serve.lose()
                 return web.Response(status=200)
+        if tail.startswith("/api/jobs/"):
+            return await self._jobs(name, request.method, tail.removeprefix("/api/jobs/"), request)
         raise web.HTTPNotFound(text=f"no route {request.method} {tail}")
+
+    # Jobs ---------------------------------------------------------------------------------------
+
+    def submitted(self, cluster: str) -> list[str]:
+        """The submission ids a cluster's Ray knows, in submission order."""
+        return list(self.jobs.get(cluster, {}))
+
+    def job(self, cluster: str, sid: str) -> FakeJob | None:
+        job = self.jobs.get(cluster, {}).get(sid)
+        if job is not None:
+            self._progress(cluster, job)
+        return job
+
+    def _progress(self, cluster: str, job: FakeJob) -> None:
+        if self.job_seconds is None or job.status in ("SUCCEEDED", "FAILED", "STOPPED"):
+            return
+        age = time.monotonic() - self._submitted_at[(cluster, job.submission_id)]
+        now = int(time.time() * 1000)
+        if job.status == "PENDING":
+            job.status, job.message, job.start_time = "RUNNING", "Job is currently running.", now
+        if age >= _job_seconds(job.entrypoint, self.job_seconds):
+            failed = "exit 1" in job.entrypoint
+            job.status = "FAILED" if failed else "SUCCEEDED"
+            job.message = "Job entrypoint command failed with exit code 1" if failed else "Job finished."
+            job.end_time = now
+
+    async def _jobs(self, cluster: str, method: str, rest: str, request: web.Request) -> web.Response:
+        jobs = self.jobs.setdefault(cluster, {})
+        sid, _, action = rest.partition("/")
+        if method == "POST" and not sid:
+            body = json.loads(await request.text())
+            self.submissions.setdefault(cluster, []).append(body)
+            sid = body.get("submission_id") or f"raysubmit_{len(self.submissions[cluster]):016d}"
+            if sid in jobs:
+                return web.Response(
+                    status=500,
+                    text=(
+                        "Traceback (most recent call last):\n  ...\nValueError: Job with submission_id "
+                        f"{sid} already exists. Please use a different submission_id."
+                    ),
+                )
+            jobs[sid] = FakeJob(
+                submission_id=sid,
+                entrypoint=str(body.get("entrypoint", "")),
+                runtime_env=body.get("runtime_env") or {},
+                metadata=body.get("metadata") or {},
+                request=body,
+            )
+            self._submitted_at[(cluster, sid)] = time.monotonic()
+            return web.json_response({"job_id": sid, "submission_id": sid})
+        if method == "GET" and not sid:
+            for j in jobs.values():
+                self._progress(cluster, j)
+            return web.json_response([j.details() for j in jobs.values()])
+        job = self.job(cluster, sid)
+        if job is None:
+            return web.Response(status=404, text=f"Job {sid} does not exist")
+        if method == "GET" and not action:
+            return web.json_response(job.details())
+        if method == "GET" and action == "logs":
+            return web.json_response({"logs": job.logs})
+        if method == "POST" and action == "stop":
+            if job.status in ("SUCCEEDED", "FAILED", "STOPPED"):
+                return web.json_response({"stopped": False})
+            job.status, job.message = "STOPPED", "Job was intentionally stopped."
+            job.end_time = int(time.time() * 1000)
+            return web.json_response({"stopped": True})
+        if method == "DELETE" and not action:
+            if job.status not in ("SUCCEEDED", "FAILED", "STOPPED"):
+                return web.Response(status=500, text="Job is not in a terminal state")
+            del jobs[sid]
+            return web.json_response({"deleted": True})
+        raise web.HTTPNotFound(text=f"no route {method} /api/jobs/{rest}")
 
     async def _healthz(self, request: web.Request) -> web.Response:
         pod = self.pod(request.match_info["pod"])

@@ -190,6 +190,7 @@ class ControlPlane:
         self.bin_dir = options.bin_dir or default_bin_dir()
         self.crd_dir = options.crd_dir or (REPO_ROOT / "config" / "crd")
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._spawned: set[str] = set()
         self.ports: dict[str, int] = {}
         self.pki: PlanePKI | None = None
         self.version = default_k8s_version()
@@ -268,8 +269,42 @@ class ControlPlane:
             with contextlib.suppress(Exception):
                 p.wait(timeout=1)
 
+    # Faults and recovery of single parts (bench/chaos.py) ---------------------------------------------
+    RESTARTABLE = ("etcd", "kube-apiserver", "kube-controller-manager")
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
+        """Signal one part of the plane (SIGKILL by default: no chance to flush or say goodbye) and reap
+        it. Returns the PID it had. `restart` brings it back with the same ports and data."""
+        p = self.procs.get(name)
+        if p is None:
+            raise PlaneError(f"{name} is not running in this plane ({', '.join(self.procs) or 'nothing'})")
+        if p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, sig)
+            p.wait()
+        return p.pid
+
+    def restart(self, name: str) -> None:
+        """Start a killed (or crashed) part again as it first started: etcd on its data directory (what it
+        had written survives), the API server and kube-controller-manager on the same ports and
+        certificates, so clients reconnect without new kubeconfigs. Waits until it is healthy."""
+        if name not in self.RESTARTABLE:
+            raise PlaneError(f"cannot restart {name!r} (one of {', '.join(self.RESTARTABLE)})")
+        old = self.procs.get(name)
+        if old is not None and old.poll() is None:
+            raise PlaneError(f"{name} is still running (pid {old.pid}); kill it first")
+        {
+            "etcd": self._start_etcd,
+            "kube-apiserver": self._start_apiserver,
+            "kube-controller-manager": self._start_kcm,
+        }[name]()
+        self._write_state()
+
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - owned by the child for its lifetime
+        # A restarted part appends to its log, so what it said before it was killed stays readable.
+        mode = "ab" if name in self._spawned else "wb"
+        self._spawned.add(name)
+        log = open(self.log_dir / f"{name}.log", mode)  # noqa: SIM115 - owned by the child for its lifetime
         p = subprocess.Popen(
             args,
             stdout=log,

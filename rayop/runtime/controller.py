@@ -18,6 +18,8 @@ import itertools
 import logging
 import time
 
+import aiohttp
+
 from rayop.base.objects import meta, namespace_of, owner_references
 from rayop.base.types import Obj
 from rayop.runtime import metrics
@@ -247,6 +249,14 @@ class Controller:
                 log.info("reconcile conflict, requeued: %s", e.message, extra=extra)
             else:
                 log.error("reconcile failed: %s", e, extra=extra)
+            return
+        except (aiohttp.ClientError, ConnectionError, TimeoutError) as e:
+            # The API server (or a dashboard) restarting or unreachable: an error to retry, as a Go client
+            # returns one, not a panic; no traceback either, since every in-flight reconcile hits it at once.
+            self._m_errors.inc()
+            self._m_total["error"].inc()
+            self.queue.add_rate_limited(key)
+            log.warning("reconcile failed, will retry: %s: %s", type(e).__name__, e, extra=extra)
             return
         except Exception:
             self._m_errors.inc()

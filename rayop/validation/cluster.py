@@ -328,6 +328,7 @@ def validate_cluster_spec(
     _auth_rules(errs, spec, base)  # rule 17
     _network_policy_rules(errs, spec, base, groups, gates)  # rule 18
     _tls_rules(errs, spec, base, head_c, head_cpath, groups, aopts, gates)  # rule 19
+    _env_source_rules(errs, base, head, groups)
 
     _enum(errs, f"{base}.managedBy", spec.get("managedBy"), MANAGED_BY)
     return errs
@@ -573,6 +574,49 @@ def _history_rules(
                         f"{C.HISTORY_COLLECTOR_CONTAINER_NAME!r} is reserved for the history collector sidecar",
                     )
                 )
+
+
+ENV_SOURCES = ("fieldRef", "resourceFieldRef", "configMapKeyRef", "secretKeyRef", "fileKeyRef")
+
+
+def _env_source_rules(errs: list[FieldError], base: str, head: dict[str, Any], groups: list[Any]) -> None:
+    """An env var takes its value from at most one place, as the Pod API requires (ValidateEnv in
+    kubernetes/pkg/apis/core/validation). The CRD schema lets `valueFrom: {}` through; admitted, it makes
+    every Pod (and a GCS FT cluster's Redis cleanup Job, which blocks its deletion) fail to be created."""
+    templates = [(f"{base}.headGroupSpec", head.get("template"))] + [
+        (f"{base}.workerGroupSpecs[{i}]", as_map(g).get("template")) for i, g in enumerate(groups)
+    ]
+    for gpath, tpl in templates:
+        pod_spec = as_map(as_map(tpl).get("spec"))
+        for field in ("initContainers", "containers"):
+            for j, c in enumerate(as_list(pod_spec.get(field))):
+                for k, e in enumerate(as_list(as_map(c).get("env"))):
+                    vf = as_map(e).get("valueFrom")
+                    if vf is None:
+                        continue
+                    path = f"{gpath}.template.spec.{field}[{j}].env[{k}]"
+                    given = [s for s in ENV_SOURCES if as_map(vf).get(s) is not None]
+                    if as_map(e).get("value"):
+                        errs.append(
+                            invalid(f"{path}.valueFrom", "", "may not be specified when `value` is not empty")
+                        )
+                    elif not given:
+                        errs.append(
+                            invalid(
+                                f"{path}.valueFrom",
+                                "",
+                                "must specify one of: `fieldRef`, `resourceFieldRef`, `configMapKeyRef`, "
+                                "`secretKeyRef` or `fileKeyRef`",
+                            )
+                        )
+                    elif len(given) > 1:
+                        errs.append(
+                            invalid(
+                                f"{path}.valueFrom",
+                                "",
+                                "may not have more than one field specified at a time",
+                            )
+                        )
 
 
 def _auth_rules(errs: list[FieldError], spec: dict[str, Any], base: str) -> None:

@@ -118,3 +118,23 @@ def test_failed_go_build_prints_compiler_error(tmp_path: Path) -> None:
     assert "no-such-compiler-flag" in out
     assert "building kube-apiserver" in out and "failed" in out
     assert not list((tmp_path / "cache").glob("k8s/*/kube-apiserver"))
+
+
+def test_killed_parts_restart_on_their_ports_with_their_data(tmp_path: Path) -> None:
+    """SIGKILL the API server and etcd, restart them: same address, same kubeconfig, nothing lost."""
+    with ControlPlane(PlaneOptions(state_dir=tmp_path, install_crds=False, controller_manager=False)) as cp:
+        server = cp.server
+        cp.kubectl("create", "configmap", "before", "--from-literal=k=v")
+        old = cp.kill("kube-apiserver")
+        assert not cp.is_ready()
+        cp.restart("kube-apiserver")
+        assert cp.server == server and cp.procs["kube-apiserver"].pid != old
+        assert "before" in cp.kubectl("get", "configmap", "before", "-o", "name")
+        cp.kill("etcd")
+        cp.restart("etcd")
+        cp.kubectl("create", "configmap", "after", "--from-literal=k=v", timeout=60)
+        names = cp.kubectl("get", "configmaps", "-o", "name")
+        assert "configmap/before" in names and "configmap/after" in names
+        with pytest.raises(PlaneError, match="still running"):
+            cp.restart("etcd")
+        assert "kube-apiserver.log" in {p.name for p in cp.log_dir.iterdir()}

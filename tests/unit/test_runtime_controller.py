@@ -265,6 +265,42 @@ async def test_controller_reconciles_merges_and_survives_errors(fake: FakeApi, c
         await children.wait_stopped()
 
 
+async def test_unreachable_api_server_is_an_error_to_retry_not_a_panic(
+    fake: FakeApi, client: ApiClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An API server restart drops every in-flight request (found by the chaos campaign's apiserver-kill):
+    the reconcile is retried and counted as an error, never as a panic, and logged without a traceback."""
+    import aiohttp
+
+    from rayop.runtime import metrics
+
+    fake.put("configmaps", cm("flaky"))
+    calls: list[Key] = []
+
+    async def reconcile(key: Key) -> Result | None:
+        calls.append(key)
+        if len(calls) == 1:
+            raise aiohttp.ServerDisconnectedError()
+        if len(calls) == 2:
+            raise ConnectionResetError("reset by peer")
+        return None
+
+    ctrl = Controller("t-unreachable", reconcile)
+    informer = Informer(client, CONFIGMAPS, namespace="ns")
+    ctrl.watch_primary(informer)
+    await informer.start()
+    task = asyncio.create_task(ctrl.run())
+    try:
+        await eventually(lambda: len(calls) == 3, what="third attempt")
+    finally:
+        ctrl.stop()
+        await asyncio.wait_for(task, 10)
+        await informer.wait_stopped()
+    assert metrics.RECONCILE_PANICS.labels("t-unreachable")._value.get() == 0
+    assert metrics.RECONCILE_ERRORS.labels("t-unreachable")._value.get() == 2
+    assert not [r for r in caplog.records if r.exc_info], "no traceback for a transport error"
+
+
 # -- servers --------------------------------------------------------------------------------------
 
 

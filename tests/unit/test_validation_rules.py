@@ -1238,6 +1238,55 @@ CASES: list[Case] = [
             "spec.upgradeStrategy.clusterUpgradeOptions.intervalSeconds: Required value",
         ],
     ),
+    # ---- env var sources (the Pod API's rule; found by the chaos campaign's fuzzers)
+    (
+        "env valueFrom one source ok",
+        "RayCluster",
+        {f"{HC}.env": [{"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]},
+        None,
+        [],
+    ),
+    (
+        "env valueFrom empty",
+        "RayCluster",
+        {f"{W0C}.env": [{"name": "A", "value": "1"}, {"name": "B", "valueFrom": {}}]},
+        None,
+        [
+            f'{W0C}.env[1].valueFrom: Invalid value: "": must specify one of: `fieldRef`, `resourceFieldRef`, '
+            "`configMapKeyRef`, `secretKeyRef` or `fileKeyRef`"
+        ],
+    ),
+    (
+        "env valueFrom two sources",
+        "RayJob",
+        {
+            "spec.rayClusterSpec.headGroupSpec.template.spec.containers[0].env": [
+                {
+                    "name": "B",
+                    "valueFrom": {
+                        "fieldRef": {"fieldPath": "spec.nodeName"},
+                        "secretKeyRef": {"name": "s", "key": "k"},
+                    },
+                }
+            ]
+        },
+        None,
+        [
+            "spec.rayClusterSpec.headGroupSpec.template.spec.containers[0].env[0].valueFrom: Invalid value: "
+            '"": may not have more than one field specified at a time'
+        ],
+    ),
+    (
+        "env value and valueFrom",
+        "RayCluster",
+        {
+            f"{HC}.env": [
+                {"name": "B", "value": "x", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
+            ]
+        },
+        None,
+        [f'{HC}.env[0].valueFrom: Invalid value: "": may not be specified when `value` is not empty'],
+    ),
     (
         "rs incremental gate off is not checked",
         "RayService",
