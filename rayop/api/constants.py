@@ -221,12 +221,25 @@ EV_DELETED_SERVICE: Final = "DeletedService"
 EV_FAILED_DELETE_SERVICE: Final = "FailedToDeleteService"
 # rayop's own: Ray reports a Serve application that cannot run (bad import path, failing constructor).
 EV_SERVE_APPLICATION_FAILED: Final = "ServeApplicationFailed"
+# The incremental upgrade (NewClusterWithIncrementalUpgrade): its Gateway, HTTPRoute and target_capacity.
+EV_CREATED_GATEWAY: Final = "CreatedGateway"
+EV_FAILED_CREATE_GATEWAY: Final = "FailedToCreateGateway"
+EV_UPDATED_GATEWAY: Final = "UpdatedGateway"
+EV_FAILED_UPDATE_GATEWAY: Final = "FailedToUpdateGateway"
+EV_CREATED_HTTPROUTE: Final = "CreatedHTTPRoute"
+EV_FAILED_CREATE_HTTPROUTE: Final = "FailedToCreateHTTPRoute"
+EV_UPDATED_HTTPROUTE: Final = "UpdatedHTTPRoute"
+EV_FAILED_UPDATE_HTTPROUTE: Final = "FailedToUpdateHTTPRoute"
+EV_UPDATED_SERVE_TARGET_CAPACITY: Final = "UpdatedServeTargetCapacity"
+EV_FAILED_UPDATE_TARGET_CAPACITY: Final = "FailedToUpdateTargetCapacity"
+EV_ROLLBACK_IMPOSSIBLE: Final = "RollbackImpossible"
 
 # RayService conditions and reasons (apis/ray/v1/rayservice_types.go)
 COND_RS_READY: Final = "Ready"
 COND_RS_UPGRADE_IN_PROGRESS: Final = "UpgradeInProgress"
 COND_RS_SUSPENDING: Final = "Suspending"
 COND_RS_SUSPENDED: Final = "Suspended"
+COND_RS_ROLLBACK_IN_PROGRESS: Final = "RollbackInProgress"
 RS_REASON_INITIALIZING: Final = "Initializing"
 RS_REASON_INITIALIZING_TIMEOUT: Final = "InitializingTimeout"
 RS_REASON_ZERO_SERVE_ENDPOINTS: Final = "ZeroServeEndpoints"
@@ -238,6 +251,7 @@ RS_REASON_NO_ACTIVE_CLUSTER: Final = "NoActiveCluster"
 RS_REASON_SUSPEND_REQUESTED: Final = "SuspendRequested"
 RS_REASON_SUSPEND_IN_PROGRESS: Final = "SuspendInProgress"
 RS_REASON_SUSPEND_COMPLETE: Final = "SuspendComplete"
+RS_REASON_DESIRED_SPEC_CHANGED: Final = "DesiredClusterSpecChanged"
 # rayop's own reason for leaving Suspended (KubeRay only names the ones above).
 RS_REASON_RESUMED: Final = "Resumed"
 RS_SERVICE_STATUS_RUNNING: Final = "Running"
@@ -252,6 +266,9 @@ DEFAULT_SERVE_APP_NAME: Final = "default"
 PORT_NAME_SERVE: Final = "serve"
 PORT_NAME_METRICS: Final = "metrics"
 PORT_NAME_DASHBOARD: Final = "dashboard"
+# The incremental upgrade's Gateway listener (utils.GatewayListenerPortName, DefaultGatewayListenerPort).
+GATEWAY_LISTENER_NAME: Final = "http"
+GATEWAY_LISTENER_PORT: Final = 80
 
 # rayop's own annotations. On a RayService: how long an old cluster may keep serving in-flight requests
 # after its deletion delay (Go duration or seconds). On a RayService's RayCluster: what rayop decided, so
@@ -261,6 +278,12 @@ ANN_SERVE_DRAIN_TIMEOUT: Final = "rayop.io/serve-drain-timeout"
 ANN_SERVE_CONFIG_HASH: Final = "rayop.io/serve-config-hash"
 ANN_DELETE_AFTER: Final = "rayop.io/delete-after"
 ANN_HASH_VERSION: Final = "rayop.io/hash-version"
+# The incremental upgrade's records: on a RayCluster, the target_capacity applied to its Serve applications
+# and the serveConfigV2 text it runs (so its capacity can change without the RayService's newer config
+# reaching it); on the HTTPRoute, when its weights last changed (the clock of `intervalSeconds`).
+ANN_TARGET_CAPACITY: Final = "rayop.io/target-capacity"
+ANN_SERVE_CONFIG: Final = "rayop.io/serve-config"
+ANN_TRAFFIC_MIGRATED_AT: Final = "rayop.io/traffic-migrated-at"
 
 # mTLS (gate RayClusterMTLS) and history collector names that users must not set themselves
 # (docs/compatibility.md#raycluster-rules, rules 16 and 19).

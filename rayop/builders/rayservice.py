@@ -30,7 +30,12 @@ from rayop.builders.service import build_head_service, service_ports
 HASH_VERSION: Final = "1"
 
 # Annotations rayop keeps on a cluster across an in-place update (KubeRay replaces them all).
-_KEPT_ANNOTATIONS: Final = (C.ANN_SERVE_CONFIG_HASH, C.ANN_DELETE_AFTER)
+_KEPT_ANNOTATIONS: Final = (
+    C.ANN_SERVE_CONFIG_HASH,
+    C.ANN_DELETE_AFTER,
+    C.ANN_TARGET_CAPACITY,
+    C.ANN_SERVE_CONFIG,
+)
 
 
 class ServeConfigError(ValueError):
@@ -111,10 +116,16 @@ def prefix_hash(rayservice: Mapping[str, Any], groups: int) -> str | None:
 
 
 def build_cluster(
-    rayservice: Mapping[str, Any], name: str, *, kuberay_version: str = C.KUBERAY_VERSION
+    rayservice: Mapping[str, Any],
+    name: str,
+    *,
+    kuberay_version: str = C.KUBERAY_VERSION,
+    unset_replicas: bool = False,
 ) -> Obj:
     """constructRayClusterForRayService: the RayService's labels and annotations, plus where it came from
-    and the hashes the next reconciles compare; the spec is `spec.rayClusterConfig` as written."""
+    and the hashes the next reconciles compare; the spec is `spec.rayClusterConfig` as written. With
+    `unset_replicas` (the new cluster of an incremental upgrade) no worker group says how many replicas it
+    wants: each starts at its minimum and Ray's autoscaler grows it as `target_capacity` rises."""
     spec = goal_spec(rayservice)
     labels = {str(k): str(v) for k, v in labels_of(rayservice).items()}
     labels.update(originated_labels(rayservice))
@@ -126,6 +137,10 @@ def build_cluster(
     # rayop's own records belong to the cluster, never to the RayService they were copied from.
     for key in _KEPT_ANNOTATIONS:
         annotations.pop(key, None)
+    if unset_replicas:
+        for group in spec.get("workerGroupSpecs") or []:
+            if isinstance(group, dict):
+                group.pop("replicas", None)
     return {
         "apiVersion": C.API_VERSION,
         "kind": C.KIND_RAYCLUSTER,
@@ -339,8 +354,9 @@ def metrics_port(pod: Mapping[str, Any]) -> int:
 # The Serve config -----------------------------------------------------------------------------------------
 
 
-def serve_config(text: str) -> Obj:
-    """serveConfigV2 (YAML) as the JSON object PUT /api/serve/applications/ takes."""
+def serve_config(text: str, target_capacity: int | None = None) -> Obj:
+    """serveConfigV2 (YAML) as the JSON object PUT /api/serve/applications/ takes; with a
+    `target_capacity` (the incremental upgrade), that top-level field set to it."""
     try:
         value = yaml.safe_load(text) if text.strip() else {}
     except yaml.YAMLError as e:
@@ -351,12 +367,16 @@ def serve_config(text: str) -> Obj:
         raise ServeConfigError(f"serveConfigV2 must be a YAML mapping, got {type(value).__name__}")
     # Through JSON once, so what is PUT is exactly what a JSON encoder accepts (dates become strings).
     out: Obj = json.loads(json.dumps(value, default=str))
+    if target_capacity is not None:
+        out["target_capacity"] = target_capacity
     return out
 
 
-def serve_config_hash(text: str) -> str:
-    """What rayop records on a cluster after a successful PUT (KubeRay keeps the string in memory)."""
-    return base64.b32hexencode(hashlib.sha1(text.encode(), usedforsecurity=False).digest()).decode()
+def serve_config_hash(text: str, target_capacity: int | None = None) -> str:
+    """What rayop records on a cluster after a successful PUT (KubeRay keeps the string in memory): the
+    config text, and the target_capacity it was applied with, if any."""
+    blob = text if target_capacity is None else f"{text}\x00target_capacity={target_capacity}"
+    return base64.b32hexencode(hashlib.sha1(blob.encode(), usedforsecurity=False).digest()).decode()
 
 
 def pods_head(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:

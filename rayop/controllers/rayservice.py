@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -40,11 +40,14 @@ from rayop.base.objects import (
 )
 from rayop.base.types import Obj
 from rayop.builders import cluster as cl
+from rayop.builders import gateway as G
 from rayop.builders import rayservice as B
 from rayop.builders.rayjob import dashboard_url_from_service
 from rayop.controllers import cached_fields
+from rayop.controllers import rayservice_incremental as I
 from rayop.controllers import rayservice_machine as M
 from rayop.controllers.common import (
+    ACT_CREATE,
     ACT_UPDATE,
     INDEX_CLUSTER,
     NORMAL,
@@ -59,7 +62,15 @@ from rayop.controllers.settings import ControllerSettings
 from rayop.ray.dashboard import DashboardError
 from rayop.ray.serve import PodEndpoints, pod_ip
 from rayop.runtime.cache import index_by_label
-from rayop.runtime.client import ENDPOINTSLICES, PODS, SERVICES, ApiClient, ApiError
+from rayop.runtime.client import (
+    ENDPOINTSLICES,
+    GATEWAYS,
+    HTTPROUTES,
+    PODS,
+    SERVICES,
+    ApiClient,
+    ApiError,
+)
 from rayop.runtime.controller import any_of, default_predicate, labels_changed
 from rayop.runtime.protocols import Cache, ControllerHandle, Key, Manager, Recorder, Result
 
@@ -98,6 +109,13 @@ RBAC_RULES: Final[tuple[Obj, ...]] = (
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
     {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    # The incremental upgrade's Gateway and HTTPRoute: read at each pass, never watched or deleted (they
+    # go with the RayService that owns them).
+    {
+        "apiGroups": ["gateway.networking.k8s.io"],
+        "resources": ["gateways", "httproutes"],
+        "verbs": ["get", "create", "update"],
+    },
 )
 
 
@@ -194,7 +212,7 @@ class RayServiceReconciler:
         if rs is None:
             return Result()
         world = await self.observe(rs)
-        decision = M.decide(rs, world, self.cfg)
+        decision = I.decide(rs, world, self.cfg)
         written = await self.act(rs, decision)
         if written is None:
             return Result()
@@ -238,18 +256,25 @@ class RayServiceReconciler:
         unused = set(M.unused_clusters(rs, clusters))
         now = self.now()
 
+        # The incremental upgrade also reads each cluster's own serve Service, and the Gateway and HTTPRoute.
+        incremental = I.enabled(rs, self.cfg) and not deleting
+
         async def one(name: str, c: Obj) -> M.ClusterObs:
             if deleting:
                 return M.ClusterObs(cluster=c)
             if name in (active, pending):
-                return await self.observe_cluster(rs, c, pending=name == pending)
+                obs = await self.observe_cluster(rs, c, pending=name == pending or incremental)
+                return self.with_cluster_service(obs) if incremental else obs
             due = M.delete_after(c)
             if name in unused and due is not None and now >= due and not is_terminating(c):
                 return M.ClusterObs(cluster=c, ongoing_requests=await self.ongoing(c))
             return M.ClusterObs(cluster=c)
 
         names = sorted(clusters)
-        observed = await asyncio.gather(*(one(n, clusters[n]) for n in names))
+        gateway_objs = self.gateway_objects(rs) if incremental else _no_gateway()
+        observed, (gateway, route) = await asyncio.gather(
+            asyncio.gather(*(one(n, clusters[n]) for n in names)), gateway_objs
+        )
         serve_name = B.serve_service_name(rs)
         return M.World(
             now=now,
@@ -260,7 +285,26 @@ class RayServiceReconciler:
                 list(self.store.endpointslices.by_index(INDEX_SERVICE_NAME, f"{ns}/{serve_name}"))
             ),
             suffix=self.suffix(),
+            gateway=gateway,
+            httproute=route,
         )
+
+    def with_cluster_service(self, obs: M.ClusterObs) -> M.ClusterObs:
+        ns, svc_name = namespace_of(obs.cluster), G.cluster_serve_service_name(name_of(obs.cluster))
+        slices = list(self.store.endpointslices.by_index(INDEX_SERVICE_NAME, f"{ns}/{svc_name}"))
+        return replace(
+            obs, serve_service=self.store.services.get(ns, svc_name), serve_endpoints=ready_endpoints(slices)
+        )
+
+    async def gateway_objects(self, rs: Obj) -> tuple[Obj | None, Obj | None]:
+        """The Gateway and HTTPRoute, read from the API server each pass (few, and never from a cache that
+        could be behind a write of ours). A cluster without the Gateway API's CRDs answers 404: None."""
+        ns = namespace_of(rs)
+        gw, route = await asyncio.gather(
+            self.client.get_or_none(GATEWAYS, G.gateway_name(rs), ns),
+            self.client.get_or_none(HTTPROUTES, G.httproute_name(rs), ns),
+        )
+        return gw, route
 
     def cluster_pods(self, c: Obj) -> list[Obj]:
         return [
@@ -407,6 +451,10 @@ class RayServiceReconciler:
                 )
             elif isinstance(a, M.SwitchService):
                 await self._switch_service(rs, a)
+            elif isinstance(a, M.CreateGateway | M.CreateHTTPRoute):
+                await self._create_gateway_object(rs, a)
+            elif isinstance(a, M.UpdateGateway | M.UpdateHTTPRoute):
+                await self._update_gateway_object(rs, a)
             elif isinstance(a, M.DeleteService):
                 await self.w.delete(
                     rs,
@@ -495,17 +543,36 @@ class RayServiceReconciler:
             finally:
                 await dash.close()
         except (DashboardError, ApiError) as e:
+            if a.capacity_change:
+                reason, what = C.EV_FAILED_UPDATE_TARGET_CAPACITY, "target_capacity of serve applications"
+            else:
+                reason, what = C.EV_FAILED_UPDATE_SERVE_APPLICATIONS, "serve applications"
             self.w.event(
                 rs,
                 WARNING,
-                C.EV_FAILED_UPDATE_SERVE_APPLICATIONS,
+                reason,
                 ACT_UPDATE,
-                f"Failed to update serve applications to the RayCluster {ns}/{a.cluster}: {e}",
+                f"Failed to update {what} to the RayCluster {ns}/{a.cluster}: {e}",
             )
             return
         self.counters.serve_puts += 1
-        log.info("%s: applied the Serve config to RayCluster %s", ref(rs), a.cluster)
-        await self._annotate(ns, a.cluster, {C.ANN_SERVE_CONFIG_HASH: a.config_hash})
+        capacity = a.config.get("target_capacity")
+        log.info(
+            "%s: applied the Serve config to RayCluster %s%s",
+            ref(rs),
+            a.cluster,
+            f" (target_capacity {capacity})" if capacity is not None else "",
+        )
+        await self._annotate(ns, a.cluster, {**a.record, C.ANN_SERVE_CONFIG_HASH: a.config_hash})
+        if a.capacity_change:
+            self.w.event(
+                rs,
+                NORMAL,
+                C.EV_UPDATED_SERVE_TARGET_CAPACITY,
+                ACT_UPDATE,
+                f"Updated target_capacity of serve applications to {capacity} on the RayCluster {ns}/{a.cluster}",
+            )
+            return
         self.w.event(
             rs,
             NORMAL,
@@ -535,6 +602,61 @@ class RayServiceReconciler:
         log.info("%s: service %s now points at RayCluster %s", ref(rs), a.name, a.cluster)
         self.w.event(rs, NORMAL, C.EV_UPDATED_SERVICE, ACT_UPDATE, f"Updated the service {ns}/{a.name}")
 
+    async def _create_gateway_object(self, rs: Obj, a: M.CreateGateway | M.CreateHTTPRoute) -> None:
+        obj, res, kind = (
+            (a.gateway, GATEWAYS, "Gateway")
+            if isinstance(a, M.CreateGateway)
+            else (a.route, HTTPROUTES, "HTTPRoute")
+        )
+        created, failed = (
+            (C.EV_CREATED_GATEWAY, C.EV_FAILED_CREATE_GATEWAY)
+            if kind == "Gateway"
+            else (C.EV_CREATED_HTTPROUTE, C.EV_FAILED_CREATE_HTTPROUTE)
+        )
+        ns = namespace_of(rs)
+        try:
+            await self.client.create(res, obj, ns)
+        except ApiError as e:
+            if e.already_exists:
+                return
+            why = e.message
+            if e.not_found:
+                why = f"the Gateway API CRDs ({G.API_VERSION}) are not installed: {why}"
+            self.w.event(
+                rs, WARNING, failed, ACT_CREATE, f"Failed to create the {kind} {ns}/{name_of(obj)}: {why}"
+            )
+            raise
+        log.info("%s: created %s %s", ref(rs), kind, name_of(obj))
+        self.w.event(rs, NORMAL, created, ACT_CREATE, f"Created the {kind} {ns}/{name_of(obj)}")
+
+    async def _update_gateway_object(self, rs: Obj, a: M.UpdateGateway | M.UpdateHTTPRoute) -> None:
+        if isinstance(a, M.UpdateGateway):
+            obj, res, kind, why = a.gateway, GATEWAYS, "Gateway", ""
+            updated, failed = C.EV_UPDATED_GATEWAY, C.EV_FAILED_UPDATE_GATEWAY
+        else:
+            obj, res, kind, why = a.route, HTTPROUTES, "HTTPRoute", a.why
+            updated, failed = C.EV_UPDATED_HTTPROUTE, C.EV_FAILED_UPDATE_HTTPROUTE
+        ns = namespace_of(rs)
+        try:
+            await self.client.replace(res, obj)
+        except ApiError as e:
+            self.w.event(
+                rs,
+                WARNING,
+                failed,
+                ACT_UPDATE,
+                f"Failed to update the {kind} {ns}/{name_of(obj)}: {e.message}",
+            )
+            raise
+        log.info("%s: updated %s %s%s", ref(rs), kind, name_of(obj), f": {why}" if why else "")
+        self.w.event(
+            rs,
+            NORMAL,
+            updated,
+            ACT_UPDATE,
+            f"Updated the {kind} {ns}/{name_of(obj)}" + (f" ({why})" if why else ""),
+        )
+
 
 def _newer_or_same(cached: Mapping[str, Any], written: Mapping[str, Any]) -> bool:
     """Whether the cache has caught up with our write (resourceVersions compare as numbers in practice; if
@@ -556,6 +678,10 @@ async def _none_lookup() -> M.ServeLookup | None:
     return None
 
 
+async def _no_gateway() -> tuple[Obj | None, Obj | None]:
+    return None, None
+
+
 # Wiring ----------------------------------------------------------------------------------------------------
 
 
@@ -574,14 +700,18 @@ def _owner_rayservice(cache: Cache) -> Callable[[Obj], list[Key]]:
     return mapper
 
 
-def _service_owner(services: Cache) -> Callable[[Obj], list[Key]]:
-    """EndpointSlice → its Service → the RayService owning that Service."""
+def _service_owner(services: Cache, clusters: Cache) -> Callable[[Obj], list[Key]]:
+    """EndpointSlice → its Service → the RayService owning that Service (or owning the RayCluster that
+    owns it: the incremental upgrade's `<cluster>-serve-svc`)."""
 
     def mapper(obj: Obj) -> list[Key]:
         ns = namespace_of(obj)
         svc_name = labels_of(obj).get(LABEL_SERVICE_NAME)
         svc = services.get(ns, str(svc_name)) if svc_name else None
         owner = controller_ref(svc) if svc is not None else None
+        if owner is not None and owner.get("kind") == C.KIND_RAYCLUSTER:
+            c = clusters.get(ns, str(owner.get("name")))
+            owner = controller_ref(c) if c is not None else None
         if owner is None or owner.get("kind") != C.KIND_RAYSERVICE:
             return []
         return [(ns, str(owner.get("name")))]
@@ -638,7 +768,7 @@ def setup(manager: Manager, settings: ControllerSettings) -> ControllerHandle:
     for inf in (clusters, services):
         ctrl.watch_owned(inf, C.KIND_RAYSERVICE, owner_group=C.GROUP)
     ctrl.watch_map(pods, _owner_rayservice(clusters), predicate=any_of(_pod_serving_changed))
-    ctrl.watch_map(slices, _service_owner(services))
+    ctrl.watch_map(slices, _service_owner(services, clusters))
     manager.add_runnable("rayservice-pod-endpoints", _closer(endpoints), needs_leader=False)
     return ctrl
 

@@ -118,6 +118,11 @@ class ClusterObs:
     ongoing_requests: int | None = None
     """Requests in flight at the cluster's Serve proxies (`ray_serve_num_ongoing_http_requests` and the
     gRPC one, summed); None when not asked or some proxy could not be read."""
+    serve_service: Obj | None = None
+    """The incremental upgrade's per-cluster serve Service `<cluster>-serve-svc` (None: not there, or not
+    an incremental RayService)."""
+    serve_endpoints: int = 0
+    """Distinct ready pods in that Service's EndpointSlices."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,9 @@ class World:
     serve_endpoints: int = 0
     """Distinct ready pods in the serve Service's EndpointSlices."""
     suffix: str = "xxxxx"
+    gateway: Obj | None = None
+    """The incremental upgrade's Gateway and HTTPRoute, read from the API server (None: not there)."""
+    httproute: Obj | None = None
 
 
 # Actions ----------------------------------------------------------------------------------------------
@@ -180,11 +188,15 @@ class SetServeLabel:
 
 @dataclass(frozen=True)
 class ApplyServeConfig:
-    """PUT the config; on success record `config_hash` on the cluster."""
+    """PUT the config; on success record `config_hash` (and `record`) on the cluster."""
 
     cluster: str
     config: Obj
     config_hash: str
+    record: Mapping[str, str] = field(default_factory=dict)
+    """More annotations to write with the hash (the incremental upgrade's text and target_capacity)."""
+    capacity_change: bool = False
+    """Only `target_capacity` changes (events UpdatedServeTargetCapacity / FailedToUpdateTargetCapacity)."""
 
 
 @dataclass(frozen=True)
@@ -207,6 +219,31 @@ class DeleteService:
 
 
 @dataclass(frozen=True)
+class CreateGateway:
+    gateway: Obj
+
+
+@dataclass(frozen=True)
+class UpdateGateway:
+    """Replace the Gateway (the object carries the resourceVersion it was read at)."""
+
+    gateway: Obj
+
+
+@dataclass(frozen=True)
+class CreateHTTPRoute:
+    route: Obj
+
+
+@dataclass(frozen=True)
+class UpdateHTTPRoute:
+    """Replace the HTTPRoute (weights and migration time; guarded by its resourceVersion)."""
+
+    route: Obj
+    why: str
+
+
+@dataclass(frozen=True)
 class Event:
     type: str
     reason: str
@@ -225,6 +262,10 @@ Action = (
     | CreateService
     | SwitchService
     | DeleteService
+    | CreateGateway
+    | UpdateGateway
+    | CreateHTTPRoute
+    | UpdateHTTPRoute
     | Event
 )
 
@@ -854,6 +895,11 @@ class _Step:
             if not left:
                 self.requeue = None
             return
+        self.upgrade()
+
+    def upgrade(self) -> None:
+        """Clusters, serve labels, Serve config, Services and status, for the NewCluster and None strategies
+        (the incremental one overrides this: rayservice_incremental.py)."""
         active, pending = self.reconcile_clusters()
         self.serve_labels()
         a_name, p_name = self.active_name, self.pending_name
@@ -979,10 +1025,17 @@ def _comparable(status: Mapping[str, Any]) -> str:
     return json.dumps(s, sort_keys=True)
 
 
-def decide(rayservice: Mapping[str, Any], world: World, config: RayServiceConfig | None = None) -> Decision:
-    """One reconcile of a RayService: the new status and what to do, in order."""
+def decide(
+    rayservice: Mapping[str, Any],
+    world: World,
+    config: RayServiceConfig | None = None,
+    *,
+    step: type[_Step] | None = None,
+) -> Decision:
+    """One reconcile of a RayService: the new status and what to do, in order. `step` replaces how the
+    clusters are upgraded and served (rayservice_incremental.IncrementalStep for that strategy)."""
     cfg = config or RayServiceConfig()
-    s = _Step(rayservice, world, cfg)
+    s = (step or _Step)(rayservice, world, cfg)
     managed_by = s.spec.get("managedBy")
     if managed_by and managed_by != C.MANAGED_BY_KUBERAY:
         return Decision(status=s.old)

@@ -34,6 +34,9 @@ from rayop.runtime.kinds import CRDS as CRDS
 from rayop.runtime.kinds import ENDPOINTS as ENDPOINTS
 from rayop.runtime.kinds import ENDPOINTSLICES as ENDPOINTSLICES
 from rayop.runtime.kinds import EVENTS as EVENTS
+from rayop.runtime.kinds import GATEWAYCLASSES as GATEWAYCLASSES
+from rayop.runtime.kinds import GATEWAYS as GATEWAYS
+from rayop.runtime.kinds import HTTPROUTES as HTTPROUTES
 from rayop.runtime.kinds import INGRESSES as INGRESSES
 from rayop.runtime.kinds import JOBS as JOBS
 from rayop.runtime.kinds import LEASES as LEASES

@@ -22,6 +22,12 @@ ROLES = Resource("rbac.authorization.k8s.io", "v1", "roles", kind="Role")
 ROLEBINDINGS = Resource("rbac.authorization.k8s.io", "v1", "rolebindings", kind="RoleBinding")
 INGRESSES = Resource("networking.k8s.io", "v1", "ingresses", kind="Ingress")
 LEASES = Resource("coordination.k8s.io", "v1", "leases", kind="Lease")
+# Gateway API (sigs.k8s.io/gateway-api, standard channel): CRDs a cluster may or may not have installed.
+GATEWAYCLASSES = Resource(
+    "gateway.networking.k8s.io", "v1", "gatewayclasses", namespaced=False, kind="GatewayClass"
+)
+GATEWAYS = Resource("gateway.networking.k8s.io", "v1", "gateways", kind="Gateway")
+HTTPROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes", kind="HTTPRoute")
 CRDS = Resource(
     "apiextensions.k8s.io",
     "v1",
