@@ -3,7 +3,7 @@
 # and cached outside the repo under $(RAYOP_CACHE_DIR), keyed by version.
 SHELL := /bin/bash
 include versions.env
-export RAYOP_K8S_VERSION RAYOP_RAY_VERSION RAYOP_METRICS_SERVER_VERSION RAYOP_HELM_VERSION
+export RAYOP_K8S_VERSION RAYOP_RAY_VERSION RAYOP_METRICS_SERVER_VERSION RAYOP_HELM_VERSION RAYOP_GATEWAY_API_VERSION
 RAYOP_CACHE_DIR ?= $(HOME)/.cache/rayop
 export RAYOP_CACHE_DIR
 PYTHON ?= python3
@@ -21,7 +21,7 @@ IMAGE ?= rayop:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 PYTEST_ARGS ?=
 
 .PHONY: all demo test test-unit test-integration test-e2e lint crds chart-crds manifests image bench bench-peer chaos \
-	deps k8s metrics-server kuberay helm ray-env system-deps browser-deps clean
+	deps k8s metrics-server gateway-api kuberay helm ray-env system-deps browser-deps clean
 
 all: test
 
@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml
 	$(VPY) -m pip install -q -e '.[dev]'
 	@rm -f $(VENV)/.stamp-*; touch $@
 
-deps: system-deps $(STAMP) k8s metrics-server helm ray-env browser-deps
+deps: system-deps $(STAMP) k8s metrics-server gateway-api helm ray-env browser-deps
 
 system-deps:
 	@bash scripts/system-deps.sh
@@ -41,6 +41,9 @@ k8s:
 
 metrics-server:
 	@bash scripts/build-metrics-server.sh
+
+gateway-api:
+	@bash scripts/fetch-gateway-api.sh
 
 helm:
 	@bash scripts/build-helm.sh

@@ -7,12 +7,14 @@ false`, token auth via `x-ray-authorization` (or `Authorization`).
 `FakeFleet` is many Ray clusters behind one port, for RayService tests and the chaos campaign:
 `/c/<cluster>/...` is that cluster's dashboard (Serve and Jobs), `/p/<pod>/-/healthz` and `/p/<pod>/metrics`
 are a pod's Serve proxy and metrics exporter. Serve behaves like Ray 2.60's: a PUT replaces the whole
-application set (DEPLOYING, then RUNNING after `deploy_seconds`), an import path naming a missing module
-fails with DEPLOY_FAILED and Ray's ModuleNotFoundError message, and `lose()` forgets everything, as a head
-restarted without GCS FT does. Jobs answer as `FakeDashboard`'s do; with `job_seconds` set they also run by
-themselves: RUNNING at once, then after `job_seconds` (or the N of a `sleep N` in the entrypoint) SUCCEEDED,
-or FAILED when the entrypoint says `exit 1`. Every POST is kept per cluster (`submissions`), duplicates
-included, so a test counts what reached Ray.
+application set (a new or changed application is DEPLOYING, then RUNNING after `deploy_seconds`; an unchanged
+one stays as it is, so a PUT that only changes `target_capacity` leaves RUNNING applications running), an
+import path naming a missing module fails with DEPLOY_FAILED and Ray's ModuleNotFoundError message,
+`target_capacity` is reported back, and `lose()` forgets everything, as a head restarted without GCS FT does.
+Jobs answer as `FakeDashboard`'s do; with `job_seconds` set they also run by themselves: RUNNING at once, then
+after `job_seconds` (or the N of a `sleep N` in the entrypoint) SUCCEEDED, or FAILED when the entrypoint says
+`exit 1`. Every POST is kept per cluster (`submissions`), duplicates included, so a test counts what reached
+Ray.
 """
 
 from __future__ import annotations
@@ -69,15 +71,25 @@ class FakeServe:
     config: dict[str, Any] | None = None
     apps: dict[str, Any] = field(default_factory=dict)
     puts: list[dict[str, Any]] = field(default_factory=list)
+    target_capacity: int | None = None
+    put_times: list[float] = field(default_factory=list)
+    """Wall-clock time (time.time()) of each PUT."""
     _deployed_at: float = 0.0
 
     def put(self, body: dict[str, Any]) -> None:
         self.puts.append(body)
+        self.put_times.append(time.time())
+        before = {a.get("name", "default"): a for a in (self.config or {}).get("applications") or []}
+        old_apps = self.apps
         self.config = body
+        self.target_capacity = body.get("target_capacity")
         self._deployed_at = time.monotonic()
         self.apps = {}
         for a in body.get("applications") or []:
             name = a.get("name", "default")
+            if before.get(name) == a and name in old_apps:
+                self.apps[name] = old_apps[name]
+                continue
             self.apps[name] = {
                 "name": name,
                 "route_prefix": a.get("route_prefix", "/"),
@@ -114,7 +126,7 @@ class FakeServe:
                     a["status"] = "RUNNING"
                     a["deployments"] = {"D": {"name": "D", "status": "HEALTHY", "message": ""}}
         apps = {n: {k: v for k, v in a.items() if not k.startswith("_")} for n, a in self.apps.items()}
-        return {"applications": apps, "proxy_location": "EveryNode"}
+        return {"applications": apps, "proxy_location": "EveryNode", "target_capacity": self.target_capacity}
 
 
 def serve_put_response(serve: FakeServe, text: str) -> web.Response:
@@ -306,10 +318,32 @@ def _job_seconds(entrypoint: str, default: float) -> float:
     return default
 
 
-class FakeFleet:
+class FleetResolver:
+    """Where the operator reaches a fleet's dashboards and pods, given only its URL (an operator running in
+    another process uses this)."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def resolve_dashboard(self, address: str) -> str:
+        """`<cluster>-head-svc.<ns>.svc.<domain>:<port>` → that cluster's fake dashboard."""
+        host = address.split("://", 1)[-1].split(":", 1)[0].split(".", 1)[0]
+        return f"{self.url}/c/{host.removesuffix('-head-svc')}"
+
+    def resolve_pod(self, namespace: str, pod: str, ip: str, port: int) -> str:
+        del namespace, ip, port
+        return f"{self.url}/p/{pod}"
+
+
+class FakeFleet(FleetResolver):
     """Many Ray clusters' dashboards and pods on one port (see the module docstring)."""
 
     def __init__(self, deploy_seconds: float | None = 0.3, job_seconds: float | None = None) -> None:
+        super().__init__("")
         self.deploy_seconds = deploy_seconds
         self.job_seconds = job_seconds
         self.clusters: dict[str, FakeServe] = {}
@@ -336,15 +370,6 @@ class FakeFleet:
 
     def puts(self, cluster: str | None = None) -> int:
         return sum(len(s.puts) for n, s in self.clusters.items() if cluster in (None, n))
-
-    def resolve_dashboard(self, address: str) -> str:
-        """`<cluster>-head-svc.<ns>.svc.<domain>:<port>` → that cluster's fake dashboard."""
-        host = address.split("://", 1)[-1].split(":", 1)[0].split(".", 1)[0]
-        return f"{self.url}/c/{host.removesuffix('-head-svc')}"
-
-    def resolve_pod(self, namespace: str, pod: str, ip: str, port: int) -> str:
-        del namespace, ip, port
-        return f"{self.url}/p/{pod}"
 
     async def start(self) -> FakeFleet:
         app = web.Application()

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 import yaml
 
+from rayop.api import features
 from rayop.local import metrics_server
 from rayop.local.pki import issue_serving_cert
 from rayop.local.plane import (
@@ -64,8 +65,9 @@ def ui_url(state: Path) -> str:
         return ""
 
 
-def _start_operator(state: Path, kubeconfig: Path) -> str:
+def _start_operator(state: Path, kubeconfig: Path, feature_gates: str = "") -> str:
     metrics, health, webhook, ui = pick_free_ports(4)
+    gates = [f"--feature-gates={feature_gates}"] if feature_gates else []
     proc = start_daemon(
         state,
         "operator",
@@ -89,6 +91,7 @@ def _start_operator(state: Path, kubeconfig: Path) -> str:
             # The web view, on loopback (no sign-in needed there).
             f"--ui-port={ui}",
             "--ui-host=127.0.0.1",
+            *gates,
         ],
     )
 
@@ -236,10 +239,23 @@ def up(
     ] = POD_CIDR,
     bridge: Annotated[str, typer.Option(help="The bridge the node agent creates for its pods.")] = "rayop0",
     kubelet_port: Annotated[int, typer.Option(help="Port of the node agent's kubelet API.")] = 10250,
+    feature_gates: Annotated[
+        str,
+        typer.Option(
+            "--feature-gates",
+            help="The operator's feature gates (Name=true,Name=false). With RayServiceIncrementalUpgrade on "
+            "(the default) the plane also gets the Gateway API's CRDs.",
+        ),
+    ] = "",
 ) -> None:
     """Start the local plane (and the operator, a node agent and metrics-server) in the background.
 
     Several local planes can run at once with different --dir, --node-name, --pod-cidr and --bridge."""
+    try:
+        gates = features.resolve_gates(features.parse_feature_gates(feature_gates))
+    except ValueError as e:
+        typer.echo(f"error: --feature-gates: {e}", err=True)
+        raise typer.Exit(2) from e
     state = _dir(dir)
     existing = running_plane(state)
     if existing:
@@ -266,13 +282,14 @@ def up(
             # authenticate with their service-account token, as in a real cluster.
             extra_ips=[_gateway(pod_cidr)] if node else [],
             service_account_admission=node,
+            gateway_api=gates[features.RAY_SERVICE_INCREMENTAL_UPGRADE],
         )
     )
     try:
         plane.start()
         parts = [f"plane {plane.server} (Kubernetes {plane.version})"]
         if operator:
-            parts.append(_start_operator(state, plane.kubeconfig))
+            parts.append(_start_operator(state, plane.kubeconfig, feature_gates))
         if node:
             parts.append(_start_node(state, plane, nspec))
         if metrics:

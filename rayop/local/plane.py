@@ -3,8 +3,9 @@
 Used by the test fixtures and by `rayop local up`. Everything runs on loopback with free ports picked at
 start, so several planes run side by side. Processes are started in their own sessions and stopped by
 the PIDs recorded in the state directory, never by name. Start order: etcd, then kube-apiserver
-(once etcd answers), then the CRDs, then kube-controller-manager, so its garbage collector knows the CRDs'
-kinds from its first discovery and collects their dependents at once. The API server's flags for reaching
+(once etcd answers), then the CRDs (rayop's, and the Gateway API's standard channel for the RayService
+incremental upgrade), then kube-controller-manager, so its garbage collector knows the CRDs' kinds from
+its first discovery and collects their dependents at once. The API server's flags for reaching
 webhooks, APIServices and node agents are explained in docs/local-plane.md.
 """
 
@@ -53,6 +54,42 @@ def default_k8s_version() -> str:
 
 def cache_dir() -> Path:
     return Path(os.environ.get("RAYOP_CACHE_DIR", str(Path.home() / ".cache" / "rayop")))
+
+
+def _pinned(name: str, fallback: str) -> str:
+    """A version from the environment, else versions.env, else `fallback`."""
+    env = os.environ.get(name)
+    if env:
+        return env
+    vfile = REPO_ROOT / "versions.env"
+    if vfile.exists():
+        for line in vfile.read_text().splitlines():
+            if line.startswith(f"{name}="):
+                return line.split("=", 1)[1].strip()
+    return fallback
+
+
+def gateway_api_version() -> str:
+    return _pinned("RAYOP_GATEWAY_API_VERSION", "v1.6.3")
+
+
+def gateway_api_crds(version: str | None = None, *, fetch: bool = True) -> list[Path]:
+    """The Gateway API's standard-channel CRD files (and its upgrade-guarding admission policy), copied
+    from the Go module sigs.k8s.io/gateway-api into the cache by scripts/fetch-gateway-api.sh, which runs
+    first when they are missing."""
+    version = version or gateway_api_version()
+    folder = cache_dir() / "gateway-api" / version / "standard"
+    if not (folder / ".complete").exists() and fetch:
+        script = REPO_ROOT / "scripts" / "fetch-gateway-api.sh"
+        env = dict(os.environ, RAYOP_GATEWAY_API_VERSION=version, RAYOP_CACHE_DIR=str(cache_dir()))
+        proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise PlaneError(
+                f"fetching the Gateway API CRDs failed (exit {proc.returncode}):\n{_tail(proc.stderr)}"
+            )
+    if not (folder / ".complete").exists():
+        raise PlaneError(f"the Gateway API {version} CRDs are missing in {folder} (run `make deps`)")
+    return sorted(folder.glob("*.yaml"))
 
 
 def default_bin_dir() -> Path:
@@ -125,6 +162,9 @@ class PlaneOptions:
     bin_dir: Path | None = None
     crd_dir: Path | None = None
     install_crds: bool = True
+    # The Gateway API's CRDs (Gateway, HTTPRoute, ...), which the RayService incremental upgrade writes:
+    # installed with the others when the operator's gate RayServiceIncrementalUpgrade is on (its default).
+    gateway_api: bool = True
     controller_manager: bool = True
     # Addresses besides 127.0.0.1 that clients use to reach the API server (e.g. the node agent's
     # bridge gateway, which pods use); they go into the serving certificate.
@@ -246,6 +286,8 @@ class ControlPlane:
         self._write_kubeconfigs()
         if self.opts.install_crds:
             self.install_crds()
+            if self.opts.gateway_api:
+                self.install_crds(gateway_api_crds())
         if self.opts.controller_manager:
             self._start_kcm()
         self._write_state()

@@ -28,7 +28,7 @@ from rayop.controllers.settings import ControllerSettings
 from rayop.runtime.client import EVENTS, NODES, PODS, ApiClient, ApiError
 from rayop.runtime.manager import Manager
 from tests import rbac
-from tests.fake_dashboard import FakeFleet
+from tests.fake_dashboard import FleetResolver
 from tests.integration.rayclusters import IMAGE, running_ready_status, set_pod_status
 
 SERVE_V1 = """\
@@ -134,7 +134,7 @@ async def events(kube: ApiClient, ns: str, name: str) -> list[tuple[str, str]]:
 async def operator(
     client: ApiClient,
     namespace: str,
-    fleet: FakeFleet,
+    fleet: FleetResolver,
     *,
     environ: dict[str, str] | None = None,
     config: M.RayServiceConfig | None = None,
