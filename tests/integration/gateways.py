@@ -204,7 +204,7 @@ async def _operator_main(kubeconfig: str, namespace: str, fleet_url: str) -> Non
     from tests.integration.rayservices import operator
 
     client = ApiClient(load_kubeconfig(kubeconfig))
-    async with operator(client, namespace, FleetResolver(fleet_url)):
+    async with operator(client, namespace, FleetResolver(fleet_url), signed_in=True):
         print("operator started", flush=True)
         await asyncio.Event().wait()
 

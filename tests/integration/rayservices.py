@@ -138,10 +138,15 @@ async def operator(
     *,
     environ: dict[str, str] | None = None,
     config: M.RayServiceConfig | None = None,
+    signed_in: bool = False,
 ) -> AsyncIterator[Manager]:
-    """RayCluster + RayService controllers in this process, watching one namespace, Ray faked by `fleet`."""
-    # The operator runs as itself, under the chart's ClusterRole (tests/rbac.py).
-    client = rbac.operator_client(client)
+    """RayCluster + RayService controllers in this process, watching one namespace, Ray faked by `fleet`.
+
+    The operator runs as itself, under the chart's ClusterRole (tests/rbac.py), so a permission the chart
+    lacks fails the test and what the operator uses is audited. `signed_in`: `client` already is the
+    operator's (a process of its own, given `rbac.operator_kubeconfig`), so it is used as it is."""
+    own = None if signed_in else rbac.operator_client(client)
+    client = own or client
     mgr = Manager(
         client,
         leader_election=False,
@@ -175,6 +180,8 @@ async def operator(
         try:
             await asyncio.wait_for(task, 30)
         finally:
+            if own is not None:
+                await own.close()
             raycluster_metrics.unregister(mgr.informer(RAYCLUSTERS))
             rayservice_metrics.unregister(mgr.informer(RAYSERVICES))
 

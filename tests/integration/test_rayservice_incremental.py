@@ -31,6 +31,7 @@ from rayop.builders import gateway as G
 from rayop.builders import rayservice as B
 from rayop.local.plane import ControlPlane
 from rayop.runtime.client import CRDS, GATEWAYS, HTTPROUTES, SERVICES, ApiClient
+from tests import rbac
 from tests.fake_dashboard import FakeFleet
 from tests.helpers import eventually
 from tests.integration.gateways import RouteLog, route_log, simulated_gateway
@@ -350,7 +351,7 @@ class OperatorProc:
             "-m",
             "tests.integration.gateways",
             "--kubeconfig",
-            str(plane.kubeconfig),
+            str(rbac.operator_kubeconfig(plane)),
             "--namespace",
             namespace,
             "--fleet",

@@ -69,6 +69,12 @@ namespace) or by one Role per watched namespace. Each rule is what the operator 
 - apiGroups: [ray.io]
   resources: [rayclusters/status, rayjobs/status, rayservices/status]
   verbs: [update]
+# A RayService upgraded with NewClusterWithIncrementalUpgrade: its Gateway and HTTPRoute, read from the
+# API server at each pass (no cache), created, and replaced with a PUT as traffic moves between clusters.
+# Deleted by the garbage collector with the RayService that owns them.
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [gateways, httproutes]
+  verbs: [create, get, update]
 # One RayWorkerGroup per worker group (the scale target of kubectl scale and the HPA), kept and
 # removed with its RayCluster's groups.
 - apiGroups: [rayop.io]
