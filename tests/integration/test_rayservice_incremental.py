@@ -197,6 +197,23 @@ async def test_upgrade_step_by_step(kube: ApiClient, namespace: str, fleet: Fake
         assert (st["targetCapacity"], st["trafficRoutedPercent"]) == (100, 100)
         assert rs["status"]["numServeEndpoints"] >= 1
 
+        # A hand edit of the Gateway is put back (the operator's PUT, under the chart's role).
+        listener = {"name": "http", "protocol": "HTTP", "port": 8080}
+        await kube.patch(
+            GATEWAYS, f"{name}-gateway", {"spec": {"listeners": [listener]}}, ns, patch_type="merge"
+        )
+
+        async def restored() -> bool:
+            g = await kube.get(GATEWAYS, f"{name}-gateway", ns)
+            return [lst["port"] for lst in g["spec"]["listeners"]] == [80]
+
+        await eventually(restored, T, 0.1, what="the Gateway's listener put back")
+
+        async def recorded() -> bool:
+            return "UpdatedGateway" in {r for r, _ in await events(kube, ns, name)}
+
+        await eventually(recorded, T, 0.2, what="an UpdatedGateway event")
+
         # The Gateway is not Programmed: the new cluster is made and configured, nothing moves.
         gw.ready = False
         since = time.time()
