@@ -371,6 +371,17 @@ class RayWorkerGroupReconciler:
         result = Result()
         down: P.ScaleDown | None = None
         observed: tuple[int, int] | None = None
+        previous = str(status_of(rwg).get("rayClusterName") or "")
+        if previous and previous != name_of(rc):
+            brought = f"; brought to {sync.replicas} replicas" if sync.action == P.PUSH else ""
+            self.w.event(
+                rwg,
+                NORMAL,
+                W.EV_FOLLOWED_ACTIVE_CLUSTER,
+                ACT_UPDATE,
+                f"RayService {spec_of(rwg).get('rayServiceName')!r} serves from RayCluster {name_of(rc)!r} "
+                f"now (was {previous!r}): worker group {gname!r} is sized there{brought}",
+            )
         if sync.ignored:
             self.w.event(
                 rwg,

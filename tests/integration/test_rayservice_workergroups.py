@@ -10,6 +10,7 @@ tests/e2e/test_rayworkergroup_ray.py.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,12 +18,24 @@ import pytest
 
 from rayop.api import workergroup as W
 from rayop.api.kinds import RAYCLUSTERS, RAYSERVICES, RAYWORKERGROUPS
-from rayop.runtime.client import ApiClient
+from rayop.local.plane import ControlPlane
+from rayop.runtime.client import NAMESPACES, ApiClient
+from rayop.webhook import SelfSignedCertSource, WebhookServer, delete_webhook_configuration
+from rayop.webhook.lookup import ApiObjects, CachedObjects
 from tests.fake_dashboard import FakeFleet
 from tests.helpers import eventually
-from tests.integration.rayservices import clusters_of, get_rs, names, operator, rayservice, serving_kubelet
+from tests.integration.rayservices import (
+    cluster_config,
+    clusters_of,
+    get_rs,
+    names,
+    operator,
+    rayservice,
+    serving_kubelet,
+)
 from tests.integration.test_rayservice_controller import patch_spec, wait_ready, wait_rs
-from tests.integration.workergroups import get_rwg, set_scale
+from tests.integration.test_rayworkergroup_controller import kubectl
+from tests.integration.workergroups import get_rwg, set_scale, wait_event
 
 T = 60.0
 
@@ -111,6 +124,8 @@ async def test_a_rayservices_worker_group_keeps_its_name_and_size_across_an_upgr
             what="rsw-workers on the promoted cluster with 4 ready replicas",
         )
         assert rwg["metadata"]["uid"] == uid and rwg["spec"]["replicas"] == 4
+        note = await wait_event(kube, ns, "rsw-workers", W.EV_FOLLOWED_ACTIVE_CLUSTER)
+        assert f"serves from RayCluster {pending!r} now (was {first!r})" in note
         assert rwg["status"]["selector"] == selector(pending)
         assert await group_replicas(kube, ns, pending) == 4
         scale: dict[str, Any] = await kube.request("GET", RAYWORKERGROUPS.path(ns, "rsw-workers", "scale"))
@@ -126,3 +141,57 @@ async def test_a_rayservices_worker_group_keeps_its_name_and_size_across_an_upgr
 
 async def _is(value: Any, want: Any) -> bool:
     return bool(await value == want)
+
+
+async def test_who_owns_the_number_of_a_rayservices_group(
+    plane: ControlPlane, kube: ApiClient, namespace: str, fleet: FakeFleet
+) -> None:
+    """The operator's webhook judges a scale write against the RayService (read from the operator's
+    informers): refused while Ray's autoscaler sizes the group, clamped with a warning and an event
+    otherwise."""
+    ns = namespace
+    token = uuid.uuid4().hex[:10]
+    await kube.patch(NAMESPACES, ns, {"metadata": {"labels": {"rayop.test/webhook": token}}})
+    async with operator(kube, ns, fleet, worker_groups=True) as mgr, serving_kubelet(kube, ns):
+        auto = rayservice("rsa", ns, rayClusterConfig={**cluster_config(), "enableInTreeAutoscaling": True})
+        await kube.create(RAYSERVICES, auto)
+        await kube.create(RAYSERVICES, rayservice("rsm", ns))
+        objects = CachedObjects(
+            {res: mgr.informer(res) for res in (RAYCLUSTERS, RAYSERVICES, RAYWORKERGROUPS)}, ApiObjects(kube)
+        )
+        server = WebhookServer(
+            "127.0.0.1", 0, cert_source=SelfSignedCertSource(["127.0.0.1"]), objects=objects
+        )
+        await server.start()
+        name = f"rayop-rs-scale-test-{token}"
+        try:
+            await server.register(
+                kube, name=name, namespace_selector={"matchLabels": {"rayop.test/webhook": token}}
+            )
+            await eventually(lambda: get_rwg(kube, ns, "rsa-workers"), T, 0.2, what="rsa-workers")
+
+            async def refused() -> str:
+                code, _, err = await kubectl(plane, "-n", ns, "scale", "rwg/rsa-workers", "--replicas=3")
+                return err if code != 0 and "Ray's autoscaler sizes worker group" in err else ""
+
+            err = await eventually(refused, 30, 0.5, what="the webhook refusing the scale write")
+            assert 'RayWorkerGroup "rsa-workers" is invalid: spec.replicas: Forbidden' in err
+            assert "RayService 'rsa' sets spec.rayClusterConfig.enableInTreeAutoscaling: true" in err
+
+            active = names(await wait_ready(kube, ns, "rsm"))[0]
+            await eventually(
+                lambda: rwg_status(kube, ns, "rsm-workers", rayClusterName=active, replicas=1),
+                T,
+                0.2,
+                what="rsm-workers on the active cluster",
+            )
+            code, _, err = await kubectl(plane, "-n", ns, "scale", "rwg/rsm-workers", "--replicas=9")
+            assert code == 0, err
+            assert "9 is above the group's maxReplicas (5); the group runs 5" in err
+            await eventually(lambda: _is(group_replicas(kube, ns, active), 5), T, 0.2, what="clamped to 5")
+            note = await wait_event(kube, ns, "rsm-workers", W.EV_CLAMPED)
+            assert "runs at most 5 (maxReplicas), so it runs 5" in note
+            assert names(await get_rs(kube, ns, "rsm")) == (active, "")
+        finally:
+            await delete_webhook_configuration(kube, name)
+            await server.stop()
