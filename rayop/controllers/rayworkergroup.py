@@ -11,6 +11,12 @@ Keyed by RayCluster. Per reconcile:
      KubeRay's Pod-count logic never picks a Pod by itself;
   4. write the RayWorkerGroup's status when it changed.
 
+A RayService's groups are a second controller over the same reconciler, keyed by RayService
+(`reconcile_service`): one RayWorkerGroup `<rayservice>-<group>` per group of `rayClusterConfig`, and steps
+2-4 against that group on the service's active cluster. When the RayService promotes a new cluster, the
+RayWorkerGroup is handed over (rayworkergroup_plan.handed_over): its number goes to the new cluster, which the
+RayService created at that size already (rayop.builders.workergroup.service_group_sizes).
+
 This is the one place a reconciler writes a RayCluster's spec (ARCHITECTURE.md), and only for a group
 Ray's autoscaler does not manage. Draining runs in the Ray cluster, from a short-lived Pod built from the
 head Pod (rayop.builders.workergroup.build_drain_pod), as the Redis cleanup Job does: the operator needs
@@ -321,8 +327,10 @@ class RayWorkerGroupReconciler:
                 "scale target",
             )
             return Result()
-        if self._behind(W.PLURAL, rwg) or target is None:
-            return Result(CACHE_LAG_REQUEUE) if target is not None else Result()
+        if target is None:
+            return Result()  # no cluster runs the group yet; the promotion of one brings us back
+        if self._behind(W.PLURAL, rwg):
+            return Result(CACHE_LAG_REQUEUE)
         rc, index, group = target
         return await self.sync(rc, index, group, rwg)
 
