@@ -41,6 +41,7 @@ EV_NAME_TAKEN: Final = "RayWorkerGroupNameTaken"
 EV_SCALED: Final = "ScaledWorkerGroup"
 EV_CLAMPED: Final = "ClampedReplicas"
 EV_SYNCED_FROM_CLUSTER: Final = "ReplicasChangedInRayCluster"
+EV_FOLLOWED_ACTIVE_CLUSTER: Final = "FollowedActiveRayCluster"  # a RayService promoted a new cluster
 EV_SCALE_IGNORED: Final = "ScaleIgnored"
 EV_SELECTED_WORKER: Final = "SelectedWorkerForRemoval"
 EV_DRAINING_WORKER: Final = "DrainingWorker"

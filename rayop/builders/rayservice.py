@@ -120,13 +120,20 @@ def build_cluster(
     name: str,
     *,
     kuberay_version: str = C.KUBERAY_VERSION,
+    sizes: Mapping[str, int] | None = None,
     unset_replicas: bool = False,
 ) -> Obj:
     """constructRayClusterForRayService: the RayService's labels and annotations, plus where it came from
-    and the hashes the next reconciles compare; the spec is `spec.rayClusterConfig` as written. With
-    `unset_replicas` (the new cluster of an incremental upgrade) no worker group says how many replicas it
-    wants: each starts at its minimum and Ray's autoscaler grows it as `target_capacity` rises."""
+    and the hashes the next reconciles compare; the spec is `spec.rayClusterConfig` as written, except
+    that a group named in `sizes` (groupName -> replicas: what its RayWorkerGroup was scaled to, see
+    rayop.builders.workergroup.service_group_sizes) starts at that size. Replicas are not hashed, so
+    the size never makes a cluster look changed. With `unset_replicas` (the new cluster of an
+    incremental upgrade) no worker group says how many replicas it wants: each starts at its minimum
+    and Ray's autoscaler grows it as `target_capacity` rises."""
     spec = goal_spec(rayservice)
+    for group in spec.get("workerGroupSpecs") or []:
+        if isinstance(group, dict) and sizes and group.get("groupName") in sizes:
+            group["replicas"] = sizes[str(group["groupName"])]
     labels = {str(k): str(v) for k, v in labels_of(rayservice).items()}
     labels.update(originated_labels(rayservice))
     annotations = {str(k): str(v) for k, v in annotations_of(rayservice).items()}
@@ -156,12 +163,17 @@ def build_cluster(
 
 
 def updated_cluster(
-    current: Mapping[str, Any], rayservice: Mapping[str, Any], *, kuberay_version: str = C.KUBERAY_VERSION
+    current: Mapping[str, Any],
+    rayservice: Mapping[str, Any],
+    *,
+    kuberay_version: str = C.KUBERAY_VERSION,
+    sizes: Mapping[str, int] | None = None,
 ) -> Obj:
     """The in-place update of `current` (modifyRayCluster): the goal spec, labels and annotations, keeping
-    the cluster's `suspend`, rayop's records about the cluster, and, when Ray's autoscaler runs, the
-    replicas and workersToDelete it set on the groups that already exist (KubeRay overwrites them)."""
-    goal = build_cluster(rayservice, name_of(current), kuberay_version=kuberay_version)
+    the cluster's `suspend`, rayop's records about the cluster, and the replicas and workersToDelete of
+    the groups that already exist when Ray's autoscaler sizes them or a RayWorkerGroup does (a group in
+    `sizes`; KubeRay overwrites them). A new group in `sizes` starts at that size."""
+    goal = build_cluster(rayservice, name_of(current), kuberay_version=kuberay_version, sizes=sizes)
     out: Obj = clone(dict(current))
     have_spec = current.get("spec") or {}
     spec = goal["spec"]
@@ -169,13 +181,14 @@ def updated_cluster(
         spec["suspend"] = have_spec["suspend"]
     else:
         spec.pop("suspend", None)
-    if cl.is_autoscaling_enabled(current):
+    autoscaled = cl.is_autoscaling_enabled(current)
+    if autoscaled or sizes:
         have_groups = {
             g.get("groupName"): g for g in have_spec.get("workerGroupSpecs") or [] if isinstance(g, dict)
         }
         for group in spec.get("workerGroupSpecs") or []:
             live = have_groups.get(group.get("groupName"))
-            if live is None:
+            if live is None or not (autoscaled or group.get("groupName") in (sizes or {})):
                 continue
             if "replicas" in live:
                 group["replicas"] = live["replicas"]

@@ -12,13 +12,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from rayop.api import constants as C
 from rayop.api import spec as RS
 from rayop.api import workergroup as W
-from rayop.base.objects import meta, owner_reference, spec_of
+from rayop.base.objects import is_controlled_by, meta, owner_reference, spec_of
 from rayop.base.types import Obj
 from rayop.builders import cluster as cl
 
@@ -70,6 +70,35 @@ def build_worker_group(owner: Mapping[str, Any], group: Mapping[str, Any]) -> Ob
             "replicas": RS.group_replicas(group),
         },
     }
+
+
+def service_group_sizes(
+    rayservice: Mapping[str, Any], worker_groups: Iterable[Mapping[str, Any]]
+) -> dict[str, int]:
+    """groupName -> replicas a new RayCluster of `rayservice` starts a group at: what the group's
+    RayWorkerGroup (`<rayservice>-<group>`, among `worker_groups`) asks for, within the group's bounds in
+    the RayService's spec. Groups Ray's autoscaler sizes are left out (their new cluster starts as the
+    spec says, and Ray sizes it), and so are groups without a RayWorkerGroup."""
+    name = str(meta(rayservice).get("name") or "")
+    cspec = spec_of(rayservice).get("rayClusterConfig")
+    if not isinstance(cspec, Mapping):
+        return {}
+    out: dict[str, int] = {}
+    for rwg in worker_groups:
+        spec = spec_of(rwg)
+        gname = spec.get("groupName")
+        replicas = spec.get("replicas")
+        if spec.get("rayServiceName") != name or not isinstance(gname, str):
+            continue
+        if not isinstance(replicas, int) or isinstance(replicas, bool):
+            continue
+        if meta(rwg).get("name") != worker_group_name(name, gname) or not is_controlled_by(rwg, rayservice):
+            continue
+        group = RS.worker_group(cspec, gname)
+        if group is None or RS.scaled_by(cspec, group) == W.SCALED_BY_RAY_AUTOSCALER:
+            continue
+        out[gname] = RS.clamp_replicas(group, replicas)
+    return out
 
 
 def drain_pod_name(cluster_name: str, worker_pod: str, suffix: str) -> str:

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from rayop.api import constants as C
-from rayop.api.kinds import RAYCLUSTERS, RAYSERVICES
+from rayop.api.kinds import RAYCLUSTERS, RAYSERVICES, RAYWORKERGROUPS
 from rayop.base.names import random_suffix
 from rayop.base.objects import (
     controller_ref,
@@ -42,6 +42,7 @@ from rayop.base.types import Obj
 from rayop.builders import cluster as cl
 from rayop.builders import gateway as G
 from rayop.builders import rayservice as B
+from rayop.builders import workergroup as WG
 from rayop.builders.rayjob import dashboard_url_from_service
 from rayop.controllers import cached_fields
 from rayop.controllers import rayservice_incremental as I
@@ -159,6 +160,8 @@ class Store:
     pods: Cache
     services: Cache
     endpointslices: Cache
+    worker_groups: Cache | None = None
+    """RayWorkerGroups (None when the operator keeps none): the sizes a new cluster's groups start at."""
 
 
 @dataclass
@@ -287,6 +290,14 @@ class RayServiceReconciler:
             suffix=self.suffix(),
             gateway=gateway,
             httproute=route,
+            group_sizes=self.group_sizes(rs),
+        )
+
+    def group_sizes(self, rs: Obj) -> dict[str, int]:
+        if self.store.worker_groups is None:
+            return {}
+        return WG.service_group_sizes(
+            rs, self.store.worker_groups.list(namespace_of(rs), B.originated_labels(rs))
         )
 
     def with_cluster_service(self, obs: M.ClusterObs) -> M.ClusterObs:
@@ -748,9 +759,11 @@ def setup(manager: Manager, settings: ControllerSettings) -> ControllerHandle:
         manager.client, use_proxy=own.use_kubernetes_proxy, resolve=own.dashboard_resolver
     )
     endpoints = PodEndpoints(manager.client, use_proxy=own.use_kubernetes_proxy, resolve=own.pod_resolver)
+    # The same cache the RayWorkerGroup controller keeps (rayop.controllers.rayworkergroup).
+    groups = cached_fields.informer(manager, RAYWORKERGROUPS) if settings.workergroups.enabled else None
     reconciler = RayServiceReconciler(
         manager.client,
-        Store(clusters, pods, services, slices),
+        Store(clusters, pods, services, slices, groups),
         manager.events,
         dashboards,
         endpoints,

@@ -26,6 +26,9 @@ Where rayop decides differently, on purpose:
   UpgradeInProgress condition says why the upgrade waits while the active cluster keeps serving.
 - A spec changed back to the active cluster's while an upgrade waits cancels the upgrade instead of
   starting a third cluster.
+- A worker group sized through its RayWorkerGroup (`kubectl scale`, the HPA; docs/scaling.md) keeps its
+  size across an upgrade: the new cluster starts the group at the size it was scaled to, and an in-place
+  update keeps the group's live replicas. KubeRay starts every new cluster at rayClusterConfig's replicas.
 """
 
 from __future__ import annotations
@@ -138,6 +141,9 @@ class World:
     gateway: Obj | None = None
     """The incremental upgrade's Gateway and HTTPRoute, read from the API server (None: not there)."""
     httproute: Obj | None = None
+    group_sizes: Mapping[str, int] = field(default_factory=dict)
+    """groupName -> the replicas its RayWorkerGroup asks for (rayop.builders.workergroup.service_group_sizes):
+    a new cluster starts the group at that size, and an in-place update keeps the group's live size."""
 
 
 # Actions ----------------------------------------------------------------------------------------------
@@ -691,16 +697,17 @@ class _Step:
         p = self.obs(self.pending_name)
         active = a.cluster if a is not None else None
         pending = p.cluster if p is not None else None
+        version, sizes = self.cfg.kuberay_version, self.world.group_sizes
         if self.pending_name and pending is None:
-            pending = B.build_cluster(self.rs, self.pending_name, kuberay_version=self.cfg.kuberay_version)
+            pending = B.build_cluster(self.rs, self.pending_name, kuberay_version=version, sizes=sizes)
             self.actions.append(CreateCluster(pending))
             return active, pending
         if active is not None and self.should_update(active, active=True):
-            active = B.updated_cluster(active, self.rs, kuberay_version=self.cfg.kuberay_version)
+            active = B.updated_cluster(active, self.rs, kuberay_version=version, sizes=sizes)
             self.actions.append(UpdateCluster(active, "active"))
             return active, pending
         if pending is not None and self.should_update(pending, active=False):
-            pending = B.updated_cluster(pending, self.rs, kuberay_version=self.cfg.kuberay_version)
+            pending = B.updated_cluster(pending, self.rs, kuberay_version=version, sizes=sizes)
             self.actions.append(UpdateCluster(pending, "pending"))
         return active, pending
 

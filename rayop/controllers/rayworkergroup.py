@@ -11,6 +11,12 @@ Keyed by RayCluster. Per reconcile:
      KubeRay's Pod-count logic never picks a Pod by itself;
   4. write the RayWorkerGroup's status when it changed.
 
+A RayService's groups are a second controller over the same reconciler, keyed by RayService
+(`reconcile_service`): one RayWorkerGroup `<rayservice>-<group>` per group of `rayClusterConfig`, and steps
+2-4 against that group on the service's active cluster. When the RayService promotes a new cluster, the
+RayWorkerGroup is handed over (rayworkergroup_plan.handed_over): its number goes to the new cluster, which the
+RayService created at that size already (rayop.builders.workergroup.service_group_sizes).
+
 This is the one place a reconciler writes a RayCluster's spec (ARCHITECTURE.md), and only for a group
 Ray's autoscaler does not manage. Draining runs in the Ray cluster, from a short-lived Pod built from the
 head Pod (rayop.builders.workergroup.build_drain_pod), as the Redis cleanup Job does: the operator needs
@@ -32,7 +38,7 @@ import aiohttp
 
 from rayop.api import constants as C
 from rayop.api import workergroup as W
-from rayop.api.kinds import RAYCLUSTERS, RAYWORKERGROUPS
+from rayop.api.kinds import RAYCLUSTERS, RAYSERVICES, RAYWORKERGROUPS
 from rayop.base.names import random_suffix
 from rayop.base.objects import (
     controller_ref,
@@ -49,6 +55,7 @@ from rayop.base.objects import (
 from rayop.base.types import Obj
 from rayop.builders import cluster as cl
 from rayop.builders import pod as pod_builders
+from rayop.builders import rayservice as RB
 from rayop.builders import workergroup as B
 from rayop.builders.options import BuildOptions
 from rayop.builders.service import service_ports
@@ -81,6 +88,8 @@ log = logging.getLogger("rayop.controllers.rayworkergroup")
 
 # Index of the RayWorkerGroup cache: "<namespace>/<RayCluster>" of spec.rayClusterName.
 INDEX_OWNER_CLUSTER = "rayworkergroup-cluster"
+# Index of the RayWorkerGroup cache: "<namespace>/<RayService>" of spec.rayServiceName.
+INDEX_OWNER_SERVICE = "rayworkergroup-service"
 # How soon to look again when our own write has not reached the cache yet.
 CACHE_LAG_REQUEUE = 0.5
 # Longest wait before a worker whose drains keep failing gets another drain Pod.
@@ -98,6 +107,11 @@ def _by_cluster_name(obj: Obj) -> list[str]:
     return [f"{namespace_of(obj)}/{owner}"] if isinstance(owner, str) and owner else []
 
 
+def _by_service_name(obj: Obj) -> list[str]:
+    owner = spec_of(obj).get("rayServiceName")
+    return [f"{namespace_of(obj)}/{owner}"] if isinstance(owner, str) and owner else []
+
+
 @dataclass
 class Store:
     """The caches the reconciler reads (informers in production, fakes in unit tests)."""
@@ -106,6 +120,7 @@ class Store:
     groups: Cache  # RayWorkerGroups, indexed by INDEX_OWNER_CLUSTER
     pods: Cache  # Ray Pods, indexed by INDEX_CLUSTER
     drains: Cache  # drain Pods, indexed by INDEX_CLUSTER
+    services: Cache | None = None  # RayServices (None: their groups get no RayWorkerGroups)
 
 
 class RayWorkerGroupReconciler:
@@ -162,26 +177,88 @@ class RayWorkerGroupReconciler:
             return Result()
         ctl = controller_ref(rc)
         if ctl is not None and ctl.get("kind") == C.KIND_RAYSERVICE:
-            # A RayService's groups are scale targets named after the service, not after this cluster.
+            # A RayService's groups are scale targets named after the service, not after this cluster
+            # (reconcile_service).
             return Result()
         groups = [g for g in spec.get("workerGroupSpecs") or [] if isinstance(g, dict)]
         wanted = {
             B.worker_group_name(name, str(g.get("groupName") or "")): (i, g) for i, g in enumerate(groups)
         }
-        owned = [
-            w
-            for w in self.store.groups.by_index(INDEX_OWNER_CLUSTER, cluster_key(ns, name))
-            if is_controlled_by(w, rc)
+        await self._delete_unwanted(
+            rc, self.store.groups.by_index(INDEX_OWNER_CLUSTER, cluster_key(ns, name)), wanted
+        )
+        results: list[Result] = []
+        for rwg_name, (index, group) in wanted.items():
+            results.append(await self._one_group(rc, rwg_name, group, (rc, index, group)))
+        return _soonest(results)
+
+    async def reconcile_service(self, key: Key) -> Result:
+        """A RayService's groups: one RayWorkerGroup `<rayservice>-<group>` per group of its spec, synced
+        with that group on the service's active cluster, whichever it is now. The groups are the spec's,
+        so a group renamed or removed there loses its RayWorkerGroup at once; a group the active cluster
+        does not run yet (it comes with the pending cluster) gets its RayWorkerGroup, which syncs once
+        that cluster is promoted."""
+        ns, name = split_key(key)
+        if self.store.services is None:
+            return Result()
+        rs = self.store.services.get(ns, name)
+        if rs is None:
+            self._forget(ns, name)
+            return Result()
+        managed_by = spec_of(rs).get("managedBy")
+        if is_terminating(rs) or (managed_by and managed_by != C.MANAGED_BY_KUBERAY):
+            return Result()
+        config = spec_of(rs).get("rayClusterConfig")
+        groups = [
+            g
+            for g in (config.get("workerGroupSpecs") if isinstance(config, dict) else None) or []
+            if isinstance(g, dict)
         ]
-        for w in owned:
+        wanted = {
+            B.worker_group_name(name, str(g.get("groupName") or "")): (i, g) for i, g in enumerate(groups)
+        }
+        await self._delete_unwanted(
+            rs, self.store.groups.by_index(INDEX_OWNER_SERVICE, cluster_key(ns, name)), wanted
+        )
+        active_name = P.active_cluster(rs)
+        rc = self.store.clusters.get(ns, active_name) if active_name else None
+        if rc is not None and (not is_controlled_by(rc, rs) or is_terminating(rc)):
+            rc = None
+        if rc is not None and self._behind(RAYCLUSTERS.plural, rc):
+            return Result(CACHE_LAG_REQUEUE)
+        live = [g for g in spec_of(rc).get("workerGroupSpecs") or [] if isinstance(g, dict)] if rc else []
+        at = {str(g.get("groupName") or ""): (i, g) for i, g in enumerate(live)}
+        results: list[Result] = []
+        for rwg_name, (_, group) in wanted.items():
+            gname = str(group.get("groupName") or "")
+            target = (rc, *at[gname]) if rc is not None and gname in at else None
+            # A new RayWorkerGroup starts at what runs now, else at the spec's size.
+            seed = target[2] if target is not None else group
+            results.append(await self._one_group(rs, rwg_name, seed, target))
+        await self._tidy_old_drains(rs, active_name)
+        return _soonest(results)
+
+    async def _delete_unwanted(
+        self, owner: Obj, candidates: Sequence[Obj], wanted: Mapping[str, tuple[int, Mapping[str, Any]]]
+    ) -> None:
+        for w in candidates:
+            if not is_controlled_by(w, owner):
+                continue
             if name_of(w) not in wanted or spec_of(w).get("groupName") != (
                 wanted[name_of(w)][1].get("groupName")
             ):
-                await self._delete_group(rc, w)
-        results: list[Result] = []
-        for rwg_name, (index, group) in wanted.items():
-            results.append(await self._one_group(rc, rwg_name, index, group))
-        return _soonest(results)
+                await self._delete_group(owner, w)
+
+    async def _tidy_old_drains(self, rs: Obj, active_name: str) -> None:
+        """Drain Pods belong to their RayWorkerGroup, not to the cluster they drained: once a RayService
+        moved to another cluster, the finished ones of its older clusters are removed here."""
+        ns = namespace_of(rs)
+        for rc in self.store.clusters.list(ns, RB.originated_labels(rs)):
+            if name_of(rc) == active_name:
+                continue
+            for d in self.store.drains.by_index(INDEX_CLUSTER, cluster_key(ns, name_of(rc))):
+                if not is_terminating(d) and P.drain_result(d).finished:
+                    await self._delete_drain(d)
 
     def _forget(self, ns: str, name: str) -> None:
         """Drop what we remembered about a deleted RayCluster and its RayWorkerGroups."""
@@ -211,12 +288,21 @@ class RayWorkerGroupReconciler:
 
     # -- one group --------------------------------------------------------------------------------
 
-    async def _one_group(self, rc: Obj, rwg_name: str, index: int, group: Mapping[str, Any]) -> Result:
-        ns = namespace_of(rc)
-        gname = str(group.get("groupName") or "")
+    async def _one_group(
+        self,
+        owner: Obj,
+        rwg_name: str,
+        seed: Mapping[str, Any],
+        target: tuple[Obj, int, Mapping[str, Any]] | None,
+    ) -> Result:
+        """Keep the RayWorkerGroup `rwg_name` of `owner` (a RayCluster or RayService; created from the
+        group `seed`) and sync it with `target`: (the RayCluster that runs the group, the group's index
+        there, the group), or None when no cluster runs it yet."""
+        ns = namespace_of(owner)
+        gname = str(seed.get("groupName") or "")
         if not valid_name(rwg_name):
             self.w.event(
-                rc,
+                owner,
                 WARNING,
                 W.EV_FAILED_CREATE,
                 ACT_CREATE,
@@ -226,18 +312,14 @@ class RayWorkerGroupReconciler:
             return Result()
         rwg = self.store.groups.get(ns, rwg_name)
         if rwg is None:
-            await self._create_group(rc, group)
+            await self._create_group(owner, seed)
             return Result()
-        if not is_controlled_by(rwg, rc):
-            owner = controller_ref(rwg)
-            if (
-                owner is not None
-                and owner.get("kind") == C.KIND_RAYCLUSTER
-                and owner.get("name") == name_of(rc)
-            ):
-                return Result(2.0)  # a RayCluster of the same name that was deleted: its objects are going
+        if not is_controlled_by(rwg, owner):
+            ctl = controller_ref(rwg)
+            if ctl is not None and ctl.get("kind") == owner.get("kind") and ctl.get("name") == name_of(owner):
+                return Result(2.0)  # an owner of the same name that was deleted: its objects are going
             self.w.event(
-                rc,
+                owner,
                 WARNING,
                 W.EV_NAME_TAKEN,
                 ACT_CREATE,
@@ -245,14 +327,17 @@ class RayWorkerGroupReconciler:
                 "scale target",
             )
             return Result()
+        if target is None:
+            return Result()  # no cluster runs the group yet; the promotion of one brings us back
         if self._behind(W.PLURAL, rwg):
             return Result(CACHE_LAG_REQUEUE)
+        rc, index, group = target
         return await self.sync(rc, index, group, rwg)
 
-    async def _create_group(self, rc: Obj, group: Mapping[str, Any]) -> None:
-        obj = B.build_worker_group(rc, group)
+    async def _create_group(self, owner: Obj, group: Mapping[str, Any]) -> None:
+        obj = B.build_worker_group(owner, group)
         await self.w.create(
-            rc,
+            owner,
             RAYWORKERGROUPS,
             obj,
             what=W.KIND,
@@ -260,9 +345,9 @@ class RayWorkerGroupReconciler:
             failed=W.EV_FAILED_CREATE,
         )
 
-    async def _delete_group(self, rc: Obj, rwg: Obj) -> None:
+    async def _delete_group(self, owner: Obj, rwg: Obj) -> None:
         await self.w.delete(
-            rc,
+            owner,
             RAYWORKERGROUPS,
             name_of(rwg),
             what=W.KIND,
@@ -288,12 +373,23 @@ class RayWorkerGroupReconciler:
     async def sync(self, rc: Obj, index: int, group: Mapping[str, Any], rwg: Obj) -> Result:
         """Bring one group and its RayWorkerGroup together, then write the RayWorkerGroup's status."""
         gname = str(group.get("groupName") or "")
-        sync = P.decide_sync(rwg, spec_of(rc), group)
+        sync = P.decide_sync(rwg, spec_of(rc), group, name_of(rc))
         pods = self._group_pods(rc, gname)
         drains = self._drain_pods(rc, gname)
         result = Result()
         down: P.ScaleDown | None = None
         observed: tuple[int, int] | None = None
+        previous = str(status_of(rwg).get("rayClusterName") or "")
+        if previous and previous != name_of(rc):
+            brought = f"; brought to {sync.replicas} replicas" if sync.action == P.PUSH else ""
+            self.w.event(
+                rwg,
+                NORMAL,
+                W.EV_FOLLOWED_ACTIVE_CLUSTER,
+                ACT_UPDATE,
+                f"RayService {spec_of(rwg).get('rayServiceName')!r} serves from RayCluster {name_of(rc)!r} "
+                f"now (was {previous!r}): worker group {gname!r} is sized there{brought}",
+            )
         if sync.ignored:
             self.w.event(
                 rwg,
@@ -679,15 +775,17 @@ def setup(manager: Manager, settings: ControllerSettings) -> ControllerHandle | 
     if not own.enabled:
         return None
     clusters = cached_fields.informer(manager, RAYCLUSTERS)
+    services = cached_fields.informer(manager, RAYSERVICES)
     groups = cached_fields.informer(manager, RAYWORKERGROUPS)
     groups.add_index(INDEX_OWNER_CLUSTER, _by_cluster_name)
+    groups.add_index(INDEX_OWNER_SERVICE, _by_service_name)
     pods = cached_fields.informer(manager, PODS, label_selector=POD_SELECTOR)
     pods.add_index(INDEX_CLUSTER, index_by_label(C.LABEL_CLUSTER))
     drains = manager.informer(PODS, label_selector=f"{C.LABEL_NODE_TYPE}={W.NODE_TYPE_DRAIN}")
     drains.add_index(INDEX_CLUSTER, index_by_label(C.LABEL_CLUSTER))
     reconciler = RayWorkerGroupReconciler(
         manager.client,
-        Store(clusters, groups, pods, drains),
+        Store(clusters, groups, pods, drains, services),
         manager.events,
         own,
         settings.raycluster.build_options,
@@ -700,7 +798,49 @@ def setup(manager: Manager, settings: ControllerSettings) -> ControllerHandle | 
     by_cluster_label = _label_mapper(C.LABEL_CLUSTER)
     ctrl.watch_map(pods, by_cluster_label, predicate=_pod_changed)
     ctrl.watch_map(drains, by_cluster_label)
+    # A RayService's groups, keyed by the RayService: its spec names the groups, its status the active
+    # cluster (a promotion is a status change); that cluster, its Pods and drain Pods map back to it.
+    svc = manager.new_controller(
+        "rayservice-workergroup", reconciler.reconcile_service, concurrency=settings.reconcile_concurrency
+    )
+    svc.watch_primary(services, predicate=_active_or_spec_changed)
+    svc.watch_map(groups, _owner_service, predicate=_generation_or_delete)
+    svc.watch_map(clusters, _controlling_service)
+    by_service = _service_of_cluster_label(clusters)
+    svc.watch_map(pods, by_service, predicate=_pod_changed)
+    svc.watch_map(drains, by_service)
     return ctrl
+
+
+def _active_or_spec_changed(event: str, obj: Obj, old: Obj | None) -> bool:
+    if event != "MODIFIED" or old is None:
+        return True
+    return meta(obj).get("generation") != meta(old).get("generation") or P.active_cluster(obj) != (
+        P.active_cluster(old)
+    )
+
+
+def _owner_service(obj: Obj) -> list[Key]:
+    owner = spec_of(obj).get("rayServiceName")
+    return [(namespace_of(obj), owner)] if isinstance(owner, str) and owner else []
+
+
+def _controlling_service(obj: Obj) -> list[Key]:
+    ctl = controller_ref(obj)
+    if ctl is None or ctl.get("kind") != C.KIND_RAYSERVICE or not ctl.get("name"):
+        return []
+    return [(namespace_of(obj), str(ctl["name"]))]
+
+
+def _service_of_cluster_label(clusters: Cache) -> Callable[[Obj], list[Key]]:
+    """A Pod (ray.io/cluster) -> the RayService controlling that RayCluster, if any."""
+
+    def mapper(obj: Obj) -> list[Key]:
+        name = labels_of(obj).get(C.LABEL_CLUSTER)
+        rc = clusters.get(namespace_of(obj), str(name)) if name else None
+        return _controlling_service(rc) if rc is not None else []
+
+    return mapper
 
 
 def _owner_cluster(obj: Obj) -> list[Key]:

@@ -11,6 +11,8 @@ with the group's `replicas` in the RayCluster:
 - Else the RayCluster changed since the two last agreed (`status.syncedReplicas`): someone edited it, and
   its number is copied into the RayWorkerGroup (PULL).
 - Else a change of the group's bounds that changes what runs is applied (PUSH).
+- A RayService's group now runs on a cluster the RayWorkerGroup never agreed with (an upgrade promoted
+  a new cluster): the RayWorkerGroup's number goes to it (PUSH), as after a change of its own.
 
 Numbers are compared as KubeRay runs them (clamped), so a count outside the bounds is never rewritten just
 to normalise it.
@@ -67,7 +69,32 @@ class Sync:
         return not self.lo <= self.requested <= self.hi
 
 
-def decide_sync(rwg: Mapping[str, Any], cluster_spec: Mapping[str, Any], group: Mapping[str, Any]) -> Sync:
+def active_cluster(rayservice: Mapping[str, Any]) -> str:
+    """The RayCluster a RayService serves from (status.activeServiceStatus.rayClusterName), "" for none."""
+    active = status_of(rayservice).get("activeServiceStatus")
+    return str((active or {}).get("rayClusterName") or "") if isinstance(active, Mapping) else ""
+
+
+def handed_over(rwg: Mapping[str, Any], cluster_name: str) -> bool:
+    """Whether the RayWorkerGroup's group now runs on another RayCluster than the one it last agreed
+    with: a RayService promoted a new cluster. Its status still names the old cluster, or names the new
+    one without the marks of an agreement (worker_group_status drops them at the hand-over)."""
+    st = status_of(rwg)
+    recorded = st.get("rayClusterName")
+    if not recorded or not cluster_name:
+        return False
+    return (
+        recorded != cluster_name or st.get("observedGeneration") is None or st.get("syncedReplicas") is None
+    )
+
+
+def decide_sync(
+    rwg: Mapping[str, Any],
+    cluster_spec: Mapping[str, Any],
+    group: Mapping[str, Any],
+    cluster_name: str = "",
+) -> Sync:
+    """`cluster_name` is the RayCluster that runs the group (for a RayService, its active cluster)."""
     requested = _int(spec_of(rwg).get("replicas")) or 0
     current = RS.group_replicas(group)
     lo, hi = RS.replica_bounds(group)
@@ -83,11 +110,17 @@ def decide_sync(rwg: Mapping[str, Any], cluster_spec: Mapping[str, Any], group: 
         if requested != current:
             return out(PULL, current, ignored=observed is not None and gen != observed)
         return out(IN_SYNC, current)
+    effective_now = RS.clamp_replicas(group, current)
+    effective_wanted = RS.clamp_replicas(group, requested)
+    if handed_over(rwg, cluster_name):
+        # The scale target's number outlives the cluster: the new one is brought to it (a safe
+        # scale-down when it is bigger), never the other way round.
+        if effective_wanted != effective_now:
+            return out(PUSH, effective_wanted)
+        return out(IN_SYNC, current)
     if observed is None or synced is None:
         # A new RayWorkerGroup starts from the cluster's number: adopt it, write nothing.
         return out(IN_SYNC, current)
-    effective_now = RS.clamp_replicas(group, current)
-    effective_wanted = RS.clamp_replicas(group, requested)
     if gen != observed:
         if effective_wanted != effective_now:
             return out(PUSH, effective_wanted)
@@ -412,7 +445,8 @@ def worker_group_status(
     }
     if observed is not None:
         status["observedGeneration"], status["syncedReplicas"] = observed
-    else:
+    elif old.get("rayClusterName") in (None, cluster_name):
+        # Marks of an agreement with another cluster (before a RayService's hand-over) are dropped.
         for k in ("observedGeneration", "syncedReplicas"):
             if old.get(k) is not None:
                 status[k] = old[k]

@@ -88,13 +88,15 @@ def add_webhook(manager: Manager, config: OperatorConfig) -> None:
         gates=config.all_feature_gates(),
     )
     state: dict[str, WebhookServer] = {}
-    # A scale request is judged against the RayWorkerGroup and its RayCluster: read them from the
+    # A scale request is judged against the RayWorkerGroup and its RayCluster or RayService: read them from the
     # informers the controllers share (every replica runs them), not with a GET per request.
     # Through cached_fields, so that the webhook (registered first) and the controllers ask for the
     # same trimmed cache of each kind.
     caches: dict[Resource, Cache] = {kinds.RAYCLUSTERS: cached_fields.informer(manager, kinds.RAYCLUSTERS)}
     if config.enable_worker_groups:
         caches[kinds.RAYWORKERGROUPS] = cached_fields.informer(manager, kinds.RAYWORKERGROUPS)
+        # A RayService's RayWorkerGroup is judged against the RayService (its rayClusterConfig).
+        caches[kinds.RAYSERVICES] = cached_fields.informer(manager, kinds.RAYSERVICES)
     objects = CachedObjects(caches, ApiObjects(manager.client))
 
     async def serve() -> None:

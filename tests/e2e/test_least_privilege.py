@@ -32,7 +32,10 @@ RARELY_USED: dict[rbac.Use, str] = {
         "the same check for a RayJob's children (its RayCluster, submitter Job and Service)"
     ),
     ("ray.io", "rayservices/finalizers", "update"): (
-        "the same check for a RayService's children (its RayClusters and serve Services)"
+        "the same check for a RayService's children (its RayClusters, serve Services and RayWorkerGroups)"
+    ),
+    ("rayop.io", "rayworkergroups/finalizers", "update"): (
+        "the same check for a RayWorkerGroup's drain Pods (docs/scaling.md, RBAC)"
     ),
     # The RayService and RayWorkerGroup controllers' writes (rayop/controllers/rayservice.py,
     # rayworkergroup.py). Their end-to-end tests still run the operator with the plane's admin

@@ -24,6 +24,7 @@ from rayop.controllers import raycluster as rcmod
 from rayop.controllers import raycluster_metrics, rayservice_metrics
 from rayop.controllers import rayservice as rsmod
 from rayop.controllers import rayservice_machine as M
+from rayop.controllers import rayworkergroup as rwgmod
 from rayop.controllers.settings import ControllerSettings
 from rayop.runtime.client import EVENTS, NODES, PODS, ApiClient, ApiError
 from rayop.runtime.manager import Manager
@@ -139,8 +140,10 @@ async def operator(
     environ: dict[str, str] | None = None,
     config: M.RayServiceConfig | None = None,
     signed_in: bool = False,
+    worker_groups: bool = False,
 ) -> AsyncIterator[Manager]:
-    """RayCluster + RayService controllers in this process, watching one namespace, Ray faked by `fleet`.
+    """RayCluster + RayService controllers in this process, watching one namespace, Ray faked by `fleet`;
+    with `worker_groups`, the RayWorkerGroup controller too.
 
     The operator runs as itself, under the chart's ClusterRole (tests/rbac.py), so a permission the chart
     lacks fails the test and what the operator uses is audited. `signed_in`: `client` already is the
@@ -172,6 +175,8 @@ async def operator(
     )
     rcmod.setup(mgr, settings)
     rsmod.setup(mgr, settings)
+    if worker_groups:
+        rwgmod.setup(mgr, settings)
     task = asyncio.create_task(mgr.run())
     try:
         yield mgr

@@ -75,8 +75,8 @@ namespace) or by one Role per watched namespace. Each rule is what the operator 
 - apiGroups: [gateway.networking.k8s.io]
   resources: [gateways, httproutes]
   verbs: [create, get, update]
-# One RayWorkerGroup per worker group (the scale target of kubectl scale and the HPA), kept and
-# removed with its RayCluster's groups.
+# One RayWorkerGroup per worker group of a RayCluster or RayService (the scale target of kubectl scale
+# and the HPA), kept and removed with the groups.
 - apiGroups: [rayop.io]
   resources: [rayworkergroups]
   verbs: [create, delete, get, list, patch, watch]
@@ -87,6 +87,10 @@ namespace) or by one Role per watched namespace. Each rule is what the operator 
 # OwnerReferencesPermissionEnforcement admission plugin is on (OpenShift).
 - apiGroups: [ray.io]
   resources: [rayclusters/finalizers, rayjobs/finalizers, rayservices/finalizers]
+  verbs: [update]
+# The same for the drain Pods a RayWorkerGroup owns.
+- apiGroups: [rayop.io]
+  resources: [rayworkergroups/finalizers]
   verbs: [update]
 {{- end -}}
 
