@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from rayop.api import constants as C
 from rayop.api import schema as S
+from rayop.api import servedeployment as SD
 from rayop.api import workergroup as W
 from rayop.base.resource import Resource
 
@@ -183,13 +184,39 @@ RAYWORKERGROUP: Final = KindSpec(
     scale_admission=True,
 )
 
-KINDS: Final[tuple[KindSpec, ...]] = (RAYCLUSTER, RAYJOB, RAYSERVICE, RAYWORKERGROUP)
+RAYSERVEDEPLOYMENT: Final = KindSpec(
+    kind=SD.KIND,
+    group=SD.GROUP,
+    version=SD.VERSION,
+    plural=SD.PLURAL,
+    short_names=(SD.SHORT_NAME,),
+    schema=S.ray_serve_deployment_schema,
+    printer_columns=_columns(
+        {"name": "service", "type": "string", "jsonPath": ".spec.rayServiceName"},
+        {"name": "application", "type": "string", "jsonPath": ".spec.applicationName"},
+        {"name": "deployment", "type": "string", "jsonPath": ".spec.deploymentName"},
+        {"name": "desired", "type": "integer", "jsonPath": ".spec.replicas"},
+        {"name": "current", "type": "integer", "jsonPath": ".status.replicas"},
+        {"name": "ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
+        {"name": "scaled by", "type": "string", "jsonPath": ".status.scaledBy"},
+        {"name": "selector", "type": "string", "jsonPath": ".status.selector", "priority": 1},
+        {"name": "age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ),
+    scale=ScaleSubresource(),
+    # The RayService controller alone creates these objects; users write the scale subresource, which
+    # the webhook refuses while Serve's own autoscaler sizes the deployment.
+    admission=False,
+    scale_admission=True,
+)
+
+KINDS: Final[tuple[KindSpec, ...]] = (RAYCLUSTER, RAYJOB, RAYSERVICE, RAYWORKERGROUP, RAYSERVEDEPLOYMENT)
 
 # Where each Ray kind lives in the API, for controllers and clients.
 RAYCLUSTERS: Final = RAYCLUSTER.resource
 RAYJOBS: Final = RAYJOB.resource
 RAYSERVICES: Final = RAYSERVICE.resource
 RAYWORKERGROUPS: Final = RAYWORKERGROUP.resource
+RAYSERVEDEPLOYMENTS: Final = RAYSERVEDEPLOYMENT.resource
 
 
 def by_kind(kind: str) -> KindSpec:

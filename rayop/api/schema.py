@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from rayop.api import constants as c
+from rayop.api import servedeployment as SD
 from rayop.api import workergroup as W
 
 Schema = dict[str, Any]
@@ -792,4 +793,67 @@ def ray_worker_group_schema() -> Schema:
         },
         f"{W.KIND} ({W.GROUP}): one worker group of a RayCluster or RayService, sized through its scale "
         "subresource.",
+    )
+
+
+def ray_serve_deployment_schema() -> Schema:
+    """rayop's own kind: one Serve deployment of a RayService as a scale target (see
+    rayop.api.servedeployment, docs/scaling.md)."""
+    immutable = [rule("self == oldSelf", "is immutable")]
+    spec = obj(
+        {
+            "rayServiceName": string(
+                "The RayService whose Serve config holds the deployment.", rules=immutable
+            ),
+            "applicationName": string(
+                "The Serve application (serveConfigV2 applications[].name).", rules=immutable
+            ),
+            "deploymentName": string("The deployment in that application.", rules=immutable),
+            "replicas": integer(
+                "The deployment's num_replicas; `kubectl scale` and the HorizontalPodAutoscaler write it "
+                "through the scale subresource. The RayService controller folds it into the Serve config it "
+                "applies. A change of the deployment's num_replicas in serveConfigV2 is copied here.",
+                minimum=1,
+            ),
+        },
+        "Which Serve deployment, and how many replicas of it.",
+        required=["rayServiceName", "applicationName", "deploymentName", "replicas"],
+    )
+    status = obj(
+        {
+            "replicas": integer("Replicas of the deployment that Ray runs or starts (not stopping)."),
+            "readyReplicas": integer("Replicas in Ray Serve's RUNNING state."),
+            "targetReplicas": integer("Ray Serve's target_num_replicas for the deployment."),
+            "selector": string(
+                "Label selector of the Pods that run the deployment's replicas: the active RayCluster's "
+                "Pods of the worker groups (or head) Ray placed them on."
+            ),
+            "rayClusterName": string("The RayService's active RayCluster, whose Serve state this reports."),
+            "configReplicas": integer(
+                "num_replicas of the deployment in serveConfigV2 when this object last followed it; a later "
+                "change there is copied into spec.replicas."
+            ),
+            "scaledBy": string(
+                "Who sizes the deployment: ScaleTarget (this object's spec.replicas) or ServeAutoscaler "
+                "(autoscaling_config or num_replicas: auto, in serveConfigV2 or in the deployment's code).",
+                enum=list(SD.SCALED_BY_VALUES),
+            ),
+            "observedGeneration": integer("The generation whose spec.replicas is applied.", fmt="int64"),
+            "conditions": conditions(
+                "Synced: whether Ray Serve runs what spec.replicas asks for. DedicatedPods: whether the "
+                "selected Pods run only this deployment's replicas."
+            ),
+        },
+        "Observed state of the Serve deployment.",
+    )
+    return obj(
+        {
+            "apiVersion": string(f"Versioned schema of this object ({SD.API_VERSION})."),
+            "kind": string(f"Kind of this object ({SD.KIND})."),
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": status,
+        },
+        f"{SD.KIND} ({SD.GROUP}): one deployment of a RayService's Serve application, sized through its "
+        "scale subresource.",
     )

@@ -87,6 +87,13 @@ def run_operator(
             "Keep a rayop.io RayWorkerGroup per worker group for kubectl scale and the HPA (needs its CRD)."
         ),
     ] = "true",
+    enable_rayservedeployments: Annotated[
+        str,
+        _bool_option(
+            "Keep a rayop.io RayServeDeployment per Serve deployment of a RayService for kubectl scale and "
+            "the HPA (needs its CRD)."
+        ),
+    ] = "true",
     ui_port: Annotated[int, typer.Option(help="Serve the read-only web view on this port (0: off).")] = 0,
     ui_host: Annotated[
         str,
@@ -145,6 +152,9 @@ def run_operator(
                 enable_metrics=parse_bool(enable_metrics, "--enable-metrics"),
                 batch_scheduler=batch_scheduler,
                 enable_worker_groups=parse_bool(enable_rayworkergroups, "--enable-rayworkergroups"),
+                enable_serve_deployments=parse_bool(
+                    enable_rayservedeployments, "--enable-rayservedeployments"
+                ),
                 **webhook,  # type: ignore[arg-type]
             )
     except (ValueError, OSError) as e:

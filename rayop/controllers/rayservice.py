@@ -27,7 +27,8 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from rayop.api import constants as C
-from rayop.api.kinds import RAYCLUSTERS, RAYSERVICES, RAYWORKERGROUPS
+from rayop.api import servedeployment as SD
+from rayop.api.kinds import RAYCLUSTERS, RAYSERVEDEPLOYMENTS, RAYSERVICES, RAYWORKERGROUPS
 from rayop.base.names import random_suffix
 from rayop.base.objects import (
     controller_ref,
@@ -42,11 +43,13 @@ from rayop.base.types import Obj
 from rayop.builders import cluster as cl
 from rayop.builders import gateway as G
 from rayop.builders import rayservice as B
+from rayop.builders import servedeployment as SDB
 from rayop.builders import workergroup as WG
 from rayop.builders.rayjob import dashboard_url_from_service
 from rayop.controllers import cached_fields
 from rayop.controllers import rayservice_incremental as I
 from rayop.controllers import rayservice_machine as M
+from rayop.controllers import servedeployment_plan as SP
 from rayop.controllers.common import (
     ACT_CREATE,
     ACT_UPDATE,
@@ -79,6 +82,8 @@ log = logging.getLogger("rayop.controllers.rayservice")
 
 LABEL_SERVICE_NAME: Final = "kubernetes.io/service-name"
 INDEX_SERVICE_NAME: Final = "service-name"
+# Index of the RayServeDeployment cache: "<namespace>/<RayService>" of spec.rayServiceName.
+INDEX_RAYSERVICE: Final = "rayservedeployment-service"
 # The EndpointSlice controller copies a Service's labels onto its slices, so this selects the slices of the
 # Services RayServices own and nothing else.
 ENDPOINTSLICE_SELECTOR: Final = f"{C.LABEL_ORIGINATED_FROM_CRD}={C.KIND_RAYSERVICE}"
@@ -117,6 +122,14 @@ RBAC_RULES: Final[tuple[Obj, ...]] = (
         "resources": ["gateways", "httproutes"],
         "verbs": ["get", "create", "update"],
     },
+    # Scale targets of Serve deployments (docs/scaling.md): created, deleted, spec.replicas patched when
+    # serveConfigV2 or Serve's autoscaler changes it, status written.
+    {
+        "apiGroups": [SD.GROUP],
+        "resources": [SD.PLURAL],
+        "verbs": ["create", "delete", "get", "list", "watch", "patch"],
+    },
+    {"apiGroups": [SD.GROUP], "resources": [f"{SD.PLURAL}/status"], "verbs": ["update"]},
 )
 
 
@@ -162,6 +175,8 @@ class Store:
     endpointslices: Cache
     worker_groups: Cache | None = None
     """RayWorkerGroups (None when the operator keeps none): the sizes a new cluster's groups start at."""
+    targets: Cache | None = None
+    """RayServeDeployments, indexed by INDEX_RAYSERVICE (None: scale targets are off)."""
 
 
 @dataclass
@@ -279,9 +294,11 @@ class RayServiceReconciler:
             asyncio.gather(*(one(n, clusters[n]) for n in names)), gateway_objs
         )
         serve_name = B.serve_service_name(rs)
+        by_name = dict(zip(names, observed, strict=True))
         return M.World(
             now=now,
-            clusters=dict(zip(names, observed, strict=True)),
+            clusters=by_name,
+            serve_targets=self.serve_targets(rs, by_name.get(active)),
             head_service=self.store.services.get(ns, B.head_service_name(rs)),
             serve_service=self.store.services.get(ns, serve_name),
             serve_endpoints=ready_endpoints(
@@ -317,6 +334,23 @@ class RayServiceReconciler:
         )
         return gw, route
 
+    def serve_targets(self, rs: Obj, active: M.ClusterObs | None) -> dict[str, Obj]:
+        """The RayServeDeployments naming this RayService, and whatever holds a name one of the active
+        cluster's deployments would get (to tell a taken name from a missing object)."""
+        cache = self.store.targets
+        if cache is None:
+            return {}
+        ns, rs_name = namespace_of(rs), name_of(rs)
+        out = {name_of(t): t for t in cache.by_index(INDEX_RAYSERVICE, f"{ns}/{rs_name}")}
+        apps = active.serve.apps if active is not None and active.serve is not None else None
+        for key in SDB.deployments_of(apps):
+            name = SDB.target_name(rs_name, *key)
+            if name and name not in out:
+                found = cache.get(ns, name)
+                if found is not None:
+                    out[name] = found
+        return out
+
     def cluster_pods(self, c: Obj) -> list[Obj]:
         return [
             p
@@ -336,8 +370,16 @@ class RayServiceReconciler:
         serving = 0
         if pending and lookup is not None and M.apps_running(lookup.apps):
             serving = await self.serving_workers(ns, pods)
+        groups = {name_of(p): str(labels_of(p).get(C.LABEL_GROUP) or "") for p in pods}
+        ips = {pod_ip(p): name_of(p) for p in pods if pod_ip(p)}
         return M.ClusterObs(
-            cluster=c, head_pod=head_obj, head_proxy=head_proxy, serve=lookup, serving_pods=serving
+            cluster=c,
+            head_pod=head_obj,
+            head_proxy=head_proxy,
+            serve=lookup,
+            serving_pods=serving,
+            pod_groups=groups,
+            pods_by_ip=ips,
         )
 
     async def head_proxy(self, ns: str, head: Obj) -> bool | None:
@@ -475,6 +517,27 @@ class RayServiceReconciler:
                     deleted=C.EV_DELETED_SERVICE,
                     failed=C.EV_FAILED_DELETE_SERVICE,
                 )
+            elif isinstance(a, M.CreateServeDeployment):
+                await self.w.create(
+                    rs,
+                    RAYSERVEDEPLOYMENTS,
+                    a.target,
+                    what=SD.KIND,
+                    created=SD.EV_CREATED,
+                    failed=SD.EV_FAILED_CREATE,
+                )
+            elif isinstance(a, M.DeleteServeDeployment):
+                log.info("%s: deleting %s %s: %s", ref(rs), SD.KIND, a.name, a.why)
+                await self.w.delete(
+                    rs,
+                    RAYSERVEDEPLOYMENTS,
+                    a.name,
+                    what=SD.KIND,
+                    deleted=SD.EV_DELETED,
+                    failed=SD.EV_FAILED_DELETE,
+                )
+            elif isinstance(a, M.UpdateServeDeployment):
+                await self._update_target(a.update)
             elif isinstance(a, M.Event):
                 self.w.event(rs, a.type, a.reason, ACT_UPDATE, a.message)
         return rs
@@ -591,6 +654,35 @@ class RayServiceReconciler:
             ACT_UPDATE,
             f"Updated serve applications to the RayCluster {ns}/{a.cluster}",
         )
+
+    async def _update_target(self, u: SP.TargetUpdate) -> None:
+        """spec.replicas first (guarded by the resourceVersion read), then the status on what that
+        returned. A conflict (an HPA wrote meanwhile) leaves both to the next pass, so a number copied from
+        serveConfigV2 is never recorded as followed without being written."""
+        t = u.target
+        if u.replicas is not None:
+            patch = {
+                "metadata": {"resourceVersion": meta(t).get("resourceVersion")},
+                "spec": {"replicas": u.replicas},
+            }
+            try:
+                t = await self.client.patch(RAYSERVEDEPLOYMENTS, name_of(t), patch, namespace_of(t))
+            except ApiError as e:
+                if e.conflict or e.not_found:
+                    return
+                raise
+        for n in u.notes:
+            self.w.event(t, n.type, n.reason, ACT_UPDATE, n.message)
+        status = dict(u.status)
+        if u.observe:
+            status["observedGeneration"] = meta(t).get("generation") or 0
+        if status == dict(t.get("status") or {}):
+            return
+        try:
+            await self.w.write_status(RAYSERVEDEPLOYMENTS, t, status)
+        except ApiError as e:
+            if not (e.conflict or e.not_found):
+                raise
 
     async def _switch_service(self, rs: Obj, a: M.SwitchService) -> None:
         ns = namespace_of(rs)
@@ -755,6 +847,10 @@ def setup(manager: Manager, settings: ControllerSettings) -> ControllerHandle:
         ENDPOINTSLICES, label_selector=ENDPOINTSLICE_SELECTOR, transform=slim_endpointslice
     )
     slices.add_index(INDEX_SERVICE_NAME, index_by_label(LABEL_SERVICE_NAME))
+    targets = None
+    if own.machine.serve_deployment_targets:
+        targets = cached_fields.informer(manager, RAYSERVEDEPLOYMENTS)
+        targets.add_index(INDEX_RAYSERVICE, _by_rayservice_name)
     dashboards = Dashboards(
         manager.client, use_proxy=own.use_kubernetes_proxy, resolve=own.dashboard_resolver
     )
@@ -763,7 +859,7 @@ def setup(manager: Manager, settings: ControllerSettings) -> ControllerHandle:
     groups = cached_fields.informer(manager, RAYWORKERGROUPS) if settings.workergroups.enabled else None
     reconciler = RayServiceReconciler(
         manager.client,
-        Store(clusters, pods, services, slices, groups),
+        Store(clusters, pods, services, slices, groups, targets),
         manager.events,
         dashboards,
         endpoints,
@@ -782,8 +878,27 @@ def setup(manager: Manager, settings: ControllerSettings) -> ControllerHandle:
         ctrl.watch_owned(inf, C.KIND_RAYSERVICE, owner_group=C.GROUP)
     ctrl.watch_map(pods, _owner_rayservice(clusters), predicate=any_of(_pod_serving_changed))
     ctrl.watch_map(slices, _service_owner(services, clusters))
+    if targets is not None:
+        # An HPA's or kubectl's write to /scale: fold the new number in on the next pass, not in 2 s.
+        ctrl.watch_map(targets, _target_rayservice, predicate=_generation_or_delete)
     manager.add_runnable("rayservice-pod-endpoints", _closer(endpoints), needs_leader=False)
     return ctrl
+
+
+def _by_rayservice_name(obj: Obj) -> list[str]:
+    owner = (obj.get("spec") or {}).get("rayServiceName")
+    return [f"{namespace_of(obj)}/{owner}"] if isinstance(owner, str) and owner else []
+
+
+def _target_rayservice(obj: Obj) -> list[Key]:
+    owner = (obj.get("spec") or {}).get("rayServiceName")
+    return [(namespace_of(obj), owner)] if isinstance(owner, str) and owner else []
+
+
+def _generation_or_delete(event: str, obj: Obj, old: Obj | None) -> bool:
+    if event != "MODIFIED" or old is None:
+        return True
+    return meta(obj).get("generation") != meta(old).get("generation")
 
 
 def _closer(endpoints: PodEndpoints) -> Callable[[], Any]:

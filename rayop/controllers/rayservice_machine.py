@@ -55,7 +55,9 @@ from rayop.base.objects import (
 from rayop.base.times import format_time, parse_time
 from rayop.base.types import Obj
 from rayop.builders import rayservice as B
+from rayop.builders import servedeployment as SDB
 from rayop.builders.options import BuildOptions
+from rayop.controllers import servedeployment_plan as SP
 from rayop.validation import FieldError, validate_rayservice
 from rayop.validation._parse import parse_go_atoi, parse_go_duration
 
@@ -87,6 +89,10 @@ class RayServiceConfig:
     drain_timeout_seconds: float = 60.0
     """How long past its deletion delay an old cluster may keep in-flight requests, when the RayService
     does not say (`rayop.io/serve-drain-timeout`)."""
+
+    serve_deployment_targets: bool = True
+    """Keep a RayServeDeployment per Serve deployment and fold its replicas into the Serve config
+    (`--enable-rayservedeployments`; needs the rayop.io CRD)."""
 
     @property
     def incremental_gate(self) -> bool:
@@ -126,6 +132,10 @@ class ClusterObs:
     an incremental RayService)."""
     serve_endpoints: int = 0
     """Distinct ready pods in that Service's EndpointSlices."""
+    pod_groups: Mapping[str, str] = field(default_factory=dict)
+    """The cluster's Pods: name -> `ray.io/group` (where a scale target's replicas run)."""
+    pods_by_ip: Mapping[str, str] = field(default_factory=dict)
+    """The cluster's Pods: IP -> name."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +154,9 @@ class World:
     group_sizes: Mapping[str, int] = field(default_factory=dict)
     """groupName -> the replicas its RayWorkerGroup asks for (rayop.builders.workergroup.service_group_sizes):
     a new cluster starts the group at that size, and an in-place update keeps the group's live size."""
+    serve_targets: Mapping[str, Obj] = field(default_factory=dict)
+    """RayServeDeployments by name: those naming this RayService, and any object holding a name one of
+    its deployments would get."""
 
 
 # Actions ----------------------------------------------------------------------------------------------
@@ -250,6 +263,24 @@ class UpdateHTTPRoute:
 
 
 @dataclass(frozen=True)
+class CreateServeDeployment:
+    target: Obj
+
+
+@dataclass(frozen=True)
+class DeleteServeDeployment:
+    name: str
+    why: str
+
+
+@dataclass(frozen=True)
+class UpdateServeDeployment:
+    """Write a RayServeDeployment's spec.replicas (when set), then its status; events on it."""
+
+    update: SP.TargetUpdate
+
+
+@dataclass(frozen=True)
 class Event:
     type: str
     reason: str
@@ -272,6 +303,9 @@ Action = (
     | UpdateGateway
     | CreateHTTPRoute
     | UpdateHTTPRoute
+    | CreateServeDeployment
+    | DeleteServeDeployment
+    | UpdateServeDeployment
     | Event
 )
 
@@ -509,6 +543,16 @@ class _Step:
         self.actions: list[Action] = []
         self.requeue: float | None = cfg.requeue_seconds
         self.exclude_head = bool(self.spec.get("excludeHeadPodFromServeSvc"))
+        # serveConfigV2 as a mapping (None when it is not one) and the scale targets folded into it.
+        self.serve_text = str(self.spec.get("serveConfigV2") or "")
+        try:
+            self.serve_obj: Obj | None = B.serve_config(self.serve_text)
+        except B.ServeConfigError:
+            self.serve_obj = None
+        self.targets: Mapping[str, Obj] = world.serve_targets if cfg.serve_deployment_targets else {}
+        a = world.clusters.get(cluster_names(rs)[0])
+        self.active_apps = a.serve.apps if a is not None and a.serve is not None else None
+        self.wanted_hash: dict[str, str] = {}
 
     # status helpers
 
@@ -743,13 +787,15 @@ class _Step:
         if o is None or not head_ready(cluster) or o.serve is None or o.serve.error:
             return False, None
         apps = dict(o.serve.apps or {})
-        text = str(self.spec.get("serveConfigV2") or "")
-        want = B.serve_config_hash(text)
+        text = self.serve_text
+        overrides = self.overrides_for(apps)
+        want = SDB.applied_hash(text, overrides)
+        self.wanted_hash[name] = want
         have = annotations_of(cluster).get(C.ANN_SERVE_CONFIG_HASH)
         needed = not have or not apps or have != want
         if apply and needed and text.strip():
             try:
-                config = B.serve_config(text)
+                config = SDB.fold(B.serve_config(text), overrides)
             except B.ServeConfigError as e:
                 self.event("Warning", C.EV_FAILED_UPDATE_SERVE_APPLICATIONS, str(e))
             else:
@@ -757,6 +803,34 @@ class _Step:
         # Just (re)applied: what Ray said describes the previous config.
         ready = not needed and apps_running(apps)
         return ready, app_statuses(apps)
+
+    def overrides_for(self, cluster_apps: Mapping[str, Any] | None) -> dict[SDB.Key, int]:
+        """The scale targets' numbers for the config PUT to a cluster whose Serve reports these apps."""
+        if not self.targets or self.serve_obj is None:
+            return {}
+        return SP.overrides(self.rs, self.targets, self.serve_obj, cluster_apps, self.active_apps)
+
+    # -- scale targets (RayServeDeployments) -------------------------------------------------------------------
+
+    def scale_targets(self) -> None:
+        """One RayServeDeployment per deployment the active cluster runs, each with its status."""
+        if not self.cfg.serve_deployment_targets or self.serve_obj is None:
+            return
+        name = self.active_name
+        o = self.obs(name)
+        if o is None or o.serve is None or o.serve.error or not head_ready(o.cluster):
+            return
+        view = SP.ClusterView(name, o.serve.apps, o.pod_groups, o.pods_by_ip)
+        want = self.wanted_hash.get(name) or SDB.applied_hash(
+            self.serve_text, self.overrides_for(o.serve.apps)
+        )
+        applied = annotations_of(o.cluster).get(C.ANN_SERVE_CONFIG_HASH) == want and bool(o.serve.apps)
+        plan = SP.plan(self.rs, self.serve_obj, self.targets, view, applied=applied, now=self.now)
+        for n in plan.notes:
+            self.event(n.type, n.reason, n.message)
+        self.actions.extend(CreateServeDeployment(t) for t in plan.create)
+        self.actions.extend(DeleteServeDeployment(t, why) for t, why in plan.delete)
+        self.actions.extend(UpdateServeDeployment(u) for u in plan.update)
 
     def failed_apps_events(self, role: str, name: str, apps: Obj | None, other: str) -> list[str]:
         """A Warning event for each application that has just failed; returns their descriptions."""
@@ -950,6 +1024,7 @@ class _Step:
             if self.reconcile_services(target, cluster, create_only=create_only) and not create_only:
                 switched_to = target
         self.status(active, pending, a_apps, p_apps, switched_to, blocked)
+        self.scale_targets()
 
     def waiting_reason(self, name: str, cluster: Mapping[str, Any], apps: Obj | None) -> str:
         if not head_ready(cluster):

@@ -82,6 +82,9 @@ class OperatorConfig:
     # Keep a rayop.io RayWorkerGroup per worker group, the scale target of `kubectl scale` and the HPA
     # (docs/scaling.md). Off for a cluster where rayop's own CRD is not installed.
     enable_worker_groups: bool = True
+    # Keep a rayop.io RayServeDeployment per Serve deployment of a RayService, the scale target of
+    # `kubectl scale` and the HPA for its replicas (docs/scaling.md). Off where its CRD is not installed.
+    enable_serve_deployments: bool = True
     # The web view (rayop.ui): off unless given a port; on a loopback address unless given another host,
     # and then only with TokenReview/SubjectAccessReview checks of every caller.
     ui_port: int = 0
@@ -120,7 +123,13 @@ class OperatorConfig:
             settings,
             raycluster=replace(settings.raycluster, build_options=options),
             rayjob=replace(settings.rayjob, use_kubernetes_proxy=self.use_kubernetes_proxy),
-            rayservice=replace(settings.rayservice, use_kubernetes_proxy=self.use_kubernetes_proxy),
+            rayservice=replace(
+                settings.rayservice,
+                use_kubernetes_proxy=self.use_kubernetes_proxy,
+                machine=replace(
+                    settings.rayservice.machine, serve_deployment_targets=self.enable_serve_deployments
+                ),
+            ),
             workergroups=replace(
                 settings.workergroups,
                 enabled=self.enable_worker_groups,
@@ -175,6 +184,7 @@ class OperatorConfig:
             "burst": "burst",
             "featureGates": "feature_gates",
             "enableRayWorkerGroups": "enable_worker_groups",
+            "enableRayServeDeployments": "enable_serve_deployments",
         }
         kw: dict[str, Any] = {}
         extra: dict[str, Any] = {}
@@ -192,7 +202,13 @@ class OperatorConfig:
             if isinstance(fg, list):  # Helm-style [{name, enabled}]
                 fg = {str(i["name"]): i.get("enabled", False) for i in fg}
             kw["feature_gates"] = parse_feature_gates(fg)
-        for b in ("enable_leader_election", "use_kubernetes_proxy", "enable_metrics", "enable_worker_groups"):
+        for b in (
+            "enable_leader_election",
+            "use_kubernetes_proxy",
+            "enable_metrics",
+            "enable_worker_groups",
+            "enable_serve_deployments",
+        ):
             if b in kw:
                 kw[b] = parse_bool(kw[b], b)
         kw.update(overrides)

@@ -97,6 +97,10 @@ def add_webhook(manager: Manager, config: OperatorConfig) -> None:
         caches[kinds.RAYWORKERGROUPS] = cached_fields.informer(manager, kinds.RAYWORKERGROUPS)
         # A RayService's RayWorkerGroup is judged against the RayService (its rayClusterConfig).
         caches[kinds.RAYSERVICES] = cached_fields.informer(manager, kinds.RAYSERVICES)
+    if config.enable_serve_deployments:
+        caches[kinds.RAYSERVEDEPLOYMENTS] = cached_fields.informer(manager, kinds.RAYSERVEDEPLOYMENTS)
+        # A RayServeDeployment is judged against its RayService (its serveConfigV2).
+        caches[kinds.RAYSERVICES] = cached_fields.informer(manager, kinds.RAYSERVICES)
     objects = CachedObjects(caches, ApiObjects(manager.client))
 
     async def serve() -> None:

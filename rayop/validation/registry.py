@@ -14,7 +14,12 @@ from typing import Any, Protocol
 from rayop.api import kinds as K
 from rayop.validation.errors import FieldError, not_supported
 from rayop.validation.kinds import validate_raycluster, validate_rayjob, validate_rayservice
-from rayop.validation.scale import ScaleContext, ScaleVerdict, check_worker_group_scale
+from rayop.validation.scale import (
+    ScaleContext,
+    ScaleVerdict,
+    check_serve_deployment_scale,
+    check_worker_group_scale,
+)
 from rayop.validation.warnings import warnings_raycluster, warnings_rayjob, warnings_rayservice
 
 
@@ -54,6 +59,7 @@ class ScaleRule(Protocol):
 
 SCALE_RULES: Mapping[str, ScaleRule] = {
     K.RAYWORKERGROUP.kind: check_worker_group_scale,
+    K.RAYSERVEDEPLOYMENT.kind: check_serve_deployment_scale,
 }
 
 _missing = sorted(k.kind for k in K.admitted() if k.kind not in RULES)

@@ -78,9 +78,30 @@ async def worker_group_scale_context(reader: ObjectReader | None, namespace: str
         return ScaleContext(None, None, f"reading {namespace}/{name}: {e}")
 
 
+async def serve_deployment_scale_context(
+    reader: ObjectReader | None, namespace: str, name: str
+) -> ScaleContext:
+    """The RayServeDeployment `namespace/name` and the RayService its spec names."""
+    if reader is None:
+        return ScaleContext(None, None, "the webhook has no access to the Kubernetes API")
+    try:
+        async with asyncio.timeout(READ_TIMEOUT_SECONDS):
+            target = await reader.get(kinds.RAYSERVEDEPLOYMENTS, namespace, name)
+            if target is None:
+                return ScaleContext(None, None)
+            service = str(spec_of(target).get("rayServiceName") or "")
+            owner = await reader.get(kinds.RAYSERVICES, namespace, service) if service else None
+            return ScaleContext(target, owner)
+    except (ApiError, aiohttp.ClientError, TimeoutError, ConnectionError) as e:
+        return ScaleContext(None, None, f"reading {namespace}/{name}: {e}")
+
+
 class ContextReader(Protocol):
     async def __call__(self, reader: ObjectReader | None, namespace: str, name: str) -> ScaleContext: ...
 
 
 # How to read the context of a scale request, per kind whose scale subresource the webhook admits.
-SCALE_CONTEXTS: Mapping[str, ContextReader] = {kinds.RAYWORKERGROUP.kind: worker_group_scale_context}
+SCALE_CONTEXTS: Mapping[str, ContextReader] = {
+    kinds.RAYWORKERGROUP.kind: worker_group_scale_context,
+    kinds.RAYSERVEDEPLOYMENT.kind: serve_deployment_scale_context,
+}

@@ -275,6 +275,7 @@ def test_render_is_deterministic_and_records_the_source_version() -> None:
         "ray.io_rayclusters.yaml",
         "ray.io_rayjobs.yaml",
         "ray.io_rayservices.yaml",
+        "rayop.io_rayservedeployments.yaml",
         "rayop.io_rayworkergroups.yaml",
     ]
     for text in first.values():
@@ -298,6 +299,7 @@ def test_gen_crds_command_writes_files_and_leaves_unchanged_files_alone(tmp_path
         "ray.io_rayclusters.yaml",
         "ray.io_rayjobs.yaml",
         "ray.io_rayservices.yaml",
+        "rayop.io_rayservedeployments.yaml",
         "rayop.io_rayworkergroups.yaml",
     ]
     mtimes = {p: p.stat().st_mtime_ns for p in out.iterdir()}

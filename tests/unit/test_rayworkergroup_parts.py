@@ -165,9 +165,9 @@ async def test_cached_objects_fall_back_to_a_read_on_a_miss() -> None:
 
     reader = CachedObjects({RAYWORKERGROUPS: Cache({"c-workers": rwg_of(rc)})}, Objects(rc))
     ctx = await worker_group_scale_context(reader, "ns", "c-workers")
-    assert ctx.owner is rc and ctx.worker_group is not None
+    assert ctx.owner is rc and ctx.target is not None
     ctx = await worker_group_scale_context(None, "ns", "c-workers")
-    assert ctx.unreadable and ctx.worker_group is None
+    assert ctx.unreadable and ctx.target is None
     assert RAYCLUSTERS.kind == C.KIND_RAYCLUSTER
 
 

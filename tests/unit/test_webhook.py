@@ -273,6 +273,7 @@ def test_webhook_configuration_shape() -> None:
         "validate.rayjobs.ray.io",
         "validate.rayservices.ray.io",
         "validate.scale.rayworkergroups.rayop.io",
+        "validate.scale.rayservedeployments.rayop.io",
     ]
     h = cfg["webhooks"][0]
     assert h["clientConfig"] == {
@@ -302,6 +303,11 @@ def test_webhook_configuration_shape() -> None:
     ]
     assert cfg["webhooks"][3]["clientConfig"]["url"].endswith(
         "/validate-rayop-io-v1alpha1-rayworkergroup-scale"
+    )
+    # And writes to a RayServeDeployment's (a Serve deployment sized by an HPA).
+    assert cfg["webhooks"][4]["rules"][0]["resources"] == ["rayservedeployments/scale"]
+    assert cfg["webhooks"][4]["clientConfig"]["url"].endswith(
+        "/validate-rayop-io-v1alpha1-rayservedeployment-scale"
     )
     svc = build_webhook_configuration(
         {"namespace": "rayop-system", "name": "rayop-webhook", "port": 443}, b""
