@@ -11,6 +11,9 @@ application set (a new or changed application is DEPLOYING, then RUNNING after `
 one stays as it is, so a PUT that only changes `target_capacity` leaves RUNNING applications running), an
 import path naming a missing module fails with DEPLOY_FAILED and Ray's ModuleNotFoundError message,
 `target_capacity` is reported back, and `lose()` forgets everything, as a head restarted without GCS FT does.
+An application whose code (import path, args, runtime_env) did not change keeps running through a PUT, with
+its deployments' new options (Serve's light update). Deployments are those the config lists (else one
+called `D`), each with its target number of replicas, all RUNNING.
 Jobs answer as `FakeDashboard`'s do; with `job_seconds` set they also run by themselves: RUNNING at once, then
 after `job_seconds` (or the N of a `sleep N` in the entrypoint) SUCCEEDED, or FAILED when the entrypoint says
 `exit 1`. Every POST is kept per cluster (`submissions`), duplicates included, so a test counts what reached
@@ -84,11 +87,16 @@ class FakeServe:
         self.config = body
         self.target_capacity = body.get("target_capacity")
         self._deployed_at = time.monotonic()
-        self.apps = {}
+        old, self.apps = self.apps, {}
         for a in body.get("applications") or []:
             name = a.get("name", "default")
             if before.get(name) == a and name in old_apps:
                 self.apps[name] = old_apps[name]
+                continue
+            code = json.dumps([a.get("import_path"), a.get("args"), a.get("runtime_env")], sort_keys=True)
+            prev = old.get(name)
+            if prev is not None and prev["_code"] == code and prev["status"] == "RUNNING":
+                self.apps[name] = {**prev, "_spec": a, "deployments": _deployments(a)}
                 continue
             self.apps[name] = {
                 "name": name,
@@ -97,6 +105,8 @@ class FakeServe:
                 "message": "",
                 "deployments": {},
                 "_import_path": str(a.get("import_path") or ""),
+                "_code": code,
+                "_spec": a,
             }
 
     def set_status(self, status: str, message: str = "", app: str | None = None) -> None:
@@ -124,9 +134,31 @@ class FakeServe:
                     )
                 else:
                     a["status"] = "RUNNING"
-                    a["deployments"] = {"D": {"name": "D", "status": "HEALTHY", "message": ""}}
+                    a["deployments"] = _deployments(a["_spec"])
         apps = {n: {k: v for k, v in a.items() if not k.startswith("_")} for n, a in self.apps.items()}
         return {"applications": apps, "proxy_location": "EveryNode", "target_capacity": self.target_capacity}
+
+
+def _deployments(app: dict[str, Any]) -> dict[str, Any]:
+    """What Serve reports of an application's deployments (DeploymentDetails, the fields rayop reads)."""
+    listed = [d for d in app.get("deployments") or [] if isinstance(d, dict) and d.get("name")]
+    out: dict[str, Any] = {}
+    for d in listed or [{"name": "D"}]:
+        auto = d.get("autoscaling_config")
+        n = d.get("num_replicas")
+        target = (auto or {}).get("min_replicas", 1) if auto is not None else n if isinstance(n, int) else 1
+        out[d["name"]] = {
+            "name": d["name"],
+            "status": "HEALTHY",
+            "message": "",
+            "target_num_replicas": target,
+            "deployment_config": {"num_replicas": None if auto else target, "autoscaling_config": auto},
+            "replicas": [
+                {"replica_id": f"{d['name']}-{i}", "state": "RUNNING", "node_ip": "", "node_instance_id": ""}
+                for i in range(target)
+            ],
+        }
+    return out
 
 
 def serve_put_response(serve: FakeServe, text: str) -> web.Response:

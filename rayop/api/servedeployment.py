@@ -21,6 +21,9 @@ SHORT_NAME: Final = "rsd"
 
 # Labels on the object (the RayService's name is under KubeRay's ray.io/originated-from-cr-name).
 LABEL_APPLICATION: Final = "rayop.io/serve-application"
+# The num_replicas Serve ran for a deployment that serveConfigV2 does not size, when the object was made:
+# the code's number, which needs no override in the config.
+ANN_CODE_REPLICAS: Final = "rayop.io/code-num-replicas"
 
 # Who decides the deployment's replica count (status.scaledBy).
 SCALED_BY_SCALE_TARGET: Final = "ScaleTarget"  # this object's spec.replicas (kubectl scale, an HPA)

@@ -41,8 +41,17 @@ def target_name(rayservice: str, app: str, deployment: str) -> str | None:
     return name if 0 < len(name) <= MAX_NAME else None
 
 
-def build(rayservice: Mapping[str, Any], app: str, deployment: str, name: str, replicas: int) -> Obj:
-    """The RayServeDeployment of one deployment, owned (and garbage-collected) with the RayService."""
+def build(
+    rayservice: Mapping[str, Any],
+    app: str,
+    deployment: str,
+    name: str,
+    replicas: int,
+    *,
+    code_replicas: int | None = None,
+) -> Obj:
+    """The RayServeDeployment of one deployment, owned (and garbage-collected) with the RayService.
+    `code_replicas`: the number Serve runs without an override, when serveConfigV2 does not state one."""
     md = meta(rayservice)
     labels = {
         **originated_labels(rayservice),
@@ -57,6 +66,11 @@ def build(rayservice: Mapping[str, Any], app: str, deployment: str, name: str, r
             "name": name,
             "namespace": str(md.get("namespace") or ""),
             "labels": {k: v for k, v in labels.items() if v},
+            **(
+                {"annotations": {SD.ANN_CODE_REPLICAS: str(code_replicas)}}
+                if code_replicas is not None
+                else {}
+            ),
             "ownerReferences": [
                 base_owner_reference(rayservice, api_version=C.API_VERSION, kind=C.KIND_RAYSERVICE)
             ],
@@ -76,6 +90,11 @@ def _label_value(value: str) -> str:
     if len(value) > 63 or not re.fullmatch(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?", value):
         return ""
     return value
+
+
+def code_replicas(target: Mapping[str, Any]) -> int | None:
+    value = str(((target.get("metadata") or {}).get("annotations") or {}).get(SD.ANN_CODE_REPLICAS) or "")
+    return int(value) if value.isdigit() else None
 
 
 def key_of(target: Mapping[str, Any]) -> Key | None:

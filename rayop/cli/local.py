@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 
 from rayop.api import features
 from rayop.local import metrics_server
@@ -172,36 +171,9 @@ def _start_node(state: Path, plane: ControlPlane, node: NodeSpec) -> str:
 
 
 def _start_metrics_server(plane: ControlPlane, timeout: float = 180.0) -> str:
-    """Install metrics-server as a Deployment on the node agent and wait for its APIService."""
-    assert plane.pki
     if not metrics_server.binary_path().exists():
         typer.echo("building metrics-server from its Go module (once; a few minutes)...", err=True)
-    binary = metrics_server.ensure_binary()
-    crt, key = issue_serving_cert(plane.pki, "metrics-server", metrics_server.service_dns_names())
-    spec = metrics_server.MetricsServerSpec(
-        binary=binary,
-        version=metrics_server.default_version(),
-        ca_pem=plane.pki.serving_ca.read_bytes(),
-        cert_pem=crt.read_bytes(),
-        key_pem=key.read_bytes(),
-    )
-    docs = yaml.safe_dump_all(metrics_server.manifests(spec), sort_keys=False)
-    plane.kubectl(
-        "apply", "--server-side", "--force-conflicts", "--field-manager=rayop", "-f", "-", input=docs
-    )
-    api = f"apiservice/{metrics_server.APISERVICE}"
-    out = plane.kubectl(
-        "wait",
-        "--for=condition=Available",
-        f"--timeout={int(timeout)}s",
-        api,
-        check=False,
-        timeout=timeout + 30,
-    )
-    if "condition met" not in out:
-        status = plane.kubectl("get", api, "-o", "jsonpath={.status.conditions}", check=False)
-        pods = plane.kubectl("get", "pods", "-n", metrics_server.NAMESPACE, "-o", "wide", check=False)
-        raise PlaneError(f"metrics-server did not become Available in {timeout:.0f} s: {status}\n{pods}")
+    metrics_server.install(plane, timeout)
     return f"metrics-server {metrics_server.default_version()} (kubectl top)"
 
 

@@ -3,7 +3,9 @@ deployments as scale targets"). The RayService state machine calls them; nothing
 
 - `overrides`: which numbers the Serve config PUT to a cluster carries, one per scale target that may size
   its deployment there (not one Serve's autoscaler sizes, and only a deployment the config lists or the
-  cluster's Serve runs: Serve refuses an override for a deployment its application lacks).
+  cluster's Serve runs: Serve refuses an override for a deployment its application lacks) and whose number
+  differs from what serveConfigV2 (or, where it says nothing, the deployment's code) makes Serve run, so a
+  RayService nobody scales keeps exactly its config and is never PUT again for it.
 - `plan`: one RayServeDeployment per deployment Ray reports on the active cluster (created at the number
   that runs, deleted when its application left serveConfigV2 or runs without it); per object, the number
   copied from serveConfigV2 when that changed, or from Serve's autoscaler when it sizes the deployment,
@@ -106,9 +108,14 @@ def overrides(
         here = B.reported(cluster_apps, *key)
         if B.reported_autoscaled(here):
             continue
-        if here is None and SD.config_entry(config, *key) is None:
+        entry = SD.config_entry(config, *key)
+        if here is None and entry is None:
             continue  # Serve would fail the whole application for a deployment it does not have
-        out[key] = wanted_replicas(t, config)[0]
+        n = wanted_replicas(t, config)[0]
+        stated = SD.entry_replicas(entry)
+        if n == (stated if stated is not None else B.code_replicas(t)):
+            continue  # Serve runs that number from the config (or the code) alone: nothing to change
+        out[key] = n
     return out
 
 
@@ -256,16 +263,24 @@ def status_for(
     return st
 
 
-def _initial_replicas(
-    config: Mapping[str, Any], key: Key, details: Mapping[str, Any] | None, autoscaled: bool
-) -> int:
-    """A new RayServeDeployment starts at what runs: Serve's target (which the config's num_replicas
-    became), the config's number before Ray reports one, else 1."""
+def _new(
+    rayservice: Mapping[str, Any],
+    config: Mapping[str, Any],
+    key: Key,
+    name: str,
+    details: Mapping[str, Any] | None,
+    apps: Mapping[str, Any],
+) -> Obj:
+    """A new RayServeDeployment starts at what runs: Serve's target (the config's num_replicas, or the
+    code's, which it records), else the config's number, else 1."""
+    probe: Obj = {"spec": {"applicationName": key[0], "deploymentName": key[1]}}
     target = B.reported_target(details)
-    if autoscaled:
-        return target or 0
+    if autoscaled_why(probe, config, apps):
+        return B.build(rayservice, key[0], key[1], name, target or 0)
     stated = SD.entry_replicas(SD.config_entry(config, *key))
-    return max(1, target if target is not None else stated or 1)
+    n = max(1, target if target is not None else stated or 1)
+    code = n if stated is None and target is not None else None
+    return B.build(rayservice, key[0], key[1], name, n, code_replicas=code)
 
 
 def plan(
@@ -282,6 +297,8 @@ def plan(
     out = TargetPlan()
     if view is None or view.apps is None:
         return out
+    # New objects start from what runs, so only from a cluster that runs this pass's config.
+    create = applied
     rs_name = name_of(rayservice)
     wanted: dict[str, Key] = {}
     for key in B.deployments_of(view.apps):
@@ -323,11 +340,8 @@ def plan(
         found = targets.get(name)
         details = B.reported(view.apps, *key)
         if found is None:
-            probe: Obj = {"spec": {"applicationName": key[0], "deploymentName": key[1]}}
-            why = autoscaled_why(probe, config, view.apps)
-            out.create.append(
-                B.build(rayservice, key[0], key[1], name, _initial_replicas(config, key, details, bool(why)))
-            )
+            if create:
+                out.create.append(_new(rayservice, config, key, name, details, view.apps))
             continue
         if not ours(rayservice, found):
             if not is_terminating(found):

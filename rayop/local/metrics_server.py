@@ -20,8 +20,11 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from rayop.base.types import Obj
-from rayop.local.plane import REPO_ROOT, PlaneError, cache_dir
+from rayop.local.pki import issue_serving_cert
+from rayop.local.plane import REPO_ROOT, ControlPlane, PlaneError, cache_dir
 
 NAMESPACE = "kube-system"
 NAME = "metrics-server"
@@ -235,3 +238,35 @@ def manifests(spec: MetricsServerSpec) -> list[Obj]:
             },
         },
     ]
+
+
+def install(plane: ControlPlane, timeout: float = 180.0) -> None:
+    """Install metrics-server on a plane whose node agent runs its pod (building the binary if missing),
+    and wait until its APIService is Available. Raises PlaneError when it does not become Available."""
+    assert plane.pki
+    binary = ensure_binary()
+    crt, key = issue_serving_cert(plane.pki, NAME, service_dns_names())
+    spec = MetricsServerSpec(
+        binary=binary,
+        version=default_version(),
+        ca_pem=plane.pki.serving_ca.read_bytes(),
+        cert_pem=crt.read_bytes(),
+        key_pem=key.read_bytes(),
+    )
+    docs = yaml.safe_dump_all(manifests(spec), sort_keys=False)
+    plane.kubectl(
+        "apply", "--server-side", "--force-conflicts", "--field-manager=rayop", "-f", "-", input=docs
+    )
+    api = f"apiservice/{APISERVICE}"
+    out = plane.kubectl(
+        "wait",
+        "--for=condition=Available",
+        f"--timeout={int(timeout)}s",
+        api,
+        check=False,
+        timeout=timeout + 30,
+    )
+    if "condition met" not in out:
+        status = plane.kubectl("get", api, "-o", "jsonpath={.status.conditions}", check=False)
+        pods = plane.kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide", check=False)
+        raise PlaneError(f"metrics-server did not become Available in {timeout:.0f} s: {status}\n{pods}")

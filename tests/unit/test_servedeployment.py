@@ -437,3 +437,27 @@ def test_the_serve_config_of_the_example_parses_as_the_webhook_reads_it() -> Non
     assert SD.entry_autoscaled(SD.config_entry(parsed, "auto", "Scaled"))
     assert SD.entry_replicas(SD.config_entry(parsed, "hello", "Hello")) == 1
     assert SD.config_entry(copy.deepcopy(parsed), "hello", "Nope") is None
+
+
+def test_a_number_serve_runs_anyway_is_not_folded_so_nobody_scaling_means_no_new_put() -> None:
+    config = RB.serve_config(SERVE)
+    apps = ray_apps()
+    apps["hello"]["deployments"]["Code"] = dep(2)
+    at_config = target(replicas=1)
+    code = target("rs-hello-code", 2, deployment="Code")
+    code["metadata"]["annotations"] = {SD.ANN_CODE_REPLICAS: "2"}
+    targets = {"rs-hello-hello": at_config, "rs-hello-code": code}
+    assert P.overrides(rs(), targets, config, apps, apps) == {}
+    code["spec"]["replicas"] = 3
+    assert P.overrides(rs(), targets, config, apps, apps) == {("hello", "Code"): 3}
+
+
+def test_new_objects_record_the_codes_number_and_wait_for_the_config_to_be_applied() -> None:
+    apps = ray_apps()
+    apps["hello"]["deployments"]["Code"] = dep(2)
+    plan = P.plan(rs(), RB.serve_config(SERVE), {}, view(apps), applied=False, now=NOW)
+    assert plan.create == []
+    plan = P.plan(rs(), RB.serve_config(SERVE), {}, view(apps), applied=True, now=NOW)
+    made = {t["metadata"]["name"]: t for t in plan.create}
+    assert made["rs-hello-code"]["metadata"]["annotations"] == {SD.ANN_CODE_REPLICAS: "2"}
+    assert "annotations" not in made["rs-hello-hello"]["metadata"]  # serveConfigV2 states its number
