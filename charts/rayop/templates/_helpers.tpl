@@ -101,4 +101,5 @@ the rendered configuration with it). */}}
 - {name: validate.rayjobs.ray.io, group: ray.io, resource: rayjobs, path: /validate-ray-io-v1-rayjob, versions: [v1, v1alpha1], operations: [CREATE, UPDATE]}
 - {name: validate.rayservices.ray.io, group: ray.io, resource: rayservices, path: /validate-ray-io-v1-rayservice, versions: [v1, v1alpha1], operations: [CREATE, UPDATE]}
 - {name: validate.scale.rayworkergroups.rayop.io, group: rayop.io, resource: rayworkergroups/scale, path: /validate-rayop-io-v1alpha1-rayworkergroup-scale, versions: [v1alpha1], operations: [UPDATE]}
+- {name: validate.scale.rayservedeployments.rayop.io, group: rayop.io, resource: rayservedeployments/scale, path: /validate-rayop-io-v1alpha1-rayservedeployment-scale, versions: [v1alpha1], operations: [UPDATE]}
 {{- end -}}

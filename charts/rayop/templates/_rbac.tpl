@@ -83,6 +83,14 @@ namespace) or by one Role per watched namespace. Each rule is what the operator 
 - apiGroups: [rayop.io]
   resources: [rayworkergroups/status]
   verbs: [update]
+# One RayServeDeployment per Serve deployment of a RayService (the scale target of an HPA on Serve
+# replicas), kept and removed with the deployments Ray reports.
+- apiGroups: [rayop.io]
+  resources: [rayservedeployments]
+  verbs: [create, delete, get, list, patch, watch]
+- apiGroups: [rayop.io]
+  resources: [rayservedeployments/status]
+  verbs: [update]
 # Needed to set blockOwnerDeletion on the objects a RayCluster or RayJob owns where the
 # OwnerReferencesPermissionEnforcement admission plugin is on (OpenShift).
 - apiGroups: [ray.io]
