@@ -34,6 +34,7 @@ SCRIPTS = {
     "rayjob_latency": "rayjob.md",
     "rayservice_upgrade": "rayservice.md",
     "ui_render": "ui.md",
+    "hpa_timeline": "hpa.md",
 }
 
 # Run only when named (`make bench-peer`): it needs KubeRay built and takes about 30 minutes.

@@ -26,6 +26,8 @@ import asyncio
 import contextlib
 import copy
 import json
+import shutil
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -36,17 +38,29 @@ import yaml
 
 from rayop.api.kinds import RAYCLUSTERS, RAYSERVEDEPLOYMENTS, RAYSERVICES, RAYWORKERGROUPS
 from rayop.base.resource import Resource
+from rayop.local import metrics_server
 from rayop.node import containers
 from rayop.node.locate import locate
 from rayop.ray.dashboard import DashboardClient
-from rayop.runtime.client import CONFIGMAPS, EVENTS, PODS, ApiClient, ApiError
-from tests.e2e.serve_load import Load, steady_load
+from rayop.runtime.client import CONFIGMAPS, EVENTS, PODS, ApiClient, ApiError, load_kubeconfig
+from tests import rbac
+from tests.e2e.serve_load import Load, OperatorProcess, steady_load
 from tests.helpers import eventually
+from tests.nodes import (
+    new_namespace,
+    node_network,
+    start_agent,
+    start_node_plane,
+    stop_agent,
+    stop_node_plane,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 HPAS = Resource("autoscaling", "v2", "horizontalpodautoscalers", kind="HorizontalPodAutoscaler")
 POD_METRICS = Resource("metrics.k8s.io", "v1beta1", "pods", kind="PodMetrics")
 
+# The HPA controller's evaluation period on this plane (upstream: 15 s; docs/local-plane.md).
+HPA_SYNC = "5s"
 SAMPLE_SECONDS = 2.0
 # Scale-down waits this long at low CPU (the examples wait 60 s; the controller's default is 5 minutes).
 STABILIZATION_SECONDS = 30
@@ -69,6 +83,42 @@ HOLD_SECONDS = 20.0  # how long the scaled-up state is watched before the load s
 T_START = 420.0  # a cluster's start on a busy 2-core machine
 T_SCALE = 240.0  # metrics (two scrapes), the HPA's sync, a new Pod starting Ray
 T_DOWN = 300.0  # the stabilization window, the HPA's sync, draining, Ray's idle timeout
+
+
+# The world both runs need ----------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def world(prefix: str = "hpa") -> AsyncIterator[tuple[ApiClient, str]]:
+    """A control plane (kube-controller-manager's HPA controller evaluating every HPA_SYNC), the node agent,
+    metrics-server on it, a namespace, and `rayop operator` watching it as the chart's RBAC lets it."""
+    net = node_network(prefix)
+    plane = await asyncio.to_thread(start_node_plane, net, hpa={"sync-period": HPA_SYNC})
+    try:
+        operator_kubeconfig = rbac.enable(plane)
+        state = Path(tempfile.mkdtemp(prefix="rayop-node-", dir="/var/tmp"))
+        # Ray 2.60 turns token auth on when ~/.ray/auth_token exists, and pods share this host's home.
+        env = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+        agent, task = await start_agent(plane, net, state, cpu="16", memory="32Gi", default_env=env)
+        kube = ApiClient(load_kubeconfig(plane.kubeconfig))
+        op: OperatorProcess | None = None
+        try:
+            await asyncio.to_thread(metrics_server.install, plane)
+            ns = await new_namespace(kube, prefix)
+            log = Path(tempfile.mkdtemp(prefix=f"rayop-{prefix}-")) / "operator.log"
+            op = OperatorProcess(operator_kubeconfig, ns, log)
+            op.start()
+            yield kube, ns
+        finally:
+            if op is not None:
+                op.stop()
+            await kube.close()
+            leftovers = await stop_agent(agent, task)
+            shutil.rmtree(state, ignore_errors=True)
+            if leftovers:
+                raise AssertionError(f"netns left behind: {leftovers}")
+    finally:
+        await asyncio.to_thread(stop_node_plane, plane)
 
 
 # What was seen ---------------------------------------------------------------------------------------------

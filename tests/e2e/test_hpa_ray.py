@@ -10,32 +10,18 @@ as upstream, and the HPAs use the examples' behavior with a 30 s scale-down wind
 
 from __future__ import annotations
 
-import asyncio
 import json
-import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from rayop.local import metrics_server
-from rayop.local.plane import ControlPlane
-from rayop.runtime.client import ApiClient, load_kubeconfig
-from tests import rbac
+from rayop.runtime.client import ApiClient
 from tests.e2e import hpa_scenarios as H
-from tests.e2e.serve_load import OperatorProcess
-from tests.nodes import (
-    RAY_ENV,
-    needs_root,
-    new_namespace,
-    node_network,
-    start_agent,
-    start_node_plane,
-    stop_agent,
-    stop_node_plane,
-)
+from tests.nodes import RAY_ENV, needs_root
 
 pytestmark = [
     needs_root,
@@ -43,48 +29,11 @@ pytestmark = [
     pytest.mark.skipif(not metrics_server.binary_path().exists(), reason="no metrics-server (make deps)"),
 ]
 
-# The HPA controller's evaluation period on this plane (upstream: 15 s).
-HPA_SYNC = "5s"
-
 
 @pytest.fixture(scope="module")
-def hpa_net() -> dict[str, str]:
-    return node_network("hpa")
-
-
-@pytest.fixture(scope="module")
-def hpa_plane(hpa_net: dict[str, str]) -> Iterator[ControlPlane]:
-    cp = start_node_plane(hpa_net, hpa={"sync-period": HPA_SYNC})
-    try:
-        rbac.enable(cp)
-        yield cp
-    finally:
-        stop_node_plane(cp)
-
-
-@pytest.fixture(scope="module")
-async def world(hpa_plane: ControlPlane, hpa_net: dict[str, str]) -> AsyncIterator[tuple[ApiClient, str]]:
-    """The node agent, metrics-server on it, a namespace and `rayop operator` watching it."""
-    state = Path(tempfile.mkdtemp(prefix="rayop-node-", dir="/var/tmp"))
-    # Ray 2.60 turns token auth on when ~/.ray/auth_token exists, and pods share this host's home.
-    env = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
-    agent, task = await start_agent(hpa_plane, hpa_net, state, cpu="16", memory="32Gi", default_env=env)
-    kube = ApiClient(load_kubeconfig(hpa_plane.kubeconfig))
-    op: OperatorProcess | None = None
-    try:
-        await asyncio.to_thread(metrics_server.install, hpa_plane)
-        ns = await new_namespace(kube, "hpa")
-        log = Path(tempfile.mkdtemp(prefix="rayop-hpa-e2e-")) / "operator.log"
-        op = OperatorProcess(hpa_plane.kubeconfig, ns, log)
-        op.start()
-        yield kube, ns
-    finally:
-        if op is not None:
-            op.stop()
-        await kube.close()
-        leftovers = await stop_agent(agent, task)
-        shutil.rmtree(state, ignore_errors=True)
-        assert leftovers == [], f"netns left behind: {leftovers}"
+async def world() -> AsyncIterator[tuple[ApiClient, str]]:
+    async with H.world() as w:
+        yield w
 
 
 def report(tl: H.Timeline) -> None:
