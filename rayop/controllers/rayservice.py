@@ -106,7 +106,10 @@ RBAC_RULES: Final[tuple[Obj, ...]] = (
         "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
     },
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]},
-    {"apiGroups": [""], "resources": ["pods/proxy", "services/proxy"], "verbs": ["get"]},
+    # With --use-kubernetes-proxy: Serve's state (GET) and config (PUT) through the head's Service, the
+    # Serve proxies' health and metrics (GET) through their Pods.
+    {"apiGroups": [""], "resources": ["services/proxy"], "verbs": ["get", "update"]},
+    {"apiGroups": [""], "resources": ["pods/proxy"], "verbs": ["get"]},
     {
         "apiGroups": [""],
         "resources": ["services"],

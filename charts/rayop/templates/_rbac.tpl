@@ -27,9 +27,15 @@ namespace) or by one Role per watched namespace. Each rule is what the operator 
 - apiGroups: [""]
   resources: [events]
   verbs: [list]
+# With useKubernetesProxy, Ray is reached through the API server's proxies: a head's dashboard
+# through its Service (GET Serve's and Ray's state, POST jobs and node drains, PUT a RayService's Serve
+# config), and a RayService's Serve proxies (/-/healthz, request metrics) through their Pods.
 - apiGroups: [""]
   resources: [services/proxy]
-  verbs: [create, get]
+  verbs: [create, get, update]
+- apiGroups: [""]
+  resources: [pods/proxy]
+  verbs: [get]
 # The autoscaler's ServiceAccount, the auth-token Secret, the GCS fault-tolerance PVC.
 - apiGroups: [""]
   resources: [serviceaccounts, secrets, persistentvolumeclaims]
