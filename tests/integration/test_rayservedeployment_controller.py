@@ -18,12 +18,13 @@ import pytest
 
 from rayop.api import servedeployment as SD
 from rayop.api.kinds import RAYCLUSTERS, RAYSERVEDEPLOYMENTS, RAYSERVICES
+from rayop.base.objects import name_of
 from rayop.builders import servedeployment as SDB
 from rayop.builders.rayservice import serve_config
 from rayop.local.plane import ControlPlane
 from rayop.runtime.client import NAMESPACES, ApiClient, ApiError
 from rayop.webhook import SelfSignedCertSource, WebhookServer, delete_webhook_configuration
-from rayop.webhook.lookup import ApiObjects, CachedObjects
+from rayop.webhook.lookup import ApiObjects, CachedObjects, serve_deployment_scale_context
 from tests.fake_dashboard import FakeFleet
 from tests.helpers import eventually
 from tests.integration.rayservices import clusters_of, events, names, operator, rayservice, serving_kubelet
@@ -185,9 +186,14 @@ async def test_the_webhook_refuses_a_scale_write_serves_autoscaler_would_ignore(
             return bool(obj and (obj.get("status") or {}).get("scaledBy") == SD.SCALED_BY_SERVE_AUTOSCALER)
 
         await eventually(made, T, 0.2, what="rs-auto-scaled sized by Serve's autoscaler")
+        # As in the operator: the informers first, a GET as the operator on a miss (a scale request for an
+        # object the cache has not seen yet). The GET path, on its own:
+        ctx = await serve_deployment_scale_context(ApiObjects(mgr.client), ns, "rs-auto-scaled")
+        assert not ctx.unreadable and ctx.target is not None and ctx.owner is not None, ctx
+        assert name_of(ctx.owner) == "rs"
         objects = CachedObjects(
             {RAYSERVICES: mgr.informer(RAYSERVICES), RAYSERVEDEPLOYMENTS: mgr.informer(RAYSERVEDEPLOYMENTS)},
-            ApiObjects(kube),
+            ApiObjects(mgr.client),
         )
         server = WebhookServer(
             "127.0.0.1", 0, cert_source=SelfSignedCertSource(["127.0.0.1"]), objects=objects
