@@ -44,13 +44,14 @@ class Load:
     started: float = field(default_factory=time.monotonic)
     last_ok: float = 0.0
     bodies: dict[str, int] = field(default_factory=dict)
+    stopped: float | None = None  # when the load ended: a summary made later still covers only the run
 
     @property
     def failed(self) -> int:
         return len(self.failures)
 
     def elapsed(self) -> float:
-        return time.monotonic() - self.started
+        return (self.stopped if self.stopped is not None else time.monotonic()) - self.started
 
     def achieved_rate(self) -> float:
         return self.sent / max(self.elapsed(), 1e-9)
@@ -125,6 +126,7 @@ async def steady_load(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        load.stopped = time.monotonic()
         if in_flight:
             await asyncio.wait(in_flight, timeout=TIMEOUT_SECONDS + 5)
 
