@@ -71,6 +71,7 @@ def plot(timelines: list[H.Timeline], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(len(timelines), 1, figsize=(10, 4.2 * len(timelines)), squeeze=False)
     for ax, tl in zip((a[0] for a in axes), timelines, strict=True):
@@ -89,6 +90,7 @@ def plot(timelines: list[H.Timeline], path: Path) -> None:
         ax.step(t, series("ray_nodes", -0.06), where="post", label="Ray worker nodes (alive)", ls=":", lw=2)
         ax.set_ylabel("replicas / Pods / nodes")
         ax.set_ylim(0, max(tl.max_of(a) for a in ("spec", "replicas", "pods", "ray_nodes")) + 1)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("seconds since the cluster was applied")
         ax.set_title(tl.name)
         on, off = tl.marks.get("load on"), tl.marks.get("load off")
@@ -183,7 +185,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.sources:
         timelines = [timeline_from_json(json.loads(p.read_text())) for p in args.sources]
-        command = "bench/hpa_timeline.py --from <the e2e test's timelines>"
+        command = (
+            "bash scripts/pytest-tier.sh e2e -k hpa -s` (tests/e2e/test_hpa_ray.py), then "
+            "`.venv/bin/python bench/hpa_timeline.py --from <the two timeline files it printed>"
+        )
     else:
         timelines = asyncio.run(run_both())
         command = ".venv/bin/python bench/hpa_timeline.py"
