@@ -40,7 +40,8 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO))
 
-from rayop.api.kinds import RAYSERVICES  # noqa: E402
+from bench.scalelib import load1  # noqa: E402
+from rayop.api.kinds import RAYCLUSTERS, RAYSERVICES  # noqa: E402
 from rayop.local.plane import ControlPlane, PlaneOptions  # noqa: E402
 from rayop.runtime.client import CONFIGMAPS, NAMESPACES, SERVICEACCOUNTS, ApiClient, load_kubeconfig  # noqa: E402
 from tests.e2e import test_node_agent as na  # noqa: E402
@@ -84,9 +85,12 @@ async def one_upgrade(kube: ApiClient, ns: str, manifest: dict[str, Any], run: i
             cur = await kube.get(RAYSERVICES, NAME, ns)
             now = time.monotonic() - t0
             active, pending = names(cur)
-            pst = ((cur.get("status") or {}).get("pendingServiceStatus") or {}).get("rayClusterStatus") or {}
-            if pending and pst.get("state") == "ready":
-                seen.setdefault("pending cluster up", now)
+            # Read the pending RayCluster itself: the RayService's copy of its status is written only when
+            # the RayService's own status changes, so it can lag the cluster's `ready` until the switch.
+            if pending and "pending cluster up" not in seen:
+                rc = await kube.get_or_none(RAYCLUSTERS, pending, ns)
+                if rc is not None and (rc.get("status") or {}).get("state") == "ready":
+                    seen["pending cluster up"] = now
             if active and active != old:
                 seen.setdefault("pending cluster up", now)
                 seen.setdefault("switch", now)
@@ -97,7 +101,13 @@ async def one_upgrade(kube: ApiClient, ns: str, manifest: dict[str, Any], run: i
 
         await eventually(done, 600, 0.25, what=f"upgrade {run}")
         await asyncio.sleep(2)
-    return {**seen, "sent": load.sent, "failed": load.failed, "rate": load.achieved_rate()}
+    return {
+        **seen,
+        "sent": load.sent,
+        "failed": load.failed,
+        "rate": load.achieved_rate(),
+        "load": f"{load1():.1f}",
+    }
 
 
 async def bench(runs: int) -> list[dict[str, Any]]:
@@ -158,6 +168,8 @@ async def bench(runs: int) -> list[dict[str, Any]]:
 
 
 def write(results: list[dict[str, Any]], runs: int) -> None:
+    from bench.run import machine
+
     lines = [
         "## RayService: cluster upgrade under traffic (`bench/rayservice_upgrade.py`)",
         "",
@@ -166,19 +178,21 @@ def write(results: list[dict[str, Any]], runs: int) -> None:
         "(API server service proxy; failed = non-2xx, connection error or no answer in 10 s) while the cluster "
         f"spec changes. Seconds from the change; `rayClusterDeletionDelaySeconds` {DELAY}.",
         "",
-        "| run | " + " | ".join(PHASES) + " | requests sent | failed |",
-        "|---|" + "---|" * (len(PHASES) + 2),
+        "| run | " + " | ".join(PHASES) + " | requests sent | failed | 1-min load after |",
+        "|---|" + "---|" * (len(PHASES) + 3),
     ]
     for i, r in enumerate(results, 1):
         cells = [f"{r[p]:.1f}" if p in r else "-" for p in PHASES]
         lines.append(
-            f"| {i} | " + " | ".join(cells) + f" | {r['sent']} ({r['rate']:.1f}/s) | **{r['failed']}** |"
+            f"| {i} | "
+            + " | ".join(cells)
+            + f" | {r['sent']} ({r['rate']:.1f}/s) | **{r['failed']}** | {r['load']} |"
         )
     if results:
         med = [f"{statistics.median(r[p] for r in results if p in r):.1f}" for p in PHASES]
         lines.append(
             "| median | " + " | ".join(med) + f" | {sum(r['sent'] for r in results)} | "
-            f"**{sum(r['failed'] for r in results)}** |"
+            f"**{sum(r['failed'] for r in results)}** | |"
         )
     lines += [
         "",
@@ -190,7 +204,10 @@ def write(results: list[dict[str, Any]], runs: int) -> None:
         "(its own zero-downtime test asserts 0 failures under Locust); there is no KubeRay to run on this "
         "machine, so no side-by-side figure.",
         "",
-        f"Command: `.venv/bin/python bench/rayservice_upgrade.py --runs {runs}`",
+        f"Machine: {machine()}; 2 cores shared with the plane, the node agent and Ray (two Ray clusters "
+        "during an upgrade). "
+        f"Command: `.venv/bin/python bench/rayservice_upgrade.py --runs {runs}` (under `flock`, no other "
+        f"benchmark running), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
     ]
     (BENCH / "results").mkdir(exist_ok=True)
