@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -429,7 +430,10 @@ def fmt_writes(w: dict[str, float]) -> str:
     return f"**{total:.2f}**: " + ", ".join(f"{k} {v:.2f}" for k, v in items)
 
 
-def report(cases: list[tuple[Case, dict[str, list[dict[str, Any]]]]], meta: dict[str, Any]) -> str:
+Results = list[tuple[Case, dict[str, list[dict[str, Any]]]]]
+
+
+def report(cases: Results, meta: dict[str, Any]) -> str:
     v = versions()
     lines = [
         "## rayop and KubeRay side by side (`bench/kuberay_peer.py`)",
@@ -532,6 +536,7 @@ def report(cases: list[tuple[Case, dict[str, list[dict[str, Any]]]]], meta: dict
 
 async def main_async(
     args: argparse.Namespace,
+    write_partial: Callable[[Results, list[float], list[float]], None] | None = None,
 ) -> tuple[list[tuple[Case, dict[str, list[dict[str, Any]]]]], dict[str, Any]]:
     gc.disable()  # this process holds thousands of pods; see bench/raycluster_scale.py
     kr = kuberay_dir()
@@ -586,22 +591,28 @@ async def main_async(
                             if ph in res:
                                 print(ph, dict(res[ph].writes.get(OPERATOR_USER, {})))
             results.append((case, by_side))
+            # Write what is measured so far: a bench cut short by its wall budget still leaves figures.
+            if write_partial is not None:
+                write_partial(results, loads, steals)
     finally:
         for side in sides.values():
             await side.kube.close()
             side.plane.stop()
-    meta = {
+    return results, load_meta(loads, steals)
+
+
+def load_meta(loads: list[float], steals: list[float]) -> dict[str, Any]:
+    return {
         "load": f"{min(loads):.1f}-{max(loads):.1f} (median {med(loads):.1f}) on 2 cores" if loads else "-",
         "steal": f"{max(steals):.2f} s at most per create phase" if steals else "-",
     }
-    return results, meta
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=4, help="runs per operator of the 1,100-pod cases")
     ap.add_argument("--big-runs", type=int, default=2, help="runs per operator of the 10,000-pod case")
-    ap.add_argument("--only", nargs="*", help="cases to run: defaults, tuned, big")
+    ap.add_argument("--only", nargs="*", help="cases to run, in this order: defaults, tuned, big")
     ap.add_argument("--quick", action="store_true", help="one small run per operator, to check the setup")
     ap.add_argument("--no-write", action="store_true", help="print the section, do not write it")
     ap.add_argument("--sides", nargs="+", default=["rayop", "kuberay"], help="operators to run")
@@ -614,18 +625,30 @@ def main() -> int:
     args = ap.parse_args()
     EXTRA_ENV.update(kv.split("=", 1) for kv in args.env)
     started = time.monotonic()
-    results, meta = asyncio.run(main_async(args))
     from bench.run import machine
 
-    meta.update(
-        machine=machine(),
-        command="make bench-peer" if not sys.argv[1:] else "bench/kuberay_peer.py " + " ".join(sys.argv[1:]),
-        wall=f"{(time.monotonic() - started) / 60:.0f} min",
-        date=time.strftime("%Y-%m-%d", time.gmtime()),
-    )
-    text = report(results, meta)
+    write = not args.no_write and not args.quick and not args.clusters and len(args.sides) == 2
+
+    def render(results: Results, meta: dict[str, Any]) -> str:
+        meta.update(
+            machine=machine(),
+            command="make bench-peer"
+            if not sys.argv[1:]
+            else "bench/kuberay_peer.py " + " ".join(sys.argv[1:]),
+            wall=f"{(time.monotonic() - started) / 60:.0f} min",
+            date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        )
+        return report(results, meta)
+
+    def partial(results: Results, loads: list[float], steals: list[float]) -> None:
+        if write:
+            RESULT.parent.mkdir(parents=True, exist_ok=True)
+            RESULT.write_text(render(results, load_meta(loads, steals)))
+
+    results, meta = asyncio.run(main_async(args, partial))
+    text = render(results, meta)
     print(text)
-    if not args.no_write and not args.quick and not args.clusters and len(args.sides) == 2:
+    if write:
         RESULT.parent.mkdir(parents=True, exist_ok=True)
         RESULT.write_text(text)
     return 0

@@ -197,8 +197,10 @@ def write(results: list[dict[str, Any]], runs: int) -> None:
     lines += [
         "",
         "Where the time goes: pending cluster up is Ray starting a head and a worker on a busy 2-core machine "
-        "(the physical floor of any upgrade that needs new Pods); switch adds the Serve config PUT, Serve "
-        "deploying the application, and rayop's check that a Ready Pod's Serve proxy answers; old deleted adds "
+        "(the physical floor of any upgrade that needs new Pods) and Serve deploying the application: a "
+        "serving worker's readiness probe includes its Serve proxy's `/-/healthz`, so the pending cluster is "
+        "`ready` only once Serve answers on it. The switch (applications RUNNING and a Ready Pod's Serve proxy "
+        "answering) then lands within the same 0.25 s poll. Old deleted adds "
         f"the {DELAY} s deletion delay and the drain (Ray exports the proxies' ongoing-requests gauge every few "
         "seconds). KubeRay switches on the applications' status alone and deletes at the delay without a drain "
         "(its own zero-downtime test asserts 0 failures under Locust); there is no KubeRay to run on this "
