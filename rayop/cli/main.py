@@ -99,10 +99,18 @@ def normalize_go_bools(argv: list[str]) -> list[str]:
     return out
 
 
-def main() -> None:
+def main(reexec: bool = True) -> None:
+    """The `rayop` entry point. `reexec=False` keeps `rayop operator` in this interpreter (a harness that
+    patches the operator in-process before calling this); see rayop.operator.config.exec_operator."""
     try:
         argv = normalize_go_bools(sys.argv[1:])
-        app = operator_app() if argv[:1] == ["operator"] else full_app()
+        if argv[:1] == ["operator"]:
+            from rayop.cli import operator
+
+            operator.REEXEC = reexec
+            app = operator_app()
+        else:
+            app = full_app()
         app(args=argv, prog_name="rayop")
     except Exception as e:
         # Commands turn the failures they expect into one line (rayop.cli.kube.run); anything else is a

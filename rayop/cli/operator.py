@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
+
+# Set by the `rayop` entry point (rayop.cli.main.main): once the flags are parsed, exec a fresh interpreter
+# that runs only the operator (rayop.operator.config.exec_operator). Off when the command is invoked in-process
+# (tests, CliRunner), which must not have their process replaced.
+REEXEC = False
 
 
 def _bool_option(help_: str) -> object:
@@ -110,8 +116,13 @@ def run_operator(
 ) -> None:
     """Run the operator: reconcile RayClusters (and the other Ray kinds) until SIGTERM."""
     # Imported here: the operator's modules take a second to load, which every other command would pay.
-    from rayop.operator.config import OperatorConfig, parse_bool, parse_feature_gates, parse_namespaces
-    from rayop.operator.main import main
+    from rayop.operator.config import (
+        OperatorConfig,
+        exec_operator,
+        parse_bool,
+        parse_feature_gates,
+        parse_namespaces,
+    )
 
     webhook: dict[str, object] = {
         "webhook_host": webhook_host,
@@ -160,4 +171,8 @@ def run_operator(
     except (ValueError, OSError) as e:
         typer.echo(f"rayop operator: {e}", err=True)
         raise typer.Exit(2) from e
+    if REEXEC:
+        exec_operator(cfg, sys.argv[1:])
+    from rayop.operator.main import main
+
     raise typer.Exit(main(cfg))

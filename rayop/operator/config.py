@@ -7,11 +7,13 @@ which defaults to 16 here (KubeRay: 1) so one slow RayCluster does not hold up t
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -21,6 +23,9 @@ from rayop.controllers.settings import ControllerSettings
 
 # One table of gates and defaults for the whole code base (`ray-operator/pkg/features/features.go`).
 FEATURE_GATE_DEFAULTS: Mapping[str, bool] = features.DEFAULT_GATES
+
+# The parsed configuration, as JSON, from `rayop operator` to the interpreter it execs (exec_operator).
+CONFIG_ENV = "RAYOP_OPERATOR_CONFIG_JSON"
 
 _TRUE = {"true", "1", "yes", "on", "t"}
 _FALSE = {"false", "0", "no", "off", "f", ""}
@@ -105,6 +110,13 @@ class OperatorConfig:
         unknown = set(self.feature_gates) - set(FEATURE_GATE_DEFAULTS)
         if unknown:
             raise ValueError(f"unrecognized feature gate: {', '.join(sorted(unknown))}")
+
+    def to_json(self) -> str:
+        return json.dumps({f.name: _plain(getattr(self, f.name)) for f in fields(self)})
+
+    @classmethod
+    def from_json(cls, raw: str) -> OperatorConfig:
+        return cls(**json.loads(raw))
 
     def controller_settings(self) -> ControllerSettings:
         """The controllers' settings: KubeRay's env vars, the feature gates, the flags, and the config
@@ -213,3 +225,21 @@ class OperatorConfig:
                 kw[b] = parse_bool(kw[b], b)
         kw.update(overrides)
         return cls(config_file=path, extra=extra, **kw)
+
+
+def _plain(value: Any) -> Any:
+    return dict(value) if isinstance(value, Mapping) else value
+
+
+def exec_operator(config: OperatorConfig, argv: list[str]) -> NoReturn:
+    """Replace this process (same PID, same stdio) with `python -m rayop.operator`, handing it `config`.
+
+    The CLI that parsed the flags (typer, and with it click, rich and pydantic) would otherwise stay
+    resident for the operator's whole life: about 9 MiB of its RSS. `argv` only labels the new process
+    (what `ps` shows); the configuration travels in CONFIG_ENV, which the new process removes at once.
+    `-P`: the working directory is not put on the new interpreter's import path.
+    """
+    os.environ[CONFIG_ENV] = config.to_json()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-P", "-m", "rayop.operator", *argv])

@@ -50,4 +50,5 @@ def install(fleet: str) -> None:
 
 if __name__ == "__main__":
     install(os.environ[FLEET_ENV].rstrip("/"))
-    cli.main()
+    # No exec into a fresh interpreter: the patch above lives in this one.
+    cli.main(reexec=False)

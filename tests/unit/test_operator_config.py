@@ -146,3 +146,42 @@ def test_default_operator_wires_without_conflicting_caches(ui_port: int) -> None
     client = ApiClient(ClientConfig(server="https://127.0.0.1:1"))
     manager = operator_main.build_manager(cfg, client)
     assert manager.informer(RAYCLUSTERS).transform is not None
+
+
+def test_config_survives_the_exec_as_json(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text(
+        "apiVersion: config.ray.io/v1alpha1\nkind: Configuration\nreconcileConcurrency: 3\n"
+        "watchNamespace: x,y\nfeatureGates: {RayCronJob: true}\n"
+        "defaultContainerEnvs: [{name: A, value: b}]\n"
+    )
+    cfg = OperatorConfig.from_file(str(f), kubeconfig="/k")
+    assert OperatorConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_entry_point_execs_a_fresh_interpreter_for_the_operator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rayop operator` replaces itself with `python -P -m rayop.operator`, the parsed flags in one env var,
+    so the CLI framework is not resident in the operator; in-process invocations (CliRunner) never exec."""
+    import os
+    import sys
+
+    import rayop.cli.main as cli_main
+    import rayop.cli.operator as cli_operator
+    import rayop.operator.config as config_mod
+
+    calls: list[tuple[str, list[str]]] = []
+
+    def fake_execv(path: str, argv: list[str]) -> None:
+        calls.append((path, argv))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(config_mod.os, "execv", fake_execv)
+    monkeypatch.setattr(cli_operator, "REEXEC", False)
+    monkeypatch.setenv("RAYOP_OPERATOR_CONFIG_JSON", "")
+    flags = ["operator", "--watch-namespace", "a,b", "--qps", "5", "--enable-leader-election"]
+    monkeypatch.setattr(sys, "argv", ["rayop", *flags])
+    with pytest.raises(SystemExit):
+        cli_main.main()
+    assert calls == [(sys.executable, [sys.executable, "-P", "-m", "rayop.operator", *flags])]
+    cfg = OperatorConfig.from_json(os.environ[config_mod.CONFIG_ENV])
+    assert cfg.watch_namespaces == ["a", "b"] and cfg.qps == 5.0 and cfg.enable_leader_election is True
