@@ -121,7 +121,13 @@ def start_side(name: str, crd_dir: Path) -> Side:
         PlaneOptions(
             state_dir=state,
             crd_dir=crd_dir,
-            extra_apiserver_args=[f"--audit-policy-file={policy}", f"--audit-log-path={audit}"],
+            # No rotation: the API server's log library rotates at 100 MB unless told otherwise, and a
+            # 10,000-pod run writes more than that, which would cut a phase's writes off at its offset.
+            extra_apiserver_args=[
+                f"--audit-policy-file={policy}",
+                f"--audit-log-path={audit}",
+                "--audit-log-maxsize=100000",
+            ],
             # The garbage collector deletes the pods of deleted RayClusters; at the controller manager's
             # default client limit (20 QPS) the deletion case would time its token bucket, not the operators.
             extra_kcm_args=["--kube-api-qps=1000", "--kube-api-burst=1000"],
@@ -153,6 +159,8 @@ class Audit:
         return self.path.stat().st_size if self.path.exists() else 0
 
     def since(self, offset: int) -> dict[str, Counter[str]]:
+        if self.offset() < offset:
+            raise RuntimeError(f"{self.path} was rotated during a phase: its write counts are lost")
         out: dict[str, Counter[str]] = {}
         with self.path.open("rb") as f:
             f.seek(offset)
