@@ -130,7 +130,14 @@ def start_side(name: str, crd_dir: Path) -> Side:
             ],
             # The garbage collector deletes the pods of deleted RayClusters; at the controller manager's
             # default client limit (20 QPS) the deletion case would time its token bucket, not the operators.
-            extra_kcm_args=["--kube-api-qps=1000", "--kube-api-burst=1000"],
+            # The node lifecycle controller is off: the bench's Node has no kubelet renewing its Lease, so
+            # after its grace period the controller would reset a bound pod's Ready to False behind the bench,
+            # and that RayCluster would never be ready (seen once in a 10,000-pod run).
+            extra_kcm_args=[
+                "--kube-api-qps=1000",
+                "--kube-api-burst=1000",
+                "--controllers=*,-node-lifecycle-controller",
+            ],
         )
     )
     plane.start()
