@@ -286,8 +286,6 @@ def test_chart_install_upgrade_uninstall_on_the_local_plane(local: Local) -> Non
         1.0,
         "the ServiceAccount's requests in the audit log",
     )
-    usage = rbac.read_audit(audit_log)
-    assert not usage.denied, f"the chart's RBAC refused the operator: {usage.denied}"
 
     # The webhook, reached through its Service; the caBundle is the CA in the Secret the replicas share.
     vwc = loc.get("validatingwebhookconfiguration", "rayop-validating-webhook")
@@ -326,6 +324,12 @@ def test_chart_install_upgrade_uninstall_on_the_local_plane(local: Local) -> Non
     # Uninstall: the operator and its webhook go; the CRDs, the Ray objects and their Pods stay.
     ray_pods = {p["metadata"]["name"] for p in loc.get("pods", "-n", USERS, "-l", RAY_PODS)["items"]}
     assert len(ray_pods) == 2, ray_pods
+    # Everything the operator did under the chart's roles so far (install, Ray, upgrade) was allowed, and
+    # counts towards the least-privilege check up to here: Helm deletes the roles and the Deployment
+    # together, so the last calls of the stopping Pods may be refused, which says nothing about the roles.
+    usage = rbac.read_audit(audit_log)
+    assert usage.used and not usage.denied, f"the chart's RBAC refused the operator: {usage.denied}"
+    rbac.collect_audit_log(audit_log)
     loc.helm("uninstall", "rayop", "-n", NS)
     wait_for(lambda: not operator_pods(loc), SLOW, 1.0, "the operator Pods gone")
     assert "rayop-validating-webhook" not in loc.kubectl(
@@ -359,3 +363,4 @@ def test_chart_install_upgrade_uninstall_on_the_local_plane(local: Local) -> Non
         "the Ray Pods collected",
     )
     print(f"chart install, upgrade and uninstall took {time.monotonic() - started:.0f} s")
+    print(f"refused while uninstalling: {sorted(rbac.read_audit(audit_log).denied)}")
