@@ -228,7 +228,10 @@ def sa_requests(audit_log: Path) -> set[tuple[str, str]]:
     """(resource, verb) of every request the chart's ServiceAccount made, from the audit log."""
     out: set[tuple[str, str]] = set()
     for line in audit_log.read_text(errors="replace").splitlines():
-        ev = json.loads(line)
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue  # a line still being written
         if ev.get("user", {}).get("username") == SA_USER and ev.get("objectRef"):
             out.add((ev["objectRef"].get("resource", ""), ev.get("verb", "")))
     return out
