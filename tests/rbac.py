@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from rayop.base import pki
-from rayop.local.plane import ControlPlane, PlaneOptions
+from rayop.local.plane import ControlPlane, PlaneOptions, audit_args
 from rayop.runtime.client import ApiClient, load_kubeconfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,12 +71,7 @@ def audited(options: PlaneOptions) -> PlaneOptions:
     (state / "logs").mkdir(parents=True, exist_ok=True)
     policy = state / "audit-policy.yaml"
     policy.write_text(yaml.safe_dump(audit_policy()))
-    args = [
-        f"--audit-policy-file={policy}",
-        f"--audit-log-path={audit_log_path(state)}",
-        "--audit-log-format=json",
-        "--audit-log-mode=blocking",
-    ]
+    args = audit_args(policy, audit_log_path(state))
     return replace(options, extra_apiserver_args=[*options.extra_apiserver_args, *args])
 
 

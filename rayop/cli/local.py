@@ -20,6 +20,7 @@ from rayop.local.plane import (
     ControlPlane,
     PlaneError,
     PlaneOptions,
+    audit_args,
     default_bin_dir,
     pick_free_ports,
     running_plane,
@@ -181,6 +182,21 @@ def _dir(d: Path | None) -> Path:
     return (d or DEFAULT_DIR).expanduser().resolve()
 
 
+def audit_options(state: Path, policy: Path | None, log_path: Path | None) -> list[str]:
+    """The API server's audit flags for `local up --audit-policy-file/--audit-log-path` (none without a
+    policy). Paths are made absolute: the API server does not run in the caller's folder."""
+    if policy is None:
+        if log_path is not None:
+            raise typer.BadParameter("needs --audit-policy-file too", param_hint="--audit-log-path")
+        return []
+    policy = policy.expanduser().resolve()
+    if not policy.is_file():
+        raise typer.BadParameter(f"{policy} is not a file", param_hint="--audit-policy-file")
+    log_path = (log_path or state / "logs" / "audit.log").expanduser().resolve()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    return audit_args(policy, log_path)
+
+
 @dataclass(frozen=True)
 class NodeSpec:
     name: str
@@ -219,6 +235,17 @@ def up(
             "(the default) the plane also gets the Gateway API's CRDs.",
         ),
     ] = "",
+    audit_policy_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Audit the API requests this kube-apiserver audit Policy selects (e.g. those of the chart's "
+            "ServiceAccount, to see which permissions the operator uses)."
+        ),
+    ] = None,
+    audit_log_path: Annotated[
+        Path | None,
+        typer.Option(help="Where the audit log goes (JSON lines; default: <dir>/logs/audit.log)."),
+    ] = None,
 ) -> None:
     """Start the local plane (and the operator, a node agent and metrics-server) in the background.
 
@@ -246,6 +273,7 @@ def up(
         typer.echo("note: no node agent, so no metrics-server (kubectl top will fail)", err=True)
         metrics = False
     nspec = NodeSpec(node_name, pod_cidr, bridge, kubelet_port)
+    audit = audit_options(state, audit_policy_file, audit_log_path)
     plane = ControlPlane(
         PlaneOptions(
             state_dir=state,
@@ -255,6 +283,7 @@ def up(
             extra_ips=[_gateway(pod_cidr)] if node else [],
             service_account_admission=node,
             gateway_api=gates[features.RAY_SERVICE_INCREMENTAL_UPGRADE],
+            extra_apiserver_args=audit,
         )
     )
     try:

@@ -156,6 +156,18 @@ def pick_free_ports(n: int, host: str = "127.0.0.1", avoid: Sequence[int] = ()) 
     return ports
 
 
+def audit_args(policy_file: Path, log_path: Path) -> list[str]:
+    """kube-apiserver flags for an audit log of the requests `policy_file` selects: JSON lines, each
+    written before the request is answered (blocking mode), so whoever reads the log after a call
+    returned finds the call in it."""
+    return [
+        f"--audit-policy-file={policy_file}",
+        f"--audit-log-path={log_path}",
+        "--audit-log-format=json",
+        "--audit-log-mode=blocking",
+    ]
+
+
 @dataclass
 class PlaneOptions:
     state_dir: Path

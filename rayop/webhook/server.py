@@ -227,7 +227,9 @@ class WebhookServer:
             self.port = int(sockets[0].getsockname()[1])
         self._serving = True
         self._task = asyncio.create_task(self._watch(), name="rayop-webhook-certs")
-        log.info("webhook serving on %s", self.url)
+        # The bind address, not `url`: in a Pod the webhook is reached on the Pod's IP through its Service,
+        # and "127.0.0.1" in the log would send whoever debugs that path the wrong way.
+        log.info("webhook serving on %s port %d (HTTPS)", self.host or "all addresses", self.port)
 
     async def stop(self) -> None:
         self._serving = False

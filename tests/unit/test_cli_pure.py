@@ -452,3 +452,26 @@ def test_scale_target_is_the_groups_rayworkergroup() -> None:
     assert g.scaled_by == "rayworkergroup/c1-gpu"
     (auto,) = tables.worker_groups(cluster(enableInTreeAutoscaling=True), [], {"gpu": "c1-gpu"})
     assert auto.scaled_by == "autoscaler"
+
+
+def test_local_up_audit_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import typer
+
+    from rayop.cli.local import audit_options
+
+    state = tmp_path / "state"
+    assert audit_options(state, None, None) == []
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: [{level: Metadata}]\n")
+    # Relative paths are made absolute: the API server does not run in the caller's folder.
+    monkeypatch.chdir(tmp_path)
+    args = audit_options(state, Path("policy.yaml"), None)
+    assert f"--audit-policy-file={policy}" in args
+    assert f"--audit-log-path={state / 'logs' / 'audit.log'}" in args
+    assert "--audit-log-format=json" in args and "--audit-log-mode=blocking" in args
+    assert (state / "logs").is_dir()
+    assert f"--audit-log-path={tmp_path / 'a.log'}" in audit_options(state, policy, Path("a.log"))
+    with pytest.raises(typer.BadParameter, match="needs --audit-policy-file"):
+        audit_options(state, None, tmp_path / "a.log")
+    with pytest.raises(typer.BadParameter, match="is not a file"):
+        audit_options(state, tmp_path / "missing.yaml", None)
