@@ -526,6 +526,10 @@ async def run_segment(
         except FaultFailed as e:
             what, problems = f"{kind}: {e}", [f"{kind}: {e}"]
         recovery, left = await settle(seg.ready, seg.check, fault.settle)
+        after = getattr(seg, "after_fault", None)
+        if after is not None and recovery is not None:
+            more = await after()
+            what += f"; {more}" if more else ""
         rec = FaultRecord(i, kind, seed, str(step), what, recovery, problems + left)
         results.records.append(rec)
         state = f"settled in {recovery:.1f} s" if recovery is not None else "NOT SETTLED"
@@ -568,7 +572,7 @@ async def fake_campaign(
         await seg.stop()
 
 
-RAY_FAULT_KINDS = ("node-agent-kill", "pod-process-kill")
+RAY_FAULT_KINDS = ("node-agent-kill", "pod-process-kill", "head-kill", "head-kill-gcs-ft")
 
 
 def ray_faults() -> dict[str, Fault]:
@@ -591,9 +595,17 @@ async def ray_campaign(workdir: Path, results: Results, counts: dict[str, int]) 
             results.notes.append("ray segment never settled before the first fault: " + "; ".join(left[:5]))
             say("initial state did not settle: " + "; ".join(left[:5]))
             return
-        say(f"real-Ray segment settled; {sum(counts.values())} faults")
+        await seg.submit_canary()
+        say(
+            f"real-Ray segment settled, canary job SUCCEEDED on the GCS FT cluster; {sum(counts.values())} faults"
+        )
         order = plan(counts, faults, random.Random(results.seed + 1))
         await run_segment(seg, faults, order, results, first_index=len(results.records))
+        try:
+            results.notes.append(await seg.delete_ft_cluster())
+        except FaultFailed as e:
+            results.notes.append(f"VIOLATION gcs-ft-delete: {e}")
+        say(results.notes[-1])
     finally:
         await seg.stop()
 

@@ -24,6 +24,13 @@ from what a user can see, not by calling the operator's own code:
   active cluster, and Ray reports every application of that cluster RUNNING.
 - terminating: nothing stays terminating (deletionTimestamp set, finalizers pending) longer than its
   rules allow.
+
+On real Ray (tests/chaos/ray_segment.py) also:
+
+- ray-pods-ready: every Ray Pod of a cluster is Running and Ready (a restarted head is not back until its
+  probes say so).
+- ray-nodes: Ray reports one ALIVE node per Ray Pod.
+- gcs-ft-state: a GCS fault-tolerant cluster still lists, SUCCEEDED, the job it ran before any fault.
 """
 
 from __future__ import annotations
@@ -121,6 +128,42 @@ def running_ready(p: Obj) -> bool:
     return st.get("phase") == "Running" and any(
         c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or []
     )
+
+
+def check_ray_pods_ready(s: Snapshot, cluster: str) -> list[Violation]:
+    """On real Ray the Pods' readiness is Ray's (the head's probes ask its GCS and dashboard): the pod
+    counts alone would pass while a restarted head is still starting."""
+    waiting = sorted(p["metadata"]["name"] for p in ray_pods(s.pods, cluster) if not running_ready(p))
+    if waiting:
+        return [Violation("ray-pods-ready", cluster, f"Ray Pods not Running and Ready: {waiting}")]
+    return []
+
+
+def check_ray_nodes(cluster: str, pods: int, alive_nodes: int) -> list[Violation]:
+    """Ray agrees with the Pods: a killed raylet is marked dead, a restarted one joined again."""
+    if alive_nodes != pods:
+        return [
+            Violation("ray-nodes", cluster, f"Ray reports {alive_nodes} alive nodes, {pods} Ray Pods run")
+        ]
+    return []
+
+
+def check_kept_job(cluster: str, submission_id: str, known: dict[str, str]) -> list[Violation]:
+    """GCS fault tolerance kept the cluster's state through a head restart: the job it ran before is still
+    known, with the status it ended with. (Without fault tolerance a new head knows no jobs.)"""
+    status = known.get(submission_id)
+    if status is None:
+        return [
+            Violation(
+                "gcs-ft-state",
+                cluster,
+                f"Ray no longer knows job {submission_id} (it lists {sorted(known)}): the head came back "
+                "without its state",
+            )
+        ]
+    if status != "SUCCEEDED":
+        return [Violation("gcs-ft-state", cluster, f"job {submission_id} is {status}, it had SUCCEEDED")]
+    return []
 
 
 def check_clusters(s: Snapshot) -> list[Violation]:

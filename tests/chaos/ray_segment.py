@@ -1,7 +1,18 @@
-"""The campaign's real-Ray segment: a RayCluster of real Ray processes run by the node agent (`rayop node`,
+"""The campaign's real-Ray segment: two RayClusters of real Ray processes run by the node agent (`rayop node`,
 its own process), and faults on the node: the agent SIGKILLed and restarted (it must re-adopt the running
-pods: same pod uids, no container restarted), and a pod's container process SIGKILLed (the container
-restarts and Ray rejoins). Needs root and iproute2, as the e2e tier does.
+pods: same pod uids, no container restarted), a pod's container process SIGKILLed (the container
+restarts and Ray rejoins), and the Ray head killed with GCS fault tolerance off and on.
+
+- `chaos-ray`: no GCS fault tolerance, 0-2 workers scaled autoscaler-style. A head killed loses the
+  cluster's state; the workers' raylets find a GCS that does not know them, exit, and their containers
+  start again and join the new head.
+- `chaos-ft`: GCS fault tolerance on Redis (Debian's `redis-server`, run as a Pod by the node agent; a
+  Service `redis` in front of it), one worker. A head killed comes back with its state: a Ray job
+  submitted once at the start (the canary) must still be listed, SUCCEEDED, after every fault, and the
+  worker's raylet reconnects without restarting. At the end the cluster is deleted: the operator's Redis
+  cleanup Job runs against the real Redis before the finalizer lets the RayCluster go.
+
+Needs root and iproute2, as the e2e tier does.
 
 The operator is `rayop operator` itself, reaching each head's dashboard through the API server's service
 proxy (`--use-kubernetes-proxy`), since the host has no cluster DNS.
@@ -26,15 +37,20 @@ from rayop.api.kinds import RAYCLUSTERS
 from rayop.base.times import parse_timestamp
 from rayop.local.plane import ControlPlane, PlaneOptions
 from rayop.node.locate import locate
-from rayop.ray.dashboard import DashboardClient
-from rayop.runtime.client import LEASES, PODS, ApiClient, load_kubeconfig
+from rayop.ray.dashboard import DashboardClient, DashboardError, DuplicateSubmission
+from rayop.runtime.client import JOBS, LEASES, PODS, SERVICES, ApiClient, load_kubeconfig
 from tests import nodes, rbac
+from tests.chaos import invariants as inv
 from tests.chaos.invariants import Checker, Snapshot, Violation, alive, labels, running_ready
 from tests.chaos.procs import Operators, OperatorSpec, Proc
 from tests.chaos.workload import StepLog, live
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER = "chaos-ray"
+FT_CLUSTER = "chaos-ft"
+CLUSTERS = (CLUSTER, FT_CLUSTER)
+REDIS = "redis"
+CANARY = "chaos-ft-canary"  # the submission id of the job whose record must survive a head kill
 
 
 def cluster_manifest(ns: str) -> dict[str, Any]:
@@ -45,14 +61,65 @@ def cluster_manifest(ns: str) -> dict[str, Any]:
     return rc
 
 
+def ft_cluster_manifest(ns: str) -> dict[str, Any]:
+    rc = cluster_manifest(ns)
+    rc["metadata"]["name"] = FT_CLUSTER
+    rc["spec"]["gcsFaultToleranceOptions"] = {"redisAddress": f"{REDIS}:6379"}
+    rc["spec"]["workerGroupSpecs"][0].update(replicas=1, minReplicas=1, maxReplicas=1)
+    return rc
+
+
+def redis_manifests(ns: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Debian's redis-server as a Pod (the node agent runs it from the host's /usr/bin; there are no
+    images) and the Service the FT cluster's head reaches it by. Nothing is saved to disk: Redis stays
+    up through the campaign (its own loss is not a fault here)."""
+    lbl = {"app": REDIS}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": REDIS, "namespace": ns, "labels": lbl},
+        "spec": {
+            "containers": [
+                {
+                    "name": "redis",
+                    "image": "redis:7",
+                    "command": ["redis-server", "--port", "6379", "--bind", "0.0.0.0"],
+                    "args": ["--protected-mode", "no", "--save", "", "--appendonly", "no"],
+                    "ports": [{"name": "redis", "containerPort": 6379}],
+                    "readinessProbe": {"tcpSocket": {"port": 6379}, "periodSeconds": 2},
+                }
+            ]
+        },
+    }
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": REDIS, "namespace": ns},
+        "spec": {"selector": lbl, "ports": [{"name": "redis", "port": 6379, "targetPort": 6379}]},
+    }
+    return pod, svc
+
+
 class RayWorkload:
-    """Autoscaler-style scaling of the one RayCluster's worker group between 0 and 2 workers."""
+    """Autoscaler-style scaling of `chaos-ray`'s worker group between 0 and 2 workers (`chaos-ft` keeps its
+    one worker: its worker must be there to show a raylet riding out a head restart)."""
 
     def __init__(self, kube: ApiClient, ns: str) -> None:
         self.kube, self.ns = kube, ns
 
     async def setup(self) -> None:
+        pod, svc = redis_manifests(self.ns)
+        await self.kube.create(SERVICES, svc, self.ns)
+        await self.kube.create(PODS, pod, self.ns)
+        # The head's GCS gives up when Redis does not answer: start it once Redis is Ready (the Service's
+        # endpoints, and so the pods' /etc/hosts, follow readiness).
+        t0 = time.monotonic()
+        while not running_ready(await self.kube.get(PODS, REDIS, self.ns)):
+            if time.monotonic() - t0 > 120:
+                raise TimeoutError("the redis pod never became Ready")
+            await asyncio.sleep(0.5)
         await self.kube.create(RAYCLUSTERS, cluster_manifest(self.ns), self.ns)
+        await self.kube.create(RAYCLUSTERS, ft_cluster_manifest(self.ns), self.ns)
 
     async def step(self, rng: random.Random) -> StepLog:
         log = StepLog()
@@ -104,6 +171,8 @@ class RaySegment:
         # Pods (uid -> container restart counts) that must survive the current fault as they were.
         self.adopted: dict[str, dict[str, int]] = {}
         self.agent_started = 0.0
+        self.canary = False  # the canary job ran on the GCS FT cluster: its record must be kept
+        self.worker_restarts: dict[str, int] = {}  # worker uid -> container restarts before a head kill
 
     async def start(self) -> None:
         plane = ControlPlane(
@@ -236,40 +305,105 @@ class RaySegment:
         return out
 
     async def check_ray_nodes(self, s: Snapshot, ns: str) -> list[Violation]:
-        """Ray itself agrees with the pods: its head reports one ALIVE node per running Ray pod (a killed
-        raylet marked dead, its restarted container joined again)."""
+        """Per cluster: its Pods Running and Ready, and Ray itself agreeing with them (one ALIVE node per
+        Ray Pod); on the GCS FT cluster, the canary job still known once the head is back."""
         assert self.kube is not None
-        pods = [
-            p
-            for p in s.pods
-            if alive(p)
-            and labels(p).get("ray.io/cluster") == CLUSTER
-            and labels(p).get("ray.io/node-type") in ("head", "worker")
-        ]
-        if not pods or not all(running_ready(p) for p in pods):
-            return []  # the pod invariants say what is wrong
-        try:
-            async with DashboardClient.via_proxy(self.kube, ns, f"{CLUSTER}-head-svc") as ray:
-                nodes = await ray.list_alive_nodes()
-        except Exception as e:
-            return [Violation("ray-nodes", CLUSTER, f"the head's dashboard does not answer: {e}"[:300])]
-        if len(nodes) != len(pods):
-            return [
-                Violation(
-                    "ray-nodes", CLUSTER, f"Ray reports {len(nodes)} alive nodes, {len(pods)} Ray pods run"
+        out: list[Violation] = []
+        for cluster in CLUSTERS:
+            pods = inv.ray_pods(s.pods, cluster)
+            waiting = inv.check_ray_pods_ready(s, cluster)
+            if not pods or waiting:
+                out += waiting  # no Pods at all: the pod invariants say what is wrong
+                continue
+            try:
+                async with DashboardClient.via_proxy(self.kube, ns, f"{cluster}-head-svc") as ray:
+                    alive_nodes = await ray.list_alive_nodes()
+                    jobs = await ray.list_jobs() if cluster == FT_CLUSTER and self.canary else []
+            except Exception as e:
+                out.append(
+                    Violation("ray-nodes", cluster, f"the head's dashboard does not answer: {e}"[:300])
                 )
-            ]
-        return []
+                continue
+            out += inv.check_ray_nodes(cluster, len(pods), len(alive_nodes))
+            if cluster == FT_CLUSTER and self.canary:
+                out += inv.check_kept_job(cluster, CANARY, {j.submission_id: j.status for j in jobs})
+        return out
 
-    async def ray_pods(self) -> list[dict[str, Any]]:
+    async def after_fault(self) -> str:
+        """What a head kill did to its workers, read once the cluster settled again."""
+        if not self.worker_restarts:
+            return ""
+        pods = {p["metadata"]["uid"]: p for p in await self.ray_pods()}
+        n = sum(
+            restarts(pods.get(uid)) - before for uid, before in self.worker_restarts.items() if uid in pods
+        )
+        gone = sum(1 for uid in self.worker_restarts if uid not in pods)
+        self.worker_restarts = {}
+        return f"worker containers restarted since: {n}" + (f", {gone} workers replaced" if gone else "")
+
+    async def submit_canary(self, timeout: float = 300) -> None:
+        """Run one short job on the GCS FT cluster and wait until it SUCCEEDED: its record lives in the
+        GCS, so in Redis, and must outlive every head restart."""
         assert self.kube is not None
-        items = (await self.kube.list(PODS, self.ns, label_selector=f"ray.io/cluster={CLUSTER}"))["items"]
+        t0 = time.monotonic()
+        submitted = False
+        last = ""
+        while time.monotonic() - t0 < timeout:
+            try:
+                async with DashboardClient.via_proxy(self.kube, self.ns, f"{FT_CLUSTER}-head-svc") as ray:
+                    if not submitted:
+                        with contextlib.suppress(DuplicateSubmission):
+                            await ray.submit_job(
+                                {"submission_id": CANARY, "entrypoint": "python -c \"print('canary')\""}
+                            )
+                        submitted = True
+                    info = await ray.get_job(CANARY)
+                    if info.status == "SUCCEEDED":
+                        self.canary = True
+                        return
+                    if info.terminal:
+                        raise RuntimeError(f"the canary job ended {info.status}: {info.message}")
+                    last = info.status
+            except (TimeoutError, DashboardError, OSError) as e:
+                last = f"{type(e).__name__}: {e}"[:300]
+            await asyncio.sleep(2)
+        raise TimeoutError(f"the canary job did not succeed in {timeout:.0f} s: {last}")
+
+    async def ray_pods(self, cluster: str | None = None) -> list[dict[str, Any]]:
+        assert self.kube is not None
+        sel = f"ray.io/cluster={cluster}" if cluster else "ray.io/cluster"
+        items = (await self.kube.list(PODS, self.ns, label_selector=sel))["items"]
         return [p for p in items if alive(p) and labels(p).get("ray.io/node-type") in ("head", "worker")]
+
+    async def delete_ft_cluster(self, timeout: float = 180) -> str:
+        """GCS FT deletion on real Redis: the operator's cleanup Job must run and succeed before the
+        finalizer lets the RayCluster go. Returns what happened; raises FaultFailed when it did not."""
+        assert self.kube is not None
+        from tests.chaos.campaign import FaultFailed
+
+        await self.kube.delete(RAYCLUSTERS, FT_CLUSTER, self.ns)
+        t0 = time.monotonic()
+        job: dict[str, Any] | None = None
+        while time.monotonic() - t0 < timeout:
+            jobs = (await self.kube.list(JOBS, self.ns))["items"]
+            job = next((j for j in jobs if j["metadata"]["name"].startswith(FT_CLUSTER)), job)
+            if await self.kube.get_or_none(RAYCLUSTERS, FT_CLUSTER, self.ns) is None:
+                ok = int(((job or {}).get("status") or {}).get("succeeded") or 0)
+                if not ok:
+                    raise FaultFailed("the GCS FT RayCluster went without a succeeded Redis cleanup Job")
+                return f"GCS FT RayCluster deleted after its Redis cleanup Job succeeded ({time.monotonic() - t0:.1f} s)"
+            await asyncio.sleep(1)
+        raise FaultFailed(
+            f"the GCS FT RayCluster still exists {timeout:.0f} s after its deletion; cleanup Job: "
+            f"{((job or {}).get('status') or {})}"
+        )
 
     async def stop(self) -> None:
         if self.kube is not None:
             with contextlib.suppress(Exception):
-                await self.kube.delete(RAYCLUSTERS, CLUSTER, self.ns, ignore_not_found=True)
+                for cluster in CLUSTERS:
+                    await self.kube.delete(RAYCLUSTERS, cluster, self.ns, ignore_not_found=True)
+                await self.kube.delete(PODS, REDIS, self.ns, ignore_not_found=True)
                 for _ in range(60):  # the agent stops what is left when it stops
                     if not await self.ray_pods():
                         break
@@ -319,28 +453,23 @@ async def node_agent_kill(seg: RaySegment, rng: random.Random) -> str:
     return f"SIGKILL node agent (pid {pid}) running {len(seg.adopted)} Ray pods, restarted after {down:.1f} s"
 
 
-async def pod_process_kill(seg: RaySegment, rng: random.Random) -> str:
-    """SIGKILL the container process of one Ray pod (head or worker): the agent restarts the container."""
+def restarts(pod: dict[str, Any] | None) -> int:
+    return sum(
+        int(c.get("restartCount") or 0)
+        for c in ((pod or {}).get("status") or {}).get("containerStatuses") or []
+    )
+
+
+async def kill_container(seg: RaySegment, p: dict[str, Any]) -> str:
+    """SIGKILL the container process of Ray Pod `p`; return once the agent started it again (or the Pod
+    was replaced)."""
     assert seg.kube is not None
-    seg.adopted = {}
-    pods = [p for p in await seg.ray_pods() if (p.get("status") or {}).get("phase") == "Running"]
-    if not pods:
-        return "no running Ray pod to kill"
-    p = rng.choice(pods)
     loc = await locate(seg.kube, seg.ns, p["metadata"]["name"], None)
     if not loc.pid:
         return f"{p['metadata']['name']}: container not running"
-
-    def restarts(pod: dict[str, Any] | None) -> int:
-        return sum(
-            int(c.get("restartCount") or 0)
-            for c in ((pod or {}).get("status") or {}).get("containerStatuses") or []
-        )
-
     before = restarts(p)
     with contextlib.suppress(ProcessLookupError):
         os.kill(loc.pid, signal.SIGKILL)
-    # The fault is over when the agent has started the container again (or the pod was replaced).
     t0 = time.monotonic()
     while time.monotonic() - t0 < 120:
         now = await seg.kube.get_or_none(PODS, p["metadata"]["name"], seg.ns)
@@ -352,10 +481,47 @@ async def pod_process_kill(seg: RaySegment, rng: random.Random) -> str:
     return f"{what}, container restarted {took:.1f} s later"
 
 
+async def pod_process_kill(seg: RaySegment, rng: random.Random) -> str:
+    """SIGKILL the container process of one Ray pod (head or worker, either cluster): the agent restarts
+    the container."""
+    seg.adopted = {}
+    pods = [p for p in await seg.ray_pods() if (p.get("status") or {}).get("phase") == "Running"]
+    if not pods:
+        return "no running Ray pod to kill"
+    return await kill_container(seg, rng.choice(pods))
+
+
+async def head_kill(seg: RaySegment, cluster: str) -> str:
+    """The Ray head killed: SIGKILL its container (GCS, raylet, dashboard all at once). Its workers'
+    container restarts since then are counted into the description once the cluster settled again
+    (they are expected without GCS fault tolerance, not with it)."""
+    seg.adopted = {}
+    pods = await seg.ray_pods(cluster)
+    heads = [p for p in pods if labels(p).get("ray.io/node-type") == "head"]
+    if not heads or (heads[0].get("status") or {}).get("phase") != "Running":
+        return f"no running head of {cluster} to kill"
+    seg.worker_restarts = {
+        p["metadata"]["uid"]: restarts(p) for p in pods if labels(p).get("ray.io/node-type") == "worker"
+    }
+    return await kill_container(seg, heads[0])
+
+
+async def head_kill_no_ft(seg: RaySegment, rng: random.Random) -> str:
+    del rng
+    return await head_kill(seg, CLUSTER)
+
+
+async def head_kill_gcs_ft(seg: RaySegment, rng: random.Random) -> str:
+    del rng
+    return await head_kill(seg, FT_CLUSTER)
+
+
 def faults() -> dict[str, Any]:
     from tests.chaos.campaign import Fault
 
     return {
         "node-agent-kill": Fault(node_agent_kill, 240, mode="ray"),
         "pod-process-kill": Fault(pod_process_kill, 300, mode="ray"),
+        "head-kill": Fault(head_kill_no_ft, 300, mode="ray"),
+        "head-kill-gcs-ft": Fault(head_kill_gcs_ft, 300, mode="ray"),
     }

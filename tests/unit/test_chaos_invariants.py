@@ -152,6 +152,33 @@ async def test_a_second_submission_and_a_wrong_status_are_seen() -> None:
     assert await inv.check_jobs(snap([], [], [job]), once, "ns", 20) == []
 
 
+def test_a_ray_pod_not_ready_is_seen_though_the_counts_hold() -> None:
+    # Found by the real-Ray segment: a head whose container had just restarted passed every count-based
+    # rule, so a head kill "settled" in a second while Ray was still starting.
+    clusters, pods = healthy()
+    pods[0]["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+    s = snap(clusters, pods)
+    assert inv.check_clusters(s) == []
+    assert [str(v) for v in inv.check_ray_pods_ready(s, "a")] == [
+        "ray-pods-ready a: Ray Pods not Running and Ready: ['a-head']"
+    ]
+    assert inv.check_ray_pods_ready(snap(*healthy()), "a") == []
+
+
+def test_ray_must_count_one_alive_node_per_pod() -> None:
+    assert inv.check_ray_nodes("a", 3, 3) == []
+    assert [str(v) for v in inv.check_ray_nodes("a", 3, 1)] == [
+        "ray-nodes a: Ray reports 1 alive nodes, 3 Ray Pods run"
+    ]
+
+
+def test_a_gcs_ft_cluster_must_keep_the_job_it_ran() -> None:
+    assert inv.check_kept_job("ft", "canary", {"canary": "SUCCEEDED", "other": "RUNNING"}) == []
+    lost = inv.check_kept_job("ft", "canary", {})
+    assert [v.invariant for v in lost] == ["gcs-ft-state"] and "no longer knows" in lost[0].detail
+    assert "is FAILED" in inv.check_kept_job("ft", "canary", {"canary": "FAILED"})[0].detail
+
+
 def test_a_campaign_replays_from_its_seed() -> None:
     counts = {"operator-kill": 5, "api-429": 2, "leader-kill": 2}
     from tests.chaos.campaign import FAKE_FAULTS
