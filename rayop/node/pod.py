@@ -27,6 +27,8 @@ from rayop.node.probes import ProbeWorker, run_probe
 from rayop.node.volumes import RefCache, VolumeError, VolumeManager
 from rayop.runtime.client import PODS, ApiClient, ApiError
 
+# Pods get their own /etc/profile (podspec.LOGIN_PROFILE) where the host has one to shadow.
+HOST_HAS_PROFILE = os.path.isfile("/etc/profile")
 log = logging.getLogger("rayop.node.pod")
 
 TERMINAL = ("Succeeded", "Failed")
@@ -340,6 +342,9 @@ class PodWorker:
             {"source": str(etc / "resolv.conf"), "target": "/etc/resolv.conf"},
             {"type": "tmpfs", "target": "/dev/shm", "options": "mode=1777"},
         ]
+        if HOST_HAS_PROFILE:  # a bind mount needs its target
+            (etc / "profile").write_text(podspec.LOGIN_PROFILE)
+            mounts.append({"source": str(etc / "profile"), "target": "/etc/profile"})
         for v in vols.values():
             if v.tmpfs_options is not None:
                 mounts.append({"type": "tmpfs", "target": str(v.path), "options": v.tmpfs_options})

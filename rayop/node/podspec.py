@@ -281,6 +281,26 @@ def service_names(name: str, namespace: str, domain: str) -> list[str]:
     return [f"{name}.{namespace}", f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.{domain}"]
 
 
+# A pod's /etc/profile. Containers run on the host's filesystem (there are no images), so a login shell
+# (`bash -l`, as KubeRay's Redis cleanup Job and ENABLE_LOGIN_SHELL run their commands) would read the
+# host's /etc/profile, and Debian's sets PATH: the pod's environment (its bin/ leads PATH) would be lost
+# and `python` or `ray` not found. An image's login shell keeps the PATH the image set (the Ubuntu base of
+# rayproject/ray sets none in /etc/profile), so this one sets none either and otherwise does what the
+# usual one does: bash's rc for interactive shells, then the profile.d snippets.
+LOGIN_PROFILE = """\
+# /etc/profile of a pod run by rayop's node agent: like an image's, it keeps the container's PATH.
+if [ "${PS1-}" ] && [ "${BASH-}" ] && [ "$BASH" != "/bin/sh" ] && [ -f /etc/bash.bashrc ]; then
+  . /etc/bash.bashrc
+fi
+if [ -d /etc/profile.d ]; then
+  for i in /etc/profile.d/*.sh; do
+    if [ -r "$i" ]; then . "$i"; fi
+  done
+  unset i
+fi
+"""
+
+
 def render_hosts(
     pod_ip: str,
     hostname: str,

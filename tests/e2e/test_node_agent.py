@@ -155,6 +155,17 @@ async def test_pod_runs_and_reports_exit_codes(node: NodeAgent, kube: ApiClient,
     assert "failing" in await logs(kube, ns, "bad")
 
 
+async def test_a_login_shell_keeps_the_pods_environment(node: NodeAgent, kube: ApiClient, ns: str) -> None:
+    # KubeRay's Redis cleanup Job (and ENABLE_LOGIN_SHELL) run `bash -lc`: the host's /etc/profile must not
+    # take the pod environment's `python` off PATH.
+    lc = pod("login", "")
+    lc["spec"]["containers"][0]["command"] = ["/bin/bash", "-lc", "--", "python -c 'print(6 * 7)'"]
+    await kube.create(PODS, lc, ns)
+    done = await phase(kube, ns, "login", "Succeeded", "Failed")
+    assert done["status"]["phase"] == "Succeeded", await logs(kube, ns, "login")
+    assert await logs(kube, ns, "login") == "42\n"
+
+
 async def test_env_volumes_and_service_account(node: NodeAgent, kube: ApiClient, ns: str) -> None:
     await kube.create(
         CONFIGMAPS,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -236,3 +237,20 @@ def test_write_atomic_swaps_data_link(tmp_path: Path) -> None:
     assert (d / "a").read_text() == "3"
     assert not (d / "sub").exists()
     assert not first.exists()
+
+
+def test_a_pods_login_profile_keeps_the_containers_path(tmp_path: Path) -> None:
+    # Found by the chaos campaign: KubeRay's Redis cleanup Job runs `bash -lc`, the host's Debian
+    # /etc/profile set PATH, `python` (the pod environment's) was not found, the Job failed at once and a
+    # GCS FT cluster's Redis keys were left behind.
+    profile = tmp_path / "profile"
+    profile.write_text(podspec.LOGIN_PROFILE)
+    env = {"PATH": "/opt/pod-env/bin:/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = subprocess.run(
+        ["/bin/bash", "--noprofile", "--norc", "-c", f'. {profile}; echo "$PATH"'],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "/opt/pod-env/bin" in out.stdout.strip().split(":")
