@@ -35,23 +35,24 @@ MARKERS = "<!-- chaos-figures:start -->", "<!-- chaos-figures:end -->"
 RAY_MARKERS = "<!-- chaos-ray-figures:start -->", "<!-- chaos-ray-figures:end -->"
 
 
-def figures(results: cmp.Results, command: str) -> str:
-    """The figures section of RELIABILITY.md for one campaign."""
+def figures(results: cmp.Results, command: str, segment: str, duration: float) -> str:
+    """The figures section of RELIABILITY.md for one segment ("fake" or "ray") of a campaign."""
     from bench.run import machine
 
-    duration = results.finished - results.started
+    faults = cmp.ray_faults() if segment == "ray" else cmp.FAKE_FAULTS
+    rows = [row for row in results.summary() if row[0] in faults]
     lines = [
         f"Campaign of {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}: `{command}`, seed "
-        f"{results.seed}, {len(results.records)} faults in {duration / 60:.1f} minutes on {machine()}.",
+        f"{results.seed}, {sum(row[1] for row in rows)} faults in {duration / 60:.1f} minutes on {machine()}.",
         "",
         "| fault | injected | recovery median (s) | recovery max (s) | settle deadline (s) | violations |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for kind, n, med, mx, bad in results.summary():
-        faults = {**cmp.FAKE_FAULTS, **(cmp.ray_faults() if kind in cmp.RAY_FAULT_KINDS else {})}
-        deadline = faults[kind].settle
-        lines.append(f"| {kind} | {n} | {med:.1f} | {mx:.1f} | {deadline:.0f} | {bad} |")
-    if results.fuzz:
+    for kind, n, med, mx, bad in rows:
+        lines.append(f"| {kind} | {n} | {med:.1f} | {mx:.1f} | {faults[kind].settle:.0f} | {bad} |")
+    if segment == "ray":
+        lines += [""] + [f"- {n}" for n in results.notes if "GCS FT" in n or "gcs-ft" in n]
+    if results.fuzz and segment == "fake":
         f = results.fuzz
         lines += [
             "",
@@ -93,19 +94,24 @@ def main() -> int:
     only = [k for k in args.only.split(",") if k]
     workdir = cmp.default_workdir()
     cmp.say(f"work directory {workdir}")
+    took: dict[str, float] = {}  # segment -> seconds
     try:
         if "fake" in args.segments:
             kinds = [k for k in cmp.FAKE_FAULTS if not only or k in only]
             if kinds:
                 counts = cmp.counts_for(kinds, per, kills)
+                t0 = time.monotonic()
                 asyncio.run(cmp.fake_campaign(workdir / "fake", results, counts, fuzz=not args.no_fuzz))
+                took["fake"] = time.monotonic() - t0
         if "ray" in args.segments:
             kinds = [k for k in cmp.RAY_FAULT_KINDS if not only or k in only]
             if kinds and (os.geteuid() != 0 or not shutil.which("ip")):
                 cmp.say("real-Ray segment skipped: it needs root and iproute2")
                 results.notes.append("real-Ray segment skipped (not root or no iproute2)")
             elif kinds:
+                t0 = time.monotonic()
                 asyncio.run(cmp.ray_campaign(workdir / "ray", results, {k: per for k in kinds}))
+                took["ray"] = time.monotonic() - t0
     finally:
         results.finished = time.monotonic()
         RESULTS.mkdir(exist_ok=True)
@@ -120,14 +126,16 @@ def main() -> int:
             f"{len(results.violations)} with violations; seed {seed}"
         )
         complete = not only and not args.count and not args.operator_kills and results.records
-        if complete and args.segments == "ray":  # the real-Ray segment alone: its own figures
-            command = "bench/chaos.py --segments ray" + (" --quick" if args.quick else "")
-            write_figures(figures(results, command), RAY_MARKERS)
-            cmp.say(f"figures written to {RELIABILITY.name}")
-        elif complete and "fake" in args.segments and not args.no_fuzz:
+        if args.segments == "fake,ray":
             command = "make chaos CHAOS_QUICK=1" if args.quick else "make chaos"
-            write_figures(figures(results, command))
-            cmp.say(f"figures written to {RELIABILITY.name}")
+        else:
+            command = f"bench/chaos.py --segments {args.segments}" + (" --quick" if args.quick else "")
+        if complete and "fake" in took and not args.no_fuzz:
+            write_figures(figures(results, command, "fake", took["fake"]))
+            cmp.say(f"fake-Ray figures written to {RELIABILITY.name}")
+        if complete and "ray" in took and any(r.kind in cmp.RAY_FAULT_KINDS for r in results.records):
+            write_figures(figures(results, command, "ray", took["ray"]), RAY_MARKERS)
+            cmp.say(f"real-Ray figures written to {RELIABILITY.name}")
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     return 1 if results.violations else 0
