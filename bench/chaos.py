@@ -138,7 +138,7 @@ def main() -> int:
             cmp.say(f"real-Ray figures written to {RELIABILITY.name}")
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    return 1 if results.violations else 0
+    return 1 if results.violations or any(n.startswith("VIOLATION") for n in results.notes) else 0
 
 
 if __name__ == "__main__":
