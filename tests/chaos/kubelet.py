@@ -29,7 +29,7 @@ from rayop.api import constants as C
 from rayop.base.times import format_time
 from rayop.runtime.client import NODES, PODS, ApiClient, ApiError
 from tests.fake_dashboard import FakeFleet
-from tests.integration.rayclusters import running_ready_status
+from tests.integration.rayclusters import running_ready_status, stand_in_node_status
 from tests.integration.rayjobs import terminated_status
 
 NODE = "chaos-node"
@@ -84,17 +84,7 @@ class FakeKubelet:
             )
         now = format_time(time.time())
         node["status"] = {
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True",
-                    "reason": "KubeletReady",
-                    "message": "stand-in kubelet",
-                    "lastHeartbeatTime": now,
-                    "lastTransitionTime": now,
-                }
-            ],
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+            **stand_in_node_status(now),
             "capacity": {"cpu": "1000", "memory": "1000Gi", "pods": "10000"},
             "allocatable": {"cpu": "1000", "memory": "1000Gi", "pods": "10000"},
         }

@@ -82,6 +82,19 @@ async def pods_of(
     return [p for p in items if not p["metadata"].get("deletionTimestamp")]
 
 
+def stand_in_node_status(now: str) -> dict[str, Any]:
+    """A Node's status as a kubelet on loopback would report it at `now`: Ready, one internal address."""
+    ready = {
+        "type": "Ready",
+        "status": "True",
+        "reason": "KubeletReady",
+        "message": "stand-in kubelet",
+        "lastHeartbeatTime": now,
+        "lastTransitionTime": now,
+    }
+    return {"conditions": [ready], "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}]}
+
+
 def running_ready_status(pod: dict[str, Any], ip: str = "10.1.0.1") -> dict[str, Any]:
     containers = (pod.get("spec") or {}).get("containers") or []
     return {

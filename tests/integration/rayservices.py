@@ -30,7 +30,7 @@ from rayop.runtime.client import EVENTS, NODES, PODS, ApiClient, ApiError
 from rayop.runtime.manager import Manager
 from tests import rbac
 from tests.fake_dashboard import FleetResolver
-from tests.integration.rayclusters import IMAGE, running_ready_status, set_pod_status
+from tests.integration.rayclusters import IMAGE, running_ready_status, set_pod_status, stand_in_node_status
 
 SERVE_V1 = """\
 applications:
@@ -215,19 +215,7 @@ async def heartbeat(kube: ApiClient) -> None:
     if node is None:
         return
     now = format_time(time.time())
-    node["status"] = {
-        "conditions": [
-            {
-                "type": "Ready",
-                "status": "True",
-                "reason": "KubeletReady",
-                "message": "stand-in kubelet",
-                "lastHeartbeatTime": now,
-                "lastTransitionTime": now,
-            }
-        ],
-        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
-    }
+    node["status"] = stand_in_node_status(now)
     with contextlib.suppress(ApiError):
         await kube.replace_status(NODES, node)
 
