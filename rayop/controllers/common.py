@@ -95,6 +95,11 @@ class StatusPacer:
         interval = min(self.interval * 2.0**streak, self.interval_max)
         return max(0.05, interval - (now - last)) if now - last < interval else 0.0
 
+    def hold(self, key: tuple[str, str], now: float) -> None:
+        """Start the clock for an object whose status was never written, so that its first status, when
+        it is only progress, waits `interval` from now rather than going out at once."""
+        self._at.setdefault(key, (now, 0))
+
     def wrote(self, key: tuple[str, str], now: float, progress: bool) -> None:
         streak = self._at.get(key, (0.0, 0))[1] + 1 if progress else 0
         self._at[key] = (now, min(streak, 16))

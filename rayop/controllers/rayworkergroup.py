@@ -428,7 +428,7 @@ class RayWorkerGroupReconciler:
             now=datetime.fromtimestamp(self.now(), UTC),
             observed=observed,
         )
-        return _soonest([result, await self._write_status(rwg, status)])
+        return _soonest([result, await self._write_status(rwg, status, P.desired_pods(sync))])
 
     def _report_clamp(self, rwg: Obj, sync: P.Sync, gname: str) -> None:
         if not sync.clamped:
@@ -511,16 +511,19 @@ class RayWorkerGroupReconciler:
         self._wrote(RAYCLUSTERS.plural, rc)
         return True
 
-    async def _write_status(self, rwg: Obj, status: Obj) -> Result:
-        """Write the status when it changed; progress alone (see P.only_ready_progress) waits until an
-        interval has passed since this group's last status write, and the returned wait brings the
-        reconcile back to write it."""
+    async def _write_status(self, rwg: Obj, status: Obj, desired: int) -> Result:
+        """Write the status when it changed; Pod counts on their way to `desired` (see
+        P.only_count_progress) wait until an interval has passed since this group's last status write
+        (or since it was first seen without a status), and the returned wait brings the reconcile back
+        to write them."""
         old = status_of(rwg)
         if _same_status(old, status):
             return Result()
         key = (namespace_of(rwg), name_of(rwg))
         now = self.now()
-        progress = P.only_ready_progress(old, status)
+        progress = P.only_count_progress(old, status, desired)
+        if progress and not old:
+            self._status_pacer.hold(key, now)
         wait = self._status_pacer.wait(key, now, progress)
         if wait:
             return Result(wait)

@@ -466,15 +466,27 @@ def worker_group_status(
     return status
 
 
-def only_ready_progress(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    """Whether a RayWorkerGroup's new status differs from the old only by more or fewer ready replicas,
-    short of all of them: progress a writer may batch. A first status, a change of `replicas` (what the
-    HPA reads through /scale), of the condition or of the applied generation, and the ready count
-    reaching `replicas` are news."""
+def desired_pods(sync: Sync) -> int:
+    """How many replicas the group is heading for: the RayCluster's number, none while suspended."""
+    return 0 if sync.scaled_by == W.SCALED_BY_NONE else sync.current
+
+
+def only_count_progress(old: Mapping[str, Any], new: Mapping[str, Any], desired: int) -> bool:
+    """Whether a RayWorkerGroup's new status differs from the old only by its Pod counts (`replicas`,
+    `readyReplicas`) on the way to `desired` replicas all ready: progress a writer may batch while Pods
+    are created, deleted or turn ready one by one. Arriving there is news, as is a change of anything
+    else (the condition, the selector, the applied generation). A first status is progress too while
+    the counts are short of `desired`: the selector it carries is wanted at once only by an HPA, which
+    sizes from the /scale spec (the RayCluster's number) and counts Pods by that selector itself.
+    Holding these writes while the RayCluster controller creates the Pods keeps the API server's work
+    on the Pods (bench/kuberay_peer.py counts the writes)."""
+    replicas = _int(new.get("replicas")) or 0
+    arrived = replicas == desired and (_int(new.get("readyReplicas")) or 0) == replicas
+    if arrived:
+        return False
     if not old:
-        return False
-    rest_old = {k: v for k, v in old.items() if k != "readyReplicas"}
-    rest_new = {k: v for k, v in new.items() if k != "readyReplicas"}
-    if rest_old != rest_new or old.get("readyReplicas") == new.get("readyReplicas"):
-        return False
-    return (_int(new.get("readyReplicas")) or 0) < (_int(new.get("replicas")) or 0)
+        return True
+    counts = ("replicas", "readyReplicas")
+    rest_old = {k: v for k, v in old.items() if k not in counts}
+    rest_new = {k: v for k, v in new.items() if k not in counts}
+    return rest_old == rest_new and any(old.get(k) != new.get(k) for k in counts)

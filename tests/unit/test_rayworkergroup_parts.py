@@ -340,15 +340,12 @@ async def test_observe_nodes_asks_the_dashboard_with_filters(
 # Status writes ---------------------------------------------------------------------------------------
 
 
-async def test_ready_replicas_counted_up_are_written_a_few_times_not_each() -> None:
-    """Progress alone waits 1 s after the group's last status write (doubling in a row); the count
-    reaching all replicas is written at once."""
+def _paced_reconciler(clock: list[float]) -> tuple[Any, Any, list[tuple[int, int]]]:
     from rayop.controllers.rayworkergroup import RayWorkerGroupReconciler, Store
     from rayop.controllers.settings import WorkerGroupSettings
     from rayop.runtime.client import ApiClient, ClientConfig
     from tests.unit.fakekube import FakeRecorder
 
-    clock = [1000.0]
     client = ApiClient(ClientConfig(server="https://127.0.0.1:1"))
     unused: Any = None
     r = RayWorkerGroupReconciler(
@@ -359,24 +356,52 @@ async def test_ready_replicas_counted_up_are_written_a_few_times_not_each() -> N
         BuildOptions(),
         now=lambda: clock[0],
     )
-    written: list[int] = []
+    written: list[tuple[int, int]] = []
 
     async def write_status(_res: Resource, obj: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
-        written.append(status["readyReplicas"])
+        written.append((status["replicas"], status["readyReplicas"]))
         return {**obj, "status": status}
 
     r.w.write_status = write_status  # type: ignore[method-assign]
+    return r, client, written
+
+
+async def test_ready_replicas_counted_up_are_written_a_few_times_not_each() -> None:
+    """Progress alone waits 1 s after the group's last status write (doubling in a row), a first status
+    1 s after the group was first seen; the count reaching all replicas is written at once."""
+    clock = [1000.0]
+    r, client, written = _paced_reconciler(clock)
     obj = rwg_of(cluster())
     obj["metadata"]["resourceVersion"] = "1"
     status = {"replicas": 10, "readyReplicas": 0, "selector": "s"}
     waits: list[float | None] = []
     for ready in range(1, 11):  # one more ready Pod every 0.3 s
         clock[0] += 0.3
-        res = await r._write_status(obj, {**status, "readyReplicas": ready})
+        res = await r._write_status(obj, {**status, "readyReplicas": ready}, 10)
         waits.append(res.requeue_after)
-        if written and written[-1] == ready:
+        if written and written[-1][1] == ready:
             obj = {**obj, "status": {**status, "readyReplicas": ready}}
     await client.close()
-    # 1 is the first status; 2..4 wait (1 s not passed), 5 goes; 6..9 wait (2 s); 10 is all of them.
-    assert written == [1, 5, 10]
-    assert all(w and w > 0 for w, n in zip(waits, range(1, 11), strict=True) if n not in written)
+    # 1..4 wait (first seen 1 s ago not yet), 5 goes; 6..9 wait (2 s); 10 is all of them.
+    assert [ready for _, ready in written] == [5, 10]
+    assert all(w and w > 0 for w, n in zip(waits, range(1, 11), strict=True) if n not in (5, 10))
+
+
+async def test_pods_being_created_are_counted_in_one_write_once_all_exist() -> None:
+    """While the RayCluster controller creates a new group's Pods, the RayWorkerGroup's first status
+    waits for them (up to 1 s) instead of following each create."""
+    clock = [1000.0]
+    r, client, written = _paced_reconciler(clock)
+    obj = rwg_of(cluster())
+    obj["metadata"]["resourceVersion"] = "1"
+    for pods in range(0, 11):  # one more Pod every 0.05 s
+        clock[0] += 0.05
+        res = await r._write_status(obj, {"replicas": pods, "readyReplicas": 0, "selector": "s"}, 10)
+        assert res.requeue_after and res.requeue_after > 0  # all short of 10 ready: progress
+    assert written == []
+    clock[0] += 1.0  # the requeue comes back: the first status goes, with every Pod counted
+    assert (
+        await r._write_status(obj, {"replicas": 10, "readyReplicas": 0, "selector": "s"}, 10)
+    ).requeue_after is None
+    await client.close()
+    assert written == [(10, 0)]

@@ -322,13 +322,27 @@ _ST = {
         ("more ready, short of all", _ST, {**_ST, "readyReplicas": 7}, True),
         ("fewer ready", _ST, {**_ST, "readyReplicas": 2}, True),
         ("all ready", _ST, {**_ST, "readyReplicas": 10}, False),
-        ("replicas changed (the HPA reads it)", _ST, {**_ST, "replicas": 12, "readyReplicas": 4}, False),
+        ("more Pods, short of the RayCluster's number", {**_ST, "replicas": 4}, {**_ST, "replicas": 6}, True),
+        ("Pods reach the number, not all ready", {**_ST, "replicas": 9}, _ST, True),
+        ("fewer Pods on the way down", {**_ST, "replicas": 12}, {**_ST, "replicas": 11}, True),
         ("condition changed", _ST, {**_ST, "readyReplicas": 4, "conditions": []}, False),
-        ("first status", {}, _ST, False),
+        ("selector changed", _ST, {**_ST, "readyReplicas": 4, "selector": "t"}, False),
+        ("first status, Pods still coming", {}, {**_ST, "replicas": 2, "readyReplicas": 0}, True),
+        ("first status, all there and ready", {}, {**_ST, "readyReplicas": 10}, False),
         ("nothing changed", _ST, dict(_ST), False),
     ],
 )
-def test_only_ready_replicas_short_of_all_is_progress(
+def test_pod_counts_on_their_way_are_progress(
     name: str, old: dict[str, Any], new: dict[str, Any], want: bool
 ) -> None:
-    assert P.only_ready_progress(old, new) is want
+    assert P.only_count_progress(old, new, desired=10) is want
+
+
+def test_a_suspended_group_is_heading_for_no_pods() -> None:
+    sync = P.Sync(P.IN_SYNC, 10, 10, 10, W.SCALED_BY_NONE, 0, 20)
+    assert P.desired_pods(sync) == 0
+    assert P.desired_pods(P.Sync(P.IN_SYNC, 10, 10, 10, W.SCALED_BY_SCALE_TARGET, 0, 20)) == 10
+    gone = {**_ST, "replicas": 0, "readyReplicas": 0}
+    assert (
+        P.only_count_progress({**_ST, "replicas": 1, "readyReplicas": 1}, gone, P.desired_pods(sync)) is False
+    )
