@@ -109,6 +109,34 @@ class StatusPacer:
         self._at = {k: v for k, v in self._at.items() if not gone(k)}
 
 
+class CalmGate:
+    """When a write that can wait may go: bookkeeping (a RayWorkerGroup's creation and status) waits while
+    the client is busy (ApiClient.busy: a burst of Pod creates in flight), at most `longest` seconds per
+    key, so the API server spends a burst on the Pods the user waits for. Non-blocking: `wait` says how
+    long to requeue, and the reconcile worker is free meanwhile. Keys are (namespace, name)."""
+
+    RECHECK = 0.25
+
+    def __init__(self, busy: Callable[[], bool], longest: float) -> None:
+        self.busy = busy
+        self.longest = longest
+        self._since: dict[tuple[str, str], float] = {}  # key -> when it was first put off
+
+    def wait(self, key: tuple[str, str], now: float) -> float:
+        """Seconds to put the write off; 0: write now."""
+        if self.longest <= 0 or not self.busy():
+            self._since.pop(key, None)
+            return 0.0
+        waited = now - self._since.setdefault(key, now)
+        if waited >= self.longest:
+            self._since.pop(key, None)
+            return 0.0
+        return min(self.RECHECK, self.longest - waited)
+
+    def forget(self, gone: Callable[[tuple[str, str]], bool]) -> None:
+        self._since = {k: v for k, v in self._since.items() if not gone(k)}
+
+
 async def gather_first_error(coros: Iterable[Awaitable[None]]) -> None:
     """Run all, let each finish, then raise the first failure (none is left running or unobserved)."""
     results = await asyncio.gather(*coros, return_exceptions=True)

@@ -11,6 +11,9 @@ Keyed by RayCluster. Per reconcile:
      KubeRay's Pod-count logic never picks a Pod by itself;
   4. write the RayWorkerGroup's status when it changed.
 
+Creating a RayWorkerGroup and writing its status are bookkeeping: they wait (a few seconds at most) while
+the operator has a burst of Pod creates in flight, so a new cluster's Pods reach the API server first.
+
 A RayService's groups are a second controller over the same reconciler, keyed by RayService
 (`reconcile_service`): one RayWorkerGroup `<rayservice>-<group>` per group of `rayClusterConfig`, and steps
 2-4 against that group on the service's active cluster. When the RayService promotes a new cluster, the
@@ -69,6 +72,7 @@ from rayop.controllers.common import (
     NORMAL,
     POD_SELECTOR,
     WARNING,
+    CalmGate,
     StatusPacer,
     Writer,
     cluster_key,
@@ -160,6 +164,8 @@ class RayWorkerGroupReconciler:
         self._said: dict[tuple[str, str, str], str] = {}
         # Ready replicas counted up one Pod at a time are written a few times, not each.
         self._status_pacer = StatusPacer(settings.status_write_interval, settings.status_write_interval_max)
+        # Creating a RayWorkerGroup and writing its status wait while a burst of Pod creates is in flight.
+        self._calm = CalmGate(lambda: client.busy, settings.calm_wait_max)
 
     # -- entry point ------------------------------------------------------------------------------
 
@@ -270,6 +276,7 @@ class RayWorkerGroupReconciler:
         self._clamp_reported = {k: v for k, v in self._clamp_reported.items() if not ours(*k)}
         self._said = {k: v for k, v in self._said.items() if not ours(k[0], k[1])}
         self._status_pacer.forget(lambda k: ours(*k))
+        self._calm.forget(lambda k: ours(*k))
 
     def _behind(self, kind: str, obj: Obj) -> bool:
         key = (kind, namespace_of(obj), name_of(obj))
@@ -312,6 +319,9 @@ class RayWorkerGroupReconciler:
             return Result()
         rwg = self.store.groups.get(ns, rwg_name)
         if rwg is None:
+            wait = self._calm.wait((ns, rwg_name), self.now())
+            if wait:
+                return Result(wait)
             await self._create_group(owner, seed)
             return Result()
         if not is_controlled_by(rwg, owner):
@@ -514,8 +524,8 @@ class RayWorkerGroupReconciler:
     async def _write_status(self, rwg: Obj, status: Obj, desired: int) -> Result:
         """Write the status when it changed; Pod counts on their way to `desired` (see
         P.only_count_progress) wait until an interval has passed since this group's last status write
-        (or since it was first seen without a status), and the returned wait brings the reconcile back
-        to write them."""
+        (or since it was first seen without a status), and any write waits while a burst of Pod creates
+        is in flight (CalmGate); the returned wait brings the reconcile back to write it."""
         old = status_of(rwg)
         if _same_status(old, status):
             return Result()
@@ -524,7 +534,7 @@ class RayWorkerGroupReconciler:
         progress = P.only_count_progress(old, status, desired)
         if progress and not old:
             self._status_pacer.hold(key, now)
-        wait = self._status_pacer.wait(key, now, progress)
+        wait = self._status_pacer.wait(key, now, progress) or self._calm.wait(key, now)
         if wait:
             return Result(wait)
         try:

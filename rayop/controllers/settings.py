@@ -188,6 +188,10 @@ class WorkerGroupSettings:
     status_write_interval_max: float = 30.0
     """The longest wait of a progress-only status change."""
 
+    calm_wait_max: float = 5.0
+    """Seconds a RayWorkerGroup's creation or status write may wait while the operator's client has a
+    burst of requests in flight (common.CalmGate): a new RayCluster's Pods go first. 0: never wait."""
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> WorkerGroupSettings:
         return cls(cluster_domain=environ.get(C.OPENV_CLUSTER_DOMAIN) or C.DEFAULT_CLUSTER_DOMAIN)

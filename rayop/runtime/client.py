@@ -126,6 +126,11 @@ class ApiClient:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._calm.wait(), timeout)
 
+    @property
+    def busy(self) -> bool:
+        """More than CALM_IN_FLIGHT requests are in flight (a burst of creates)."""
+        return not self._calm.is_set()
+
     def _started(self) -> None:
         self.in_flight += 1
         if self.in_flight > CALM_IN_FLIGHT:

@@ -4,7 +4,7 @@ RayWorkerGroup and drain Pod builders, and reading Ray's node state from dashboa
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pytest
@@ -17,8 +17,10 @@ from rayop.base.resource import Resource
 from rayop.builders import workergroup as B
 from rayop.builders.options import BuildOptions
 from rayop.builders.pod import build_head_pod
+from rayop.controllers.common import CalmGate
 from rayop.ray.dashboard import DashboardClient, DashboardError
 from rayop.ray.nodes import node_loads, node_of_pod, observe_nodes
+from rayop.runtime.client import CALM_IN_FLIGHT
 from rayop.validation import ScaleContext, validate_scale
 from rayop.webhook import make_app
 from rayop.webhook.lookup import CachedObjects, worker_group_scale_context
@@ -405,3 +407,43 @@ async def test_pods_being_created_are_counted_in_one_write_once_all_exist() -> N
     ).requeue_after is None
     await client.close()
     assert written == [(10, 0)]
+
+
+def test_the_calm_gate_puts_bookkeeping_off_during_a_burst_for_a_bounded_time() -> None:
+    busy = [True]
+    gate = CalmGate(lambda: busy[0], longest=5.0)
+    key = ("ns", "rc-workers")
+    assert gate.wait(key, 100.0) == CalmGate.RECHECK
+    assert gate.wait(key, 104.9) == pytest.approx(0.1)
+    assert gate.wait(key, 105.0) == 0.0  # waited long enough: goes even though the burst goes on
+    assert gate.wait(key, 105.1) == CalmGate.RECHECK  # a later write waits afresh
+    busy[0] = False
+    assert gate.wait(key, 105.2) == 0.0
+    assert CalmGate(lambda: True, longest=0.0).wait(key, 1.0) == 0.0  # turned off
+
+
+async def test_a_new_worker_group_waits_while_pod_creates_are_in_flight() -> None:
+    clock = [1000.0]
+    r, client, _ = _paced_reconciler(clock)
+    created: list[str] = []
+
+    async def create_group(_owner: dict[str, Any], group: Mapping[str, Any]) -> None:
+        created.append(str(group.get("groupName")))
+
+    class Groups:
+        def get(self, _ns: str, _name: str) -> None:
+            return None
+
+    r._create_group = create_group  # type: ignore[method-assign]
+    r.store.groups = Groups()
+    rc = cluster()
+    group = rc["spec"]["workerGroupSpecs"][0]
+    for _ in range(CALM_IN_FLIGHT + 1):
+        client._started()  # a burst of requests in flight
+    res = await r._one_group(rc, "rc-workers", group, None)
+    assert created == [] and res.requeue_after == CalmGate.RECHECK
+    for _ in range(CALM_IN_FLIGHT + 1):
+        client._finished()
+    await r._one_group(rc, "rc-workers", group, None)
+    assert created == [str(group.get("groupName"))]
+    await client.close()
