@@ -96,6 +96,9 @@ INDEX_OWNER_CLUSTER = "rayworkergroup-cluster"
 INDEX_OWNER_SERVICE = "rayworkergroup-service"
 # How soon to look again when our own write has not reached the cache yet.
 CACHE_LAG_REQUEUE = 0.5
+# How long a RayWorkerGroup we created may be missing from the cache before we create it again (someone
+# may have deleted it at once).
+CREATED_CACHE_WAIT = 5.0
 # Longest wait before a worker whose drains keep failing gets another drain Pod.
 MAX_DRAIN_BACKOFF = 300.0
 # A DNS-1123 subdomain, what the API server accepts as an object name.
@@ -164,6 +167,9 @@ class RayWorkerGroupReconciler:
         self._said: dict[tuple[str, str, str], str] = {}
         # Ready replicas counted up one Pod at a time are written a few times, not each.
         self._status_pacer = StatusPacer(settings.status_write_interval, settings.status_write_interval_max)
+        # (namespace, RayWorkerGroup) -> when we created it: until the cache shows it, a reconcile that
+        # does not see it waits for the cache instead of creating it again (answered 409).
+        self._created: dict[tuple[str, str], float] = {}
         # Creating a RayWorkerGroup and writing its status wait while a burst of Pod creates is in flight.
         self._calm = CalmGate(lambda: client.busy, settings.calm_wait_max)
 
@@ -277,6 +283,7 @@ class RayWorkerGroupReconciler:
         self._said = {k: v for k, v in self._said.items() if not ours(k[0], k[1])}
         self._status_pacer.forget(lambda k: ours(*k))
         self._calm.forget(lambda k: ours(*k))
+        self._created = {k: v for k, v in self._created.items() if not ours(*k)}
 
     def _behind(self, kind: str, obj: Obj) -> bool:
         key = (kind, namespace_of(obj), name_of(obj))
@@ -319,11 +326,16 @@ class RayWorkerGroupReconciler:
             return Result()
         rwg = self.store.groups.get(ns, rwg_name)
         if rwg is None:
-            wait = self._calm.wait((ns, rwg_name), self.now())
+            now = self.now()
+            if now - self._created.get((ns, rwg_name), float("-inf")) < CREATED_CACHE_WAIT:
+                return Result(CACHE_LAG_REQUEUE)
+            wait = self._calm.wait((ns, rwg_name), now)
             if wait:
                 return Result(wait)
             await self._create_group(owner, seed)
+            self._created[(ns, rwg_name)] = now
             return Result()
+        self._created.pop((ns, rwg_name), None)
         if not is_controlled_by(rwg, owner):
             ctl = controller_ref(rwg)
             if ctl is not None and ctl.get("kind") == owner.get("kind") and ctl.get("name") == name_of(owner):

@@ -423,6 +423,8 @@ def test_the_calm_gate_puts_bookkeeping_off_during_a_burst_for_a_bounded_time() 
 
 
 async def test_a_new_worker_group_waits_while_pod_creates_are_in_flight() -> None:
+    from rayop.controllers.rayworkergroup import CACHE_LAG_REQUEUE, CREATED_CACHE_WAIT
+
     clock = [1000.0]
     r, client, _ = _paced_reconciler(clock)
     created: list[str] = []
@@ -446,4 +448,11 @@ async def test_a_new_worker_group_waits_while_pod_creates_are_in_flight() -> Non
         client._finished()
     await r._one_group(rc, "rc-workers", group, None)
     assert created == [str(group.get("groupName"))]
+    # The cache has not seen it yet: wait for the cache, do not create it again (409).
+    clock[0] += 1.0
+    res = await r._one_group(rc, "rc-workers", group, None)
+    assert len(created) == 1 and res.requeue_after == CACHE_LAG_REQUEUE
+    clock[0] += CREATED_CACHE_WAIT  # still missing long after: someone deleted it, so it comes back
+    await r._one_group(rc, "rc-workers", group, None)
+    assert len(created) == 2
     await client.close()
