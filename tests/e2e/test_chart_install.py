@@ -36,6 +36,7 @@ import yaml
 from rayop.local.plane import default_bin_dir, pick_free_ports
 from tests import rbac
 from tests.helpers import wait_for
+from tests.integration.rayclusters import raycluster
 from tests.integration.test_chart import CHART, HELM
 from tests.nodes import RAY_ENV, needs_root, node_network
 
@@ -54,61 +55,18 @@ pytestmark = [
     pytest.mark.skipif(not HELM.exists(), reason="no helm (make deps)"),
 ]
 
-INVALID = {
-    "apiVersion": "ray.io/v1",
-    "kind": "RayCluster",
-    "metadata": {"name": "invalid"},
-    "spec": {
-        "headGroupSpec": {
-            "template": {"spec": {"containers": [{"name": "ray-head", "image": "rayproject/ray:2.60.0"}]}}
-        },
-        "workerGroupSpecs": [
-            {
-                "groupName": "w",
-                "minReplicas": 5,
-                "maxReplicas": 3,
-                "template": {
-                    "spec": {"containers": [{"name": "ray-worker", "image": "rayproject/ray:2.60.0"}]}
-                },
-            }
-        ],
-    },
-}
+
+def _invalid() -> dict[str, Any]:
+    rc = raycluster("invalid", USERS, replicas=1)
+    rc["spec"]["workerGroupSpecs"][0].update(minReplicas=5, maxReplicas=3)
+    return rc
+
+
+INVALID = _invalid()
 REJECTION = (
     "spec.workerGroupSpecs[0].minReplicas: Invalid value: 5: must be less than or equal to maxReplicas (3)"
 )
-
-
-def _container(name: str, memory: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "image": "rayproject/ray:2.60.0",
-        "resources": {"limits": {"cpu": "1", "memory": memory}},
-    }
-
-
-CLUSTER = {
-    "apiVersion": "ray.io/v1",
-    "kind": "RayCluster",
-    "metadata": {"name": "charted"},
-    "spec": {
-        "rayVersion": "2.60.0",
-        "headGroupSpec": {
-            "rayStartParams": {},
-            "template": {"spec": {"containers": [_container("ray-head", "2Gi")]}},
-        },
-        "workerGroupSpecs": [
-            {
-                "groupName": "workers",
-                "replicas": 1,
-                "minReplicas": 1,
-                "maxReplicas": 1,
-                "rayStartParams": {},
-                "template": {"spec": {"containers": [_container("ray-worker", "1Gi")]}},
-            }
-        ],
-    },
-}
+CLUSTER = raycluster("charted", USERS, replicas=1)
 
 JOB = {
     "apiVersion": "ray.io/v1",
