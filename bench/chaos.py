@@ -51,7 +51,7 @@ def figures(results: cmp.Results, command: str, segment: str, duration: float) -
     for kind, n, med, mx, bad in rows:
         lines.append(f"| {kind} | {n} | {med:.1f} | {mx:.1f} | {faults[kind].settle:.0f} | {bad} |")
     if segment == "ray":
-        lines += [""] + [f"- {n}" for n in results.notes if "GCS FT" in n or "gcs-ft" in n]
+        lines += [""] + [f"- {c}" for c in results.checks if c.segment == "ray"]
     if results.fuzz and segment == "fake":
         f = results.fuzz
         lines += [
@@ -138,7 +138,7 @@ def main() -> int:
             cmp.say(f"real-Ray figures written to {RELIABILITY.name}")
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    return 1 if results.violations or any(n.startswith("VIOLATION") for n in results.notes) else 0
+    return 1 if results.failed else 0
 
 
 if __name__ == "__main__":

@@ -191,3 +191,15 @@ def test_a_campaign_replays_from_its_seed() -> None:
     assert pair == list(range(pair[0], pair[0] + len(pair)))
     assert episode_seed(7, 3) == episode_seed(7, 3) != episode_seed(7, 4)
     assert Results(seed=7).summary() == []
+
+
+def test_a_failed_closing_check_fails_the_campaign() -> None:
+    from tests.chaos.campaign import Check, Results
+
+    results = Results(seed=1)
+    results.checks.append(Check("ray", "gcs-ft-delete", True, "GCS FT RayCluster deleted, its keys cleaned"))
+    assert not results.failed and str(results.checks[0]) == "GCS FT RayCluster deleted, its keys cleaned"
+    results.checks.append(Check("ray", "gcs-ft-delete", False, "3 of its 6 keys are still in Redis"))
+    assert results.failed
+    assert str(results.checks[1]) == "VIOLATION gcs-ft-delete: 3 of its 6 keys are still in Redis"
+    assert results.to_json()["checks"][1]["ok"] is False
