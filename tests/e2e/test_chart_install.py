@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 import yaml
 
+from rayop.controllers.podplan import is_running_and_ready
 from rayop.local.plane import default_bin_dir, pick_free_ports
 from tests import rbac
 from tests.helpers import wait_for
@@ -161,15 +162,10 @@ def operator_pods(loc: Local) -> list[dict[str, Any]]:
     return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
 
 
-def is_ready(pod: dict[str, Any]) -> bool:
-    conds = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
-
-
 def ready_replicas(loc: Local, n: int, arg: str = "") -> list[dict[str, Any]] | None:
     """The operator Pods when there are exactly `n`, all Ready, all started with `arg`; else None."""
     pods = operator_pods(loc)
-    if len(pods) != n or not all(is_ready(p) for p in pods):
+    if len(pods) != n or not all(is_running_and_ready(p) for p in pods):
         return None
     if arg and not all(arg in p["spec"]["containers"][0]["args"] for p in pods):
         return None
@@ -180,19 +176,6 @@ def leader_pod(loc: Local) -> str:
     """The Pod named by the Lease's holder (`<pod>_<uuid>`), or ""."""
     lease = loc.get("lease", "ray-operator-leader", "-n", NS)
     return str(lease["spec"].get("holderIdentity") or "").split("_", 1)[0]
-
-
-def sa_requests(audit_log: Path) -> set[tuple[str, str]]:
-    """(resource, verb) of every request the chart's ServiceAccount made, from the audit log."""
-    out: set[tuple[str, str]] = set()
-    for line in audit_log.read_text(errors="replace").splitlines():
-        try:
-            ev = json.loads(line)
-        except ValueError:
-            continue  # a line still being written
-        if ev.get("user", {}).get("username") == SA_USER and ev.get("objectRef"):
-            out.add((ev["objectRef"].get("resource", ""), ev.get("verb", "")))
-    return out
 
 
 def cluster_state(loc: Local) -> str:
@@ -242,7 +225,9 @@ def test_chart_install_upgrade_uninstall_on_the_local_plane(local: Local) -> Non
     # (token from the projected volume), and the chart's RBAC allowed each of them.
     audit_log = loc.state / "logs" / "audit.log"
     wait_for(
-        lambda: {"leases", "rayclusters", "pods"} <= {r for r, _ in sa_requests(audit_log)},
+        lambda: (
+            {"leases", "rayclusters", "pods"} <= {r for _, r, _ in rbac.read_audit(audit_log, [SA_USER]).used}
+        ),
         60,
         1.0,
         "the ServiceAccount's requests in the audit log",
