@@ -214,9 +214,17 @@ async def test_who_changed_replicas_and_the_history_after_a_restart(
                     g = u.history.groups(ns, "web").get("workers")
                     return g.desired.last if g else None
 
+                def live_pods() -> int:
+                    pods = u.view.caches.cluster_pods(ns, "web")
+                    return len([p for p in pods if not p["metadata"].get("deletionTimestamp")])
+
+                # Each step waits for the operator to have followed the last one: a change made before
+                # it acted would fold two steps into one batch of Pod creations, and one Event.
                 await eventually(lambda: desired() == 1, 30, what="first sight")
+                await eventually(lambda: live_pods() == 2, 60, what="head and 1 worker")
                 await autoscaler.patch(RAYCLUSTERS, "web", patch(3), ns, patch_type="json")
                 await eventually(lambda: desired() == 3, 30, what="autoscaler's change seen")
+                await eventually(lambda: live_pods() == 4, 60, what="head and 3 workers")
                 await kube.patch(
                     RAYCLUSTERS, "web", patch(2), ns, patch_type="json", field_manager="kubectl-patch"
                 )
@@ -229,20 +237,7 @@ async def test_who_changed_replicas_and_the_history_after_a_restart(
                 status, body = await get(f"{u.url}clusters/{ns}/web")
                 assert status == 200 and "Ray autoscaler" in body and "user (kubectl-patch)" in body
                 # The operator created and deleted worker Pods to follow; wait for its events.
-                await eventually(
-                    lambda: (
-                        len(
-                            [
-                                p
-                                for p in u.view.caches.cluster_pods(ns, "web")
-                                if not p["metadata"].get("deletionTimestamp")
-                            ]
-                        )
-                        == 3
-                    ),
-                    60,
-                    what="head and 2 workers",
-                )
+                await eventually(lambda: live_pods() == 3, 60, what="head and 2 workers")
 
             # Events are written in the background; the restart must come after they are stored.
             async def pod_events() -> bool:
