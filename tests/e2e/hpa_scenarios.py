@@ -15,7 +15,7 @@ processes, Ray's autoscaler in the head Pod, and `rayop operator` as its own pro
   request of the run counts.
 
 Both are sized for a loaded 2-core machine: CPU limits are not enforced on the local plane, so requests
-are small (200m / 250m) and the load is a fixed amount of CPU time per task or request (`thread_time`),
+are small (200m / 350m) and the load is a fixed amount of CPU time per task or request (`thread_time`),
 which a busy machine delays but does not shrink. A `Recorder` samples, every 2 s, what each part saw: the
 HPA's metric and decisions, the scale target's spec and status, the Pods, and Ray's alive nodes.
 """
@@ -71,12 +71,17 @@ IDLE_SECONDS = 20
 RWG_MAX = 3
 WORKER_CPU_REQUEST = "200m"
 BURN_DUTY = 0.35
-# The Serve run: SERVE_RATE requests/s of CPU_MS each is about 0.25 core, 100 % of one Pod's 250m request
-# and 50 % of two: the HPA settles at 2 replicas. The light load during scale-down is a tenth of that.
+# The Serve run: SERVE_RATE requests/s of CPU_MS each is about 0.25 core: with an idle Pod's own use
+# (see below) over 80 % of one Pod's 350m request, about half that on two Pods, so the HPA settles at 2
+# replicas. The light load during scale-down is a twentieth of that. An idle Serve worker Pod (raylet,
+# agents, the replica) uses ~45m on a quiet machine and up to ~85m on a busy host, and the HPA goes from 2
+# Pods to 1 only below 30 % of the request (half the 60 % target): with a 250m request and a light load of
+# 2 requests/s the margin was 2 points, and a busy host's Pods kept it at 2. More requests per second or
+# more CPU per request overloaded the single replica before the scale-up on a busy host.
 SERVE_MAX = 2
-SERVE_CPU_REQUEST = "250m"
+SERVE_CPU_REQUEST = "350m"
 SERVE_RATE = 10.0
-LIGHT_RATE = 2.0
+LIGHT_RATE = 0.5
 CPU_MS = 25
 
 HOLD_SECONDS = 20.0  # how long the scaled-up state is watched before the load stops
