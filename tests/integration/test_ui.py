@@ -17,6 +17,7 @@ import aiohttp
 from rayop import ui
 from rayop.api import constants as C
 from rayop.api.kinds import RAYCLUSTERS
+from rayop.base.objects import is_terminating
 from rayop.controllers.common import POD_SELECTOR
 from rayop.local.plane import ControlPlane
 from rayop.runtime.client import (
@@ -215,8 +216,7 @@ async def test_who_changed_replicas_and_the_history_after_a_restart(
                     return g.desired.last if g else None
 
                 def live_pods() -> int:
-                    pods = u.view.caches.cluster_pods(ns, "web")
-                    return len([p for p in pods if not p["metadata"].get("deletionTimestamp")])
+                    return sum(not is_terminating(p) for p in u.view.caches.cluster_pods(ns, "web"))
 
                 # Each step waits for the operator to have followed the last one: a change made before
                 # it acted would fold two steps into one batch of Pod creations, and one Event.
