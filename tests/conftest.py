@@ -21,6 +21,8 @@ from tests import rbac
 
 TESTS = Path(__file__).parent
 
+pytest_plugins = ["tests.timeouts"]
+
 # Operators started by tests (in-process or as subprocesses) serve no admission webhook unless a test
 # asks for one: several operators run at once here and would all want port 9443, and an unregistered
 # webhook checks nothing anyway. Webhook tests turn it on explicitly.
