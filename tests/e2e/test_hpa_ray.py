@@ -27,6 +27,10 @@ pytestmark = [
     needs_root,
     pytest.mark.skipif(not (RAY_ENV / "bin" / "ray").exists(), reason="no Ray environment"),
     pytest.mark.skipif(not metrics_server.binary_path().exists(), reason="no metrics-server (make deps)"),
+    # A run lasts 4-5 min on a quiet machine (it waits out the HPA's windows and Ray's idle timeout) and
+    # 6-7 min on a busy host, the plane's start included in the first: past the suite's 600 s, a slow host
+    # would stop it without saying which step was late. Its own steps have deadlines that say so.
+    pytest.mark.timeout(900),
 ]
 
 

