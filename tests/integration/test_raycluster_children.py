@@ -55,7 +55,8 @@ async def test_head_ingress_is_created_and_put_back_when_edited(kube: ApiClient,
             return bool(now["spec"] == want)
 
         await eventually(restored, T, what="ingress spec put back")
-        assert "UpdatedIngress" in await reasons(kube, ns, "ing")
+        # Events are written after the change they report (and paced while the client is busy).
+        await eventually(lambda: _contains(reasons(kube, ns, "ing"), "UpdatedIngress"), T, what="the event")
 
 
 async def test_gcs_embedded_storage_gets_its_pvc(kube: ApiClient, namespace: str) -> None:
