@@ -24,7 +24,11 @@ import aiohttp
 from rayop.runtime.client import ApiClient
 
 REPO = Path(__file__).resolve().parents[2]
-TIMEOUT_SECONDS = 10.0
+# A request is lost when it fails or has no answer within this. The tests assert that the operator's
+# switches lose nothing; on a host whose CPU is mostly taken elsewhere (the load generator, the API
+# server's proxy and two Ray clusters share 2 cores) an answer can take more than 10 s without anything
+# having been dropped.
+TIMEOUT_SECONDS = 30.0
 
 
 @dataclass
