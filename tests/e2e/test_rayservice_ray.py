@@ -40,7 +40,8 @@ from tests.e2e.serve_load import OperatorProcess, get, serve_url, steady_load
 from tests.helpers import eventually
 from tests.integration.rayservices import clusters_of, condition, events, names
 
-pytestmark = na.pytestmark
+# A step may wait T for a cluster and then drain its load: more than the suite's 600 s on a slow host.
+pytestmark = [na.pytestmark, pytest.mark.timeout(900)]
 node_net = na.node_net
 node_plane = na.node_plane
 
