@@ -269,6 +269,26 @@ class Recorder:
         await self._events()
         return s
 
+    async def _pods_now(self) -> list[str]:
+        """Each Pod of the group as a line: readiness, restarts and how its containers last ended."""
+        lines = []
+        with contextlib.suppress(Exception):
+            for p in (await self.kube.list(PODS, self.ns, label_selector=self.pod_selector))["items"]:
+                st = p.get("status") or {}
+                ready = any(
+                    c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or []
+                )
+                parts = [f"{p['metadata']['name']} phase={st.get('phase')} ready={ready}"]
+                if p["metadata"].get("deletionTimestamp"):
+                    parts.append("terminating")
+                for cs in st.get("containerStatuses") or []:
+                    parts.append(
+                        f"{cs.get('name')}: restarts={cs.get('restartCount')} state={cs.get('state')} "
+                        f"last={cs.get('lastState')}"
+                    )
+                lines.append(" ".join(parts))
+        return lines
+
     async def _events(self) -> None:
         for e in (await self.kube.list(EVENTS, self.ns))["items"]:
             uid = e["metadata"].get("uid", "")
@@ -303,7 +323,8 @@ class Recorder:
             res: Sample = await eventually(check, timeout, SAMPLE_SECONDS, what=what)
         except AssertionError as e:
             raise AssertionError(
-                f"{e}\nlast sample: {self.last}\nHPA decisions: {self.tl.decisions}"
+                f"{e}\nlast sample: {self.last}\nHPA decisions: {self.tl.decisions}\n"
+                f"{self.tl.name} events: {self.tl.notes}\npods: {await self._pods_now()}"
             ) from None
         self.mark(what)
         return res

@@ -38,7 +38,8 @@ from rayop.runtime.client import (
 from tests.e2e import test_node_agent as na
 from tests.e2e.serve_load import OperatorProcess, get, serve_url, steady_load
 from tests.helpers import eventually
-from tests.integration.rayservices import clusters_of, condition, events, names
+from tests.integration.events import events_of, wait_event
+from tests.integration.rayservices import clusters_of, condition, names
 
 # A step may wait T for a cluster and then drain its load: more than the suite's 600 s on a slow host.
 pytestmark = [na.pytestmark, pytest.mark.timeout(900)]
@@ -119,7 +120,7 @@ async def wait(s: Service, pred: Callable[[dict[str, Any]], bool], what: str, t:
         rs = await s.kube.get_or_none(RAYSERVICES, NAME, s.ns)
         tail = s.log.read_text(errors="replace")[-3000:] if s.log.exists() else ""
         raise AssertionError(
-            f"{e}\nstatus: {json.dumps((rs or {}).get('status'))[:3000]}\nevents: {await events(s.kube, s.ns, NAME)}"
+            f"{e}\nstatus: {json.dumps((rs or {}).get('status'))[:3000]}\nevents: {await events_of(s.kube, s.ns, NAME)}"
             f"\noperator log tail:\n{tail}"
         ) from None
     return res
@@ -340,8 +341,7 @@ async def test_bad_import_with_cluster_change_keeps_the_old_cluster_serving(svc:
     assert "nosuchmodule" in msg
     assert names(rs)[0] == active and condition(rs, "Ready")["status"] == "True"
     assert f"The active RayCluster {active} keeps serving" in up["message"]
-    evs = await events(svc.kube, svc.ns, NAME)
-    assert any(r == "ServeApplicationFailed" and "nosuchmodule" in n for r, n in evs), evs
+    await wait_event(svc.kube, svc.ns, NAME, "ServeApplicationFailed", "nosuchmodule")
     assert load.failed == 0, load.summary()
     svc.seen_clusters.add(names(rs)[1])
 

@@ -28,7 +28,8 @@ from rayop.ray.dashboard import DashboardClient
 from rayop.runtime.client import PODS, ApiClient
 from tests.e2e import test_node_agent as na
 from tests.helpers import eventually
-from tests.integration.workergroups import events_of, get_rwg, operator, set_scale, wait_event
+from tests.integration.events import events_of, wait_event
+from tests.integration.workergroups import get_rwg, operator, set_scale
 
 pytestmark = [
     na.pytestmark,

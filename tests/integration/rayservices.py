@@ -26,7 +26,7 @@ from rayop.controllers import rayservice as rsmod
 from rayop.controllers import rayservice_machine as M
 from rayop.controllers import rayworkergroup as rwgmod
 from rayop.controllers.settings import ControllerSettings
-from rayop.runtime.client import EVENTS, NODES, PODS, ApiClient, ApiError
+from rayop.runtime.client import NODES, PODS, ApiClient, ApiError
 from rayop.runtime.manager import Manager
 from tests import rbac
 from tests.fake_dashboard import FleetResolver
@@ -120,15 +120,6 @@ async def clusters_of(kube: ApiClient, ns: str, rs: str) -> list[str]:
     sel = f"{C.LABEL_ORIGINATED_FROM_CR_NAME}={rs},{C.LABEL_ORIGINATED_FROM_CRD}={C.KIND_RAYSERVICE}"
     items = (await kube.list(RAYCLUSTERS, ns, label_selector=sel))["items"]
     return sorted(i["metadata"]["name"] for i in items if not i["metadata"].get("deletionTimestamp"))
-
-
-async def events(kube: ApiClient, ns: str, name: str) -> list[tuple[str, str]]:
-    evs = (await kube.list(EVENTS, ns))["items"]
-    return [
-        (e.get("reason", ""), e.get("note", ""))
-        for e in evs
-        if (e.get("regarding") or {}).get("name") == name
-    ]
 
 
 @contextlib.asynccontextmanager

@@ -14,7 +14,6 @@ from typing import Any
 
 from rayop.api import features
 from rayop.runtime.client import (
-    EVENTS,
     INGRESSES,
     PVCS,
     ROLEBINDINGS,
@@ -24,14 +23,10 @@ from rayop.runtime.client import (
     ApiClient,
 )
 from tests.helpers import eventually
+from tests.integration.events import wait_event
 from tests.integration.rayclusters import RAYCLUSTERS, operator, pods_of, raycluster
 
 T = 60.0
-
-
-async def reasons(kube: ApiClient, ns: str, name: str) -> list[str]:
-    evs = (await kube.list(EVENTS, ns))["items"]
-    return [e.get("reason", "") for e in evs if (e.get("regarding") or {}).get("name") == name]
 
 
 def with_ingress(rc: dict[str, Any]) -> dict[str, Any]:
@@ -56,7 +51,7 @@ async def test_head_ingress_is_created_and_put_back_when_edited(kube: ApiClient,
 
         await eventually(restored, T, what="ingress spec put back")
         # Events are written after the change they report (and paced while the client is busy).
-        await eventually(lambda: _contains(reasons(kube, ns, "ing"), "UpdatedIngress"), T, what="the event")
+        await wait_event(kube, ns, "ing", "UpdatedIngress", timeout=T)
 
 
 async def test_gcs_embedded_storage_gets_its_pvc(kube: ApiClient, namespace: str) -> None:
@@ -115,19 +110,13 @@ async def test_objects_someone_else_made_first_are_left_alone(kube: ApiClient, n
         await kube.create(RAYCLUSTERS, rc)
         # The cluster comes up with what exists ...
         await eventually(lambda: pods_of(kube, ns, name, "head"), T, what="head pod")
-        await eventually(
-            lambda: _contains(reasons(kube, ns, name), "FailedToCreateIngress"), T, what="ingress warning"
-        )
+        await wait_event(kube, ns, name, "FailedToCreateIngress", timeout=T)
     # ... and nothing of theirs was changed or adopted.
     for res, _ in made:
         obj_name = _name_of(res, name)
         now = await kube.get(res, obj_name, ns)
         assert now["metadata"]["resourceVersion"] == before[res.plural], res.plural
         assert not now["metadata"].get("ownerReferences"), res.plural
-
-
-async def _contains(coro: Any, want: str) -> bool:
-    return want in await coro
 
 
 def _name_of(res: Any, cluster: str) -> str:

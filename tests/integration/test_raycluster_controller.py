@@ -22,6 +22,7 @@ from rayop.runtime.client import (
     load_kubeconfig,
 )
 from tests.helpers import eventually
+from tests.integration.events import event_reasons, wait_event
 from tests.integration.rayclusters import (
     RAYCLUSTERS,
     condition,
@@ -43,11 +44,6 @@ async def get_rc(kube: ApiClient, ns: str, name: str) -> dict[str, Any]:
 
 async def count(kube: ApiClient, ns: str, name: str, node_type: str) -> int:
     return len(await pods_of(kube, ns, name, node_type))
-
-
-async def event_reasons(kube: ApiClient, ns: str, name: str) -> list[str]:
-    evs = (await kube.list(EVENTS, ns))["items"]
-    return [e.get("reason", "") for e in evs if (e.get("regarding") or {}).get("name") == name]
 
 
 async def json_patch(kube: ApiClient, ns: str, name: str, ops: list[dict[str, Any]]) -> None:
@@ -90,7 +86,7 @@ async def test_create_pods_services_and_ready_status(kube: ApiClient, namespace:
         rc = await get_rc(kube, ns, "demo")
         assert rc["status"]["desiredWorkerReplicas"] == 3
         assert rc["status"]["head"]["serviceName"] == "demo-head-svc"
-        assert C.EV_CREATED_HEAD_POD in await event_reasons(kube, ns, "demo")
+        await wait_event(kube, ns, "demo", C.EV_CREATED_HEAD_POD)
 
 
 async def test_deleted_worker_is_recreated(kube: ApiClient, namespace: str) -> None:
@@ -215,7 +211,7 @@ async def test_suspend_and_resume(kube: ApiClient, namespace: str) -> None:
             )
 
         await eventually(suspended, T, what="suspended with no pods")
-        assert C.EV_DELETED_POD in await event_reasons(kube, ns, "sus")
+        await wait_event(kube, ns, "sus", C.EV_DELETED_POD)
         await kube.patch(RAYCLUSTERS, "sus", {"spec": {"suspend": False}}, ns)
         await eventually(lambda: _eq(count(kube, ns, "sus", "worker"), 2), T, what="resumed workers")
         await eventually(lambda: _eq(count(kube, ns, "sus", "head"), 1), T, what="resumed head")
@@ -286,7 +282,7 @@ async def test_gcs_ft_deletion_runs_cleanup_job_and_removes_finalizer(
             }
         await set_pod_status(kube, jpod, status)
         await eventually(lambda: _is_none(kube.get_or_none(RAYCLUSTERS, "ft", ns)), T, what="RayCluster gone")
-        assert C.EV_CREATED_REDIS_CLEANUP_JOB in await event_reasons(kube, ns, "ft")
+        await wait_event(kube, ns, "ft", C.EV_CREATED_REDIS_CLEANUP_JOB)
 
 
 async def test_gcs_ft_finalizer_force_removed_after_timeout(kube: ApiClient, namespace: str) -> None:
@@ -300,7 +296,7 @@ async def test_gcs_ft_finalizer_force_removed_after_timeout(kube: ApiClient, nam
         await eventually(
             lambda: _is_none(kube.get_or_none(RAYCLUSTERS, "stuck", ns)), T, what="force-removed"
         )
-        assert C.EV_FORCE_DELETED_STUCK_CLUSTER in await event_reasons(kube, ns, "stuck")
+        await wait_event(kube, ns, "stuck", C.EV_FORCE_DELETED_STUCK_CLUSTER)
 
 
 # -- bad input (no webhook) ------------------------------------------------------------------------

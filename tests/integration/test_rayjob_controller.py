@@ -16,9 +16,10 @@ import pytest
 
 from rayop.controllers import rayjob_machine as M
 from rayop.ray.dashboard import DashboardClient, JobNotFound
-from rayop.runtime.client import EVENTS, JOBS, SERVICES, ApiClient
+from rayop.runtime.client import JOBS, SERVICES, ApiClient
 from tests.fake_dashboard import FakeDashboard
 from tests.helpers import eventually
+from tests.integration.events import wait_event, wait_reasons
 from tests.integration.rayclusters import fake_kubelet, raycluster
 from tests.integration.rayjobs import (
     RAYCLUSTERS,
@@ -44,11 +45,6 @@ async def fake() -> AsyncIterator[FakeDashboard]:
 
 def to(fake: FakeDashboard) -> Any:
     return lambda _url: fake.url
-
-
-async def reasons(kube: ApiClient, ns: str, name: str) -> list[str]:
-    evs = (await kube.list(EVENTS, ns))["items"]
-    return [e.get("reason", "") for e in evs if (e.get("regarding") or {}).get("name") == name]
 
 
 async def state(kube: ApiClient, ns: str, name: str) -> tuple[str, str]:
@@ -125,22 +121,12 @@ async def test_k8s_job_mode_runs_to_succeeded(kube: ApiClient, namespace: str, f
         assert "ray job submit" in sub["spec"]["template"]["spec"]["containers"][0]["args"][0]
         assert len(fake.submissions) == 1
         assert len(ran) == 1
-        rs = await eventually(
-            lambda: _has(reasons(kube, ns, "job1"), "CreatedRayCluster", "CreatedRayJobSubmitter"),
-            10,
-            what="events",
-        )
-        assert rs
+        await wait_reasons(kube, ns, "job1", "CreatedRayCluster", "CreatedRayJobSubmitter", timeout=10)
         svc = await kube.get(SERVICES, "job1-head-svc", ns)
         assert svc["spec"]["selector"]["ray.io/cluster"] == st["rayClusterName"]
         assert svc["metadata"]["ownerReferences"][0]["kind"] == "RayJob"
         # no shutdownAfterJobFinishes: the cluster stays
         assert await kube.get_or_none(RAYCLUSTERS, st["rayClusterName"], ns) is not None
-
-
-async def _has(coro: Any, *wanted: str) -> bool:
-    got = await coro
-    return all(w in got for w in wanted)
 
 
 async def test_http_mode_and_shutdown_after_ttl(kube: ApiClient, namespace: str, fake: FakeDashboard) -> None:
@@ -359,7 +345,7 @@ async def test_invalid_runtime_env_is_validation_failed(
         st = await wait_state(kube, ns, "bad", "ValidationFailed")
         assert st["reason"] == "ValidationFailed"
         assert "spec.runtimeEnvYAML" in st["message"]
-        await eventually(lambda: _has(reasons(kube, ns, "bad"), "InvalidRayJobSpec"), 10, what="event")
+        await wait_event(kube, ns, "bad", "InvalidRayJobSpec", timeout=10)
         assert (await kube.list(RAYCLUSTERS, ns))["items"] == []
         # fixed: runs
         await kube.patch(RAYJOBS, "bad", {"spec": {"runtimeEnvYAML": "env_vars: {A: '1'}\n"}}, ns)
@@ -426,10 +412,7 @@ async def test_deletion_rules_suspend_workers_then_delete_cluster(
         await eventually(workers_suspended, T, what="worker groups suspended")
         await eventually(lambda: _gone(kube, RAYCLUSTERS, cname, ns), T, what="cluster deleted by rule")
         assert await kube.get_or_none(RAYJOBS, "dr", ns) is not None
-        # Events are recorded after the action they describe, asynchronously: poll.
-        await eventually(
-            lambda: _has(reasons(kube, ns, "dr"), "UpdatedRayCluster", "DeletedRayCluster"), T, what="events"
-        )
+        await wait_reasons(kube, ns, "dr", "UpdatedRayCluster", "DeletedRayCluster", timeout=T)
 
 
 async def test_suspending_a_k8s_job_mode_rayjob_deletes_its_submitter(
@@ -450,7 +433,7 @@ async def test_suspending_a_k8s_job_mode_rayjob_deletes_its_submitter(
         await kube.patch(RAYJOBS, "ksus", {"spec": {"suspend": True}}, ns)
         await wait_state(kube, ns, "ksus", "Suspended")
         assert await kube.get_or_none(JOBS, "ksus", ns) is None
-        assert "DeletedRayJobSubmitter" in await reasons(kube, ns, "ksus")
+        await wait_event(kube, ns, "ksus", "DeletedRayJobSubmitter")
 
 
 async def test_delete_self_rule_deletes_the_rayjob(

@@ -27,7 +27,8 @@ from rayop.webhook import SelfSignedCertSource, WebhookServer, delete_webhook_co
 from rayop.webhook.lookup import ApiObjects, CachedObjects, serve_deployment_scale_context
 from tests.fake_dashboard import FakeFleet
 from tests.helpers import eventually
-from tests.integration.rayservices import clusters_of, events, names, operator, rayservice, serving_kubelet
+from tests.integration.events import wait_event
+from tests.integration.rayservices import clusters_of, names, operator, rayservice, serving_kubelet
 from tests.integration.test_rayworkergroup_controller import kubectl
 
 T = 60.0
@@ -142,7 +143,7 @@ async def test_a_scale_write_becomes_num_replicas_in_place(
         assert cluster["metadata"]["annotations"]["rayop.io/serve-config-hash"] == SDB.applied_hash(
             SERVE, {("hello", "Model"): 3}
         )
-        assert "ScaledServeDeployment" in [r for r, _ in await events(kube, ns, "rs-hello-model")]
+        await wait_event(kube, ns, "rs-hello-model", "ScaledServeDeployment")
 
         # An edit of num_replicas in serveConfigV2 flows back into spec.replicas.
         edited = SERVE.replace("num_replicas: 1", "num_replicas: 2")
@@ -156,7 +157,7 @@ async def test_a_scale_write_becomes_num_replicas_in_place(
         await eventually(
             lambda: put_replicas(fleet, active, "hello", "Model") == 2, T, 0.2, what="PUT with 2"
         )
-        assert "ReplicasChangedInServeConfig" in [r for r, _ in await events(kube, ns, "rs-hello-model")]
+        await wait_event(kube, ns, "rs-hello-model", "ReplicasChangedInServeConfig")
         # A number Serve runs from the config alone needs no override, so nothing more is PUT.
         n = fleet.puts(active)
         await asyncio.sleep(2)

@@ -21,10 +21,10 @@ from rayop.base.times import parse_time
 from rayop.runtime.client import ENDPOINTSLICES, PODS, SERVICES, ApiClient
 from tests.fake_dashboard import FakeFleet
 from tests.helpers import eventually
+from tests.integration.events import events_of, wait_event, wait_reasons
 from tests.integration.rayservices import (
     clusters_of,
     condition,
-    events,
     get_rs,
     names,
     operator,
@@ -66,7 +66,7 @@ async def describe(kube: ApiClient, ns: str, name: str) -> str:
     rs = await kube.get_or_none(RAYSERVICES, name, ns)
     return (
         f"status: {json.dumps((rs or {}).get('status'), indent=1)[:4000]}\n"
-        f"events: {await events(kube, ns, name)}\nclusters: {await clusters_of(kube, ns, name)}\n"
+        f"events: {await events_of(kube, ns, name)}\nclusters: {await clusters_of(kube, ns, name)}\n"
         f"pods: {[(q['metadata']['labels'], (q.get('status') or {}).get('podIP'), (q.get('spec') or {}).get('nodeName')) for q in (await kube.list(PODS, ns))['items']]}\n"
         f"svc: {((await kube.get_or_none(SERVICES, name + '-serve-svc', ns)) or {}).get('spec')}\n"
         f"slices: {[(s['metadata'].get('labels'), s.get('endpoints')) for s in (await kube.list(ENDPOINTSLICES, ns))['items']]}"
@@ -103,14 +103,15 @@ async def test_first_cluster_promoted_and_services_created(
             "items"
         ]
         assert heads[0]["metadata"]["labels"]["ray.io/serve"] == "true"
-        reasons = [r for r, _ in await events(kube, ns, "rs1")]
-        for r in (
+        await wait_reasons(
+            kube,
+            ns,
+            "rs1",
             "CreatedRayCluster",
             "UpdatedServeApplications",
             "CreatedService",
             "UpdatedHeadPodServeLabel",
-        ):
-            assert r in reasons, reasons
+        )
 
 
 async def wait_rs(kube: ApiClient, ns: str, name: str, pred: Any, what: str, t: float = T) -> dict[str, Any]:
@@ -165,7 +166,7 @@ async def test_serve_config_change_is_applied_in_place(
         assert await clusters_of(kube, ns, "rs2") == [active]
         assert fleet.puts(active) == 2
         assert [a["name"] for a in fleet.cluster(active).config["applications"]] == ["hello", "other"]  # type: ignore[index]
-        assert "UpdatedServeApplications" in [r for r, _ in await events(kube, ns, "rs2")]
+        await wait_event(kube, ns, "rs2", "UpdatedServeApplications")
 
 
 SERVE_V1_PLUS_APP = """\
@@ -206,7 +207,7 @@ async def test_worker_group_appended_in_place(kube: ApiClient, namespace: str, f
         assert names(await get_rs(kube, ns, "rs3")) == (active, "")
         assert await clusters_of(kube, ns, "rs3") == [active]
         assert fleet.puts(active) == 1
-        assert "UpdatedRayCluster" in [r for r, _ in await events(kube, ns, "rs3")]
+        await wait_event(kube, ns, "rs3", "UpdatedRayCluster")
 
 
 async def test_ray_version_change_upgrades_and_second_change_replaces_the_pending_cluster(
@@ -247,8 +248,7 @@ async def test_ray_version_change_upgrades_and_second_change_replaces_the_pendin
         assert serve["spec"]["selector"]["ray.io/cluster"] == p2
         await eventually(lambda: _gone(kube, ns, first), T, 0.2, what=f"the old cluster {first} deleted")
         assert await clusters_of(kube, ns, "rs4") == [p2]
-        reasons = {r for r, _ in await events(kube, ns, "rs4")}
-        assert {"CreatedRayCluster", "DeletedRayCluster", "UpdatedService"} <= reasons
+        await wait_reasons(kube, ns, "rs4", "CreatedRayCluster", "DeletedRayCluster", "UpdatedService")
 
 
 async def _gone(kube: ApiClient, ns: str, name: str) -> bool:
@@ -314,7 +314,7 @@ async def test_initializing_timeout(kube: ApiClient, namespace: str, fleet: Fake
         )
         assert names(rs) == ("", "")
         assert "configured timeout of 4s" in condition(rs, "Ready")["message"]
-        assert "RayServiceInitializingTimeout" in [r for r, _ in await events(kube, ns, "rs6")]
+        await wait_event(kube, ns, "rs6", "RayServiceInitializingTimeout")
         await eventually(
             lambda: _none_left(kube, ns, "rs6"), T, 0.2, what="the cluster deleted after the delay"
         )

@@ -34,13 +34,13 @@ from rayop.runtime.client import CRDS, GATEWAYS, HTTPROUTES, SERVICES, ApiClient
 from tests import rbac
 from tests.fake_dashboard import FakeFleet
 from tests.helpers import eventually
+from tests.integration.events import events_of, wait_reasons
 from tests.integration.gateways import RouteLog, route_log, simulated_gateway
 from tests.integration.rayservices import (
     SERVE_V1,
     cluster_config,
     clusters_of,
     condition,
-    events,
     get_rs,
     names,
     operator,
@@ -92,7 +92,7 @@ async def wait_rs(kube: ApiClient, ns: str, name: str, pred: Any, what: str, t: 
         route = await kube.get_or_none(HTTPROUTES, f"{name}-httproute", ns)
         raise AssertionError(
             f"{e}\nstatus: {(rs or {}).get('status')}\nroute: {G.route_backends(route)} "
-            f"{(route or {}).get('status')}\nevents: {await events(kube, ns, name)}"
+            f"{(route or {}).get('status')}\nevents: {await events_of(kube, ns, name)}"
         ) from None
     return res
 
@@ -210,7 +210,7 @@ async def test_upgrade_step_by_step(kube: ApiClient, namespace: str, fleet: Fake
         await eventually(restored, T, 0.1, what="the Gateway's listener put back")
 
         async def recorded() -> bool:
-            return "UpdatedGateway" in {r for r, _ in await events(kube, ns, name)}
+            return "UpdatedGateway" in {r for r, _ in await events_of(kube, ns, name)}
 
         await eventually(recorded, T, 0.2, what="an UpdatedGateway event")
 
@@ -256,13 +256,15 @@ async def test_upgrade_step_by_step(kube: ApiClient, namespace: str, fleet: Fake
         assert (st["targetCapacity"], st["trafficRoutedPercent"]) == (100, 100)
         assert st["lastTrafficMigratedTime"]
         assert condition(rs, "UpgradeInProgress")["reason"] == "NoPendingCluster"
-        reasons = {r for r, _ in await events(kube, ns, name)}
-        assert {
+        await wait_reasons(
+            kube,
+            ns,
+            name,
             "CreatedGateway",
             "CreatedHTTPRoute",
             "UpdatedHTTPRoute",
             "UpdatedServeTargetCapacity",
-        } <= reasons
+        )
         await eventually(lambda: _gone(kube, ns, old), T, 0.2, what="the old cluster deleted after the delay")
 
 

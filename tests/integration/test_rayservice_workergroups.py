@@ -24,6 +24,7 @@ from rayop.webhook import SelfSignedCertSource, WebhookServer, delete_webhook_co
 from rayop.webhook.lookup import ApiObjects, CachedObjects
 from tests.fake_dashboard import FakeFleet
 from tests.helpers import eventually
+from tests.integration.events import wait_event
 from tests.integration.rayservices import (
     cluster_config,
     clusters_of,
@@ -35,7 +36,7 @@ from tests.integration.rayservices import (
 )
 from tests.integration.test_rayservice_controller import patch_spec, wait_ready, wait_rs
 from tests.integration.test_rayworkergroup_controller import kubectl
-from tests.integration.workergroups import get_rwg, set_scale, wait_event
+from tests.integration.workergroups import get_rwg, set_scale
 
 T = 60.0
 

@@ -22,16 +22,15 @@ from rayop.runtime.client import NAMESPACES, PODS, ApiClient, ApiError
 from rayop.webhook import SelfSignedCertSource, WebhookServer, delete_webhook_configuration
 from rayop.webhook.lookup import ApiObjects, CachedObjects
 from tests.helpers import eventually
+from tests.integration.events import events_of, wait_event
 from tests.integration.rayclusters import fake_kubelet, pods_of, raycluster
 from tests.integration.workergroups import (
     FakeRayState,
     Load,
     drain_kubelet,
-    events_of,
     get_rwg,
     operator,
     set_scale,
-    wait_event,
 )
 
 T = 60.0

@@ -27,9 +27,8 @@ from rayop.controllers import raycluster as rcmod
 from rayop.controllers import raycluster_metrics
 from rayop.controllers import rayworkergroup as rwgmod
 from rayop.controllers.settings import ControllerSettings
-from rayop.runtime.client import EVENTS, PODS, ApiClient, ApiError
+from rayop.runtime.client import PODS, ApiClient, ApiError
 from rayop.runtime.manager import Manager
-from tests.helpers import eventually
 from tests.integration.rayjobs import terminated_status
 
 Obj = dict[str, Any]
@@ -227,25 +226,3 @@ async def set_scale(kube: ApiClient, ns: str, name: str, replicas: int) -> Obj:
             raise
         return out
     raise AssertionError(f"could not write the scale of {ns}/{name}: conflicts")
-
-
-async def events_of(kube: ApiClient, ns: str, name: str) -> list[tuple[str, str]]:
-    evs = (await kube.list(EVENTS, ns))["items"]
-    return [
-        (e.get("reason", ""), e.get("note", ""))
-        for e in evs
-        if (e.get("regarding") or {}).get("name") == name
-    ]
-
-
-async def wait_event(
-    kube: ApiClient, ns: str, name: str, reason: str, text: str = "", timeout: float = 60
-) -> str:
-    """The note of the first event `reason` about `name` that contains `text` (events are written in
-    batches, so poll)."""
-
-    async def found() -> str:
-        return next((n for r, n in await events_of(kube, ns, name) if r == reason and text in n), "")
-
-    note: str = await eventually(found, timeout, 0.3, what=f"event {reason} on {name} with {text!r}")
-    return note
