@@ -431,13 +431,17 @@ class RayWorkerGroupReconciler:
         elif sync.action == P.PUSH:
             self._report_clamp(rwg, sync, gname)
             if sync.replicas > sync.current or sync.scaled_by == W.SCALED_BY_NONE:
-                if not await self._patch_cluster(rc, index, group, sync.replicas, pods, []):
+                replace = [] if sync.scaled_by == W.SCALED_BY_NONE else self._drained(group, pods, drains)
+                names = [n for c in replace for n in c.unit.pod_names]
+                if not await self._patch_cluster(rc, index, group, sync.replicas, pods, names):
                     return Result(CACHE_LAG_REQUEUE)
+                self._report_replaced(rwg, replace)
             else:
                 down, result = await self._scale_down(rc, index, group, rwg, sync, pods, drains)
         else:
             observed = (int(meta(rwg).get("generation") or 0), sync.current)
-            await self._tidy(rc, index, group, pods, drains, sync)
+            if not await self._tidy(rc, index, group, rwg, pods, drains, sync):
+                return Result(CACHE_LAG_REQUEUE)
             for reason in (W.EV_WORKERS_BUSY, W.EV_RAY_UNREACHABLE):
                 self._said.pop((namespace_of(rwg), name_of(rwg), reason), None)
         status = P.worker_group_status(
@@ -564,20 +568,42 @@ class RayWorkerGroupReconciler:
         rc: Obj,
         index: int,
         group: Mapping[str, Any],
+        rwg: Obj,
         pods: Sequence[Obj],
         drains: Sequence[Obj],
         sync: P.Sync,
-    ) -> None:
-        """In sync: remove what a finished scale-down left behind (drain Pods, names of deleted Pods)."""
-        for d in drains:
-            if P.drain_result(d).finished:
-                await self._delete_drain(d)
+    ) -> bool:
+        """In sync: replace workers a scale-down drained but no longer needs (the size went back up while
+        their drains ran), and remove what a finished scale-down left behind (drain Pods, names of deleted
+        Pods). False when the RayCluster changed under the patch."""
+        await self._delete_used_drains(pods, drains)
         if sync.scaled_by != W.SCALED_BY_SCALE_TARGET:
-            return
-        listed = (group.get("scaleStrategy") or {}).get("workersToDelete") or []
-        live = {name_of(p) for p in pods}
-        if listed and not any(n in live for n in listed):
-            await self._patch_cluster(rc, index, group, sync.current, pods, [])
+            return True
+        replace = self._drained(group, pods, drains)
+        listed = P.listed_for_deletion(group)
+        live = {name_of(p) for p in pods if not is_terminating(p)}
+        if replace or (listed and not live & listed):
+            new = [n for c in replace for n in c.unit.pod_names]
+            if not await self._patch_cluster(rc, index, group, sync.current, pods, new):
+                return False
+            self._report_replaced(rwg, replace)
+        return True
+
+    def _drained(
+        self, group: Mapping[str, Any], pods: Sequence[Obj], drains: Sequence[Obj]
+    ) -> list[P.Choice]:
+        return P.drained_replicas(P.choosable_units(group, pods), [P.drain_result(d) for d in drains])
+
+    def _report_replaced(self, rwg: Obj, replaced: Sequence[P.Choice]) -> None:
+        for c in replaced:
+            self.w.event(rwg, NORMAL, W.EV_SELECTED_WORKER, ACT_DELETE, f"Replacing {c.unit.label}: {c.why}")
+
+    async def _delete_used_drains(self, pods: Sequence[Obj], drains: Sequence[Obj]) -> None:
+        live = [name_of(p) for p in pods if not is_terminating(p)]
+        by_name = {name_of(d): d for d in drains}
+        for name in P.drains_to_delete([P.drain_result(d) for d in drains], live):
+            if not is_terminating(by_name[name]):
+                await self._delete_drain(by_name[name])
 
     async def _delete_drain(self, pod: Obj) -> None:
         try:
@@ -597,7 +623,7 @@ class RayWorkerGroupReconciler:
         pods: Sequence[Obj],
         drains: Sequence[Obj],
     ) -> tuple[P.ScaleDown, Result]:
-        units = P.group_units(pods, cl.num_of_hosts(group))
+        units = P.choosable_units(group, pods)
         results = [P.drain_result(d) for d in drains]
         nodes: list[RayNode] | None = None
         unknown = ""
@@ -640,8 +666,8 @@ class RayWorkerGroupReconciler:
                 W.EV_RAY_UNREACHABLE,
                 f"Cannot tell which workers are idle, so only Pods that are not ready may go: {unknown}",
             )
-        if plan.removed:
-            names = [n for c in plan.remove for n in c.unit.pod_names]
+        if plan.removed or plan.replace:
+            names = [n for c in [*plan.remove, *plan.replace] for n in c.unit.pod_names]
             new = sync.current - plan.removed
             if not await self._patch_cluster(rc, index, group, new, pods, names):
                 return plan, Result(CACHE_LAG_REQUEUE)
@@ -657,8 +683,9 @@ class RayWorkerGroupReconciler:
                 self.w.event(
                     rwg, NORMAL, W.EV_SELECTED_WORKER, ACT_DELETE, f"Removing {c.unit.label}: {c.why}"
                 )
-        # Results are used (or reported) once: finished drain Pods go.
-        by_name = {name_of(d): d for d in drains}
+            self._report_replaced(rwg, plan.replace)
+        # Refusals and failures are reported once: their drain Pods go now. An accepted drain's Pod stays
+        # until its worker is gone: it is the record that the worker must go.
         for r in results:
             if r.state == P.DRAIN_REFUSED:
                 self.w.event(
@@ -676,8 +703,7 @@ class RayWorkerGroupReconciler:
                     ACT_DELETE,
                     f"Could not ask Ray to drain the node of {r.worker} (drain Pod {r.pod}): {r.message}",
                 )
-            if r.finished:
-                await self._delete_drain(by_name[r.pod])
+        await self._delete_used_drains(pods, drains)
         if plan.drain:
             await self._start_drains(rc, rwg, group, sync, plan.drain)
         if plan.short and plan.blocked:

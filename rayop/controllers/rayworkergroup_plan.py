@@ -18,9 +18,16 @@ Numbers are compared as KubeRay runs them (clamped), so a count outside the boun
 to normalise it.
 
 `plan_scale_down` chooses what goes when the RayCluster must shrink: replicas whose Pods do not exist yet,
-then Pods Ray does not know (not started, or their Ray node died or was drained), then Ray nodes that are
+then Pods whose Ray node was drained or died, then Pods that never started Ray, then Ray nodes that are
 idle (no running task or actor, no primary object copy), each drained in Ray first. A busy node is never
 chosen; the plan says what keeps each one busy.
+
+A replica whose Ray node Ray drained always goes, even when the group's size went back up while the drain
+ran: the raylet exits after an accepted drain, but `ray start --block` treats that exit (code 0) as
+graceful and keeps the container running (ray/scripts/scripts.py), so the Pod would stay not Ready, with no
+Ray node, until its liveness probe restarts it minutes later. Such a replica is named for deletion
+without lowering the group's `replicas`, and the RayCluster controller creates a new Pod in its place
+(`drained_replicas`, `ScaleDown.replace`).
 """
 
 from __future__ import annotations
@@ -172,6 +179,18 @@ def group_units(pods: Iterable[Obj], num_hosts: int = 1) -> list[Unit]:
     return [Unit(k, tuple(v)) for k, v in by_replica.items()]
 
 
+def listed_for_deletion(group: Mapping[str, Any]) -> set[str]:
+    return set((group.get("scaleStrategy") or {}).get("workersToDelete") or [])
+
+
+def choosable_units(group: Mapping[str, Any], pods: Iterable[Obj]) -> list[Unit]:
+    """The group's replicas a plan may still choose. Pods already named in `workersToDelete` are going
+    (no longer counted in `replicas`, or counted for the new Pod that replaces them): choosing one again
+    while the RayCluster controller has not deleted it yet would lower the count twice."""
+    listed = listed_for_deletion(group)
+    return group_units([p for p in pods if name_of(p) not in listed], cl.num_of_hosts(group))
+
+
 # Drain Pods --------------------------------------------------------------------------------------------
 
 DRAIN_RUNNING: Final = "running"
@@ -223,6 +242,10 @@ def drain_result(pod: Mapping[str, Any]) -> DrainResult:
 # Choosing what goes --------------------------------------------------------------------------------------
 
 IDLE_WORDS: Final = "no running tasks or actors, no primary object copies"
+REPLACE_WORDS: Final = (
+    "Ray drained its node for a scale-down the group no longer needs; a drained node takes no more work, "
+    "so a new Pod takes its place"
+)
 
 
 @dataclass(frozen=True)
@@ -243,6 +266,8 @@ class ScaleDown:
     free: int = 0  # replicas without Pods yet, dropped without naming a Pod
     remove: list[Choice] = field(default_factory=list)  # name these in workersToDelete now
     drain: list[DrainStart] = field(default_factory=list)  # start these drains
+    # drained replicas beyond `need`: named for deletion while `replicas` keeps them (replaced)
+    replace: list[Choice] = field(default_factory=list)
     draining: list[Unit] = field(default_factory=list)  # drains in flight
     blocked: list[Choice] = field(default_factory=list)  # not removable now, busiest first, with why
 
@@ -254,6 +279,30 @@ class ScaleDown:
     def short(self) -> int:
         """Replicas still to remove after this pass's removals, drains in flight and drains started."""
         return max(0, self.need - self.removed - len(self.draining) - len(self.drain))
+
+
+def drained_replicas(units: Sequence[Unit], drains: Sequence[DrainResult]) -> list[Choice]:
+    """Replicas to replace: Ray accepted the drain of a node of theirs, no drain of theirs is still
+    running, and every other Pod of theirs is drained too or not ready (so nothing of theirs runs in Ray).
+    Their drain Pods are the record, kept until the worker Pods are gone (`drains_to_delete`)."""
+    by_worker = {d.worker: d for d in drains if d.worker}
+    out = []
+    for u in units:
+        states = [by_worker[p].state if p in by_worker else "" for p in u.pod_names]
+        if DRAIN_ACCEPTED not in states or DRAIN_RUNNING in states:
+            continue
+        if all(
+            st == DRAIN_ACCEPTED or not is_running_and_ready(p) for st, p in zip(states, u.pods, strict=True)
+        ):
+            out.append(Choice(u, REPLACE_WORDS))
+    return out
+
+
+def drains_to_delete(drains: Sequence[DrainResult], live_pods: Iterable[str]) -> list[str]:
+    """Finished drain Pods whose result has been used: a refusal or failure once reported, an accepted
+    drain once its worker Pod is gone or terminating (until then it says the worker must go)."""
+    live = set(live_pods)
+    return [d.pod for d in drains if d.finished and not (d.state == DRAIN_ACCEPTED and d.worker in live)]
 
 
 def _pod_ip(pod: Mapping[str, Any]) -> str:
@@ -351,12 +400,15 @@ def plan_scale_down(
         else:
             never_started.append(Choice(u, "it runs nothing in Ray (Pod not ready)"))
 
-    # Pods that never started Ray go before those Ray drained; newest first within each.
+    # Pods whose Ray node is gone go before those that never started Ray (which may be about to join);
+    # newest first within each. Drained replicas beyond the need are replaced.
     def newest(choices: list[Choice]) -> list[Choice]:
         return sorted(choices, key=lambda c: (c.unit.created, c.unit.name), reverse=True)
 
-    plan.remove = (newest(never_started) + newest(drained))[:need]
+    plan.remove = (newest(drained) + newest(never_started))[:need]
     need -= len(plan.remove)
+    chosen = {c.unit.name for c in plan.remove}
+    plan.replace = [c for c in drained_replicas(units, drains) if c.unit.name not in chosen]
     plan.draining = in_flight[:need]
     need -= len(plan.draining)
     slots = max(0, max_drains - drain_pods_running)

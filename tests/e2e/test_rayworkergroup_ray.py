@@ -1,6 +1,6 @@
 """A worker group scaled down through its RayWorkerGroup on real Ray (node agent, real Pods): idle workers
 go first, each drained in Ray by a drain Pod; busy ones stay until they are idle, and the task and the actor
-they run survive.
+they run survive. A scale-down reversed while its drains run replaces the drained workers.
 
 The operator reaches the head's dashboard through the API server's service proxy; drain Pods reach the
 GCS through the head Service's DNS name inside the node's pod network.
@@ -237,3 +237,73 @@ async def test_scale_down_removes_idle_workers_first_and_keeps_busy_ones(
             except AssertionError as e:
                 raise AssertionError(f"{e}\n{await explain(kube, ns)}") from None
     print(f"\nRayWorkerGroup scale-down on real Ray (s since apply): {marks}")
+
+
+async def test_a_worker_drained_for_a_scale_down_that_was_reversed_is_replaced(
+    node: NodeAgent, kube: ApiClient, ns: str
+) -> None:
+    """2 -> 0 -> 1 with both drains running when the size goes back up, as an HPA may within seconds. An
+    accepted drain ends the raylet but not `ray start --block`, so a drained Pod kept would stay not Ready
+    with no Ray node for minutes; rayop removes both and a new Pod takes the kept one's place."""
+    rc = cluster(ns)
+    rc["metadata"]["name"] = "flip"
+    rc["spec"]["workerGroupSpecs"][0]["replicas"] = 2
+    sel = "ray.io/cluster=flip,ray.io/node-type=worker"
+    seen: list[str] = []
+
+    async def state() -> tuple[set[str], int, int]:
+        """Live worker Pods, how many are Ready, and Ray's alive worker nodes (-1: no answer)."""
+        items = (await kube.list(PODS, ns, label_selector=sel))["items"]
+        live = [p for p in items if not p["metadata"].get("deletionTimestamp")]
+        ready = sum(
+            1
+            for p in live
+            for c in (p.get("status") or {}).get("conditions") or []
+            if c.get("type") == "Ready" and c.get("status") == "True"
+        )
+        dash = DashboardClient.via_proxy(kube, ns, "flip-head-svc")
+        try:
+            nodes = sum(1 for n in await dash.list_alive_nodes() if not n.get("is_head_node"))
+        except Exception:
+            nodes = -1
+        finally:
+            await dash.close()
+        names = {p["metadata"]["name"] for p in live}
+        seen.append(f"pods={sorted(names)} ready={ready} ray_nodes={nodes}")
+        return names, ready, nodes
+
+    async def drain_pods() -> int:
+        items = (await kube.list(PODS, ns, label_selector="ray.io/cluster=flip,ray.io/node-type=drain"))[
+            "items"
+        ]
+        return len(items)
+
+    async with operator(kube, ns, use_proxy=True, retry_seconds=3.0):
+        await kube.create(RAYCLUSTERS, rc)
+        try:
+
+            async def two_in_ray() -> set[str] | None:
+                names, ready, nodes = await state()
+                return names if (len(names), ready, nodes) == (2, 2, 2) else None
+
+            first = await eventually(two_in_ray, T, 2.0, what="2 workers in Ray")
+            await set_scale(kube, ns, "flip-workers", 0)
+            await eventually(lambda: _eq(drain_pods(), 2), 60, 0.3, what="both drains started")
+            await set_scale(kube, ns, "flip-workers", 1)
+
+            async def replaced() -> bool:
+                names, ready, nodes = await state()
+                return len(names) == 1 and not names & first and (ready, nodes) == (1, 1)
+
+            await eventually(replaced, T, 2.0, what="1 new worker in Ray, the drained ones gone")
+            note = await wait_event(kube, ns, "flip-workers", W.EV_SELECTED_WORKER, "Replacing")
+            assert "a new Pod takes its place" in note
+        except AssertionError as e:
+            lines = "\n".join(seen[-10:])
+            events = "\n".join(f"event {r}: {n}" for r, n in await events_of(kube, ns, "flip-workers"))
+            raise AssertionError(f"{e}\n{lines}\n{events}") from None
+    assert (await kube.get(RAYCLUSTERS, "flip", ns))["spec"]["workerGroupSpecs"][0]["replicas"] == 1
+
+
+async def _eq(coro: Any, want: int) -> bool:
+    return bool(await coro == want)

@@ -162,6 +162,60 @@ async def test_scale_up_and_down_through_the_scale_subresource_and_back(
         assert not (rc["spec"]["workerGroupSpecs"][0].get("scaleStrategy") or {}).get("workersToDelete")
 
 
+async def test_workers_drained_for_a_scale_down_the_hpa_reverses_are_replaced(
+    kube: ApiClient, namespace: str, ray: FakeRayState
+) -> None:
+    """3 -> 1 -> 2 with the drains still running when the size goes back up: Ray ends both drained
+    raylets, so both Pods go; one lowers the count, the other is replaced by a new Pod."""
+    ns = namespace
+    async with operator(kube, ns, state=ray), fake_kubelet(kube, ns):
+        await kube.create(RAYCLUSTERS, cluster("f", ns, replicas=3))
+        await eventually(
+            lambda: status_is(kube, ns, "f-workers", replicas=3, readyReplicas=3), T, what="3 ready"
+        )
+        await set_scale(kube, ns, "f-workers", 1)
+
+        async def drain_pods() -> list[str]:
+            sel = f"ray.io/cluster=f,ray.io/node-type={W.NODE_TYPE_DRAIN}"
+            items = (await kube.list(PODS, ns, label_selector=sel))["items"]
+            return [p["metadata"]["name"] for p in items if not p["metadata"].get("deletionTimestamp")]
+
+        await eventually(lambda: _len_is(drain_pods(), 2), T, what="2 drain Pods")
+        await set_scale(kube, ns, "f-workers", 2)
+        # Ray answers the drains only now, after the size went back up.
+        async with drain_kubelet(kube, ray) as drained:
+
+            async def settled() -> bool:
+                names = {p["metadata"]["name"] for p in await pods_of(kube, ns, "f", "worker")}
+                return (
+                    len(drained) == 2
+                    and len(names) == 2
+                    and not names & set(drained)
+                    and await status_is(kube, ns, "f-workers", replicas=2, readyReplicas=2)
+                )
+
+            try:
+                await eventually(settled, T, what="2 workers, neither of them drained")
+            except AssertionError as e:
+                raise AssertionError(f"{e}\nevents: {await events_of(kube, ns, 'f-workers')}") from None
+        assert await group_replicas(kube, ns, "f") == 2
+        assert "a new Pod takes its place" in await wait_event(
+            kube, ns, "f-workers", W.EV_SELECTED_WORKER, "Replacing"
+        )
+        # The drain Pods go once their workers are gone; the listing of deleted names is cleared.
+        await eventually(lambda: _len_is(drain_pods(), 0), T, what="drain Pods deleted")
+
+        async def unlisted() -> bool:
+            rc = await kube.get(RAYCLUSTERS, "f", ns)
+            return not (rc["spec"]["workerGroupSpecs"][0].get("scaleStrategy") or {}).get("workersToDelete")
+
+        await eventually(unlisted, T, what="workersToDelete cleared")
+
+
+async def _len_is(coro: Any, n: int) -> bool:
+    return len(await coro) == n
+
+
 async def test_kubectl_scale_get_and_clamping(plane: ControlPlane, kube: ApiClient, namespace: str) -> None:
     ns = namespace
     async with operator(kube, ns), fake_kubelet(kube, ns):

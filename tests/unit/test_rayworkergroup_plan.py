@@ -204,6 +204,73 @@ def test_a_node_ray_drained_goes_and_its_drain_is_not_repeated() -> None:
     assert [c.unit.name for c in down.remove] == ["a"]
 
 
+def test_a_drained_replica_the_group_no_longer_needs_is_replaced() -> None:
+    # 3 -> 1 drained b and c; the size went back to 2 while their drains ran. Both raylets are gone (an
+    # accepted drain ends them), so both Pods go: c lowers the count, b is replaced by a new Pod.
+    pods = [pod("a", created="2026-01-01T00:00:00Z")]
+    pods += [pod(n, created="2026-01-02T00:00:00Z") for n in "bc"]
+    accepted = [P.drain_result(drain(n, "Succeeded", 0)) for n in "bc"]
+    nodes = [node("a"), node("b", alive=False), node("c", alive=False)]
+    down = plan(pods, current=3, target=2, nodes=nodes, drains=accepted)
+    assert [c.unit.name for c in down.remove] == ["c"] and down.removed == 1
+    assert [c.unit.name for c in down.replace] == ["b"] and "new Pod" in down.replace[0].why
+    assert down.drain == [] and down.short == 0
+
+
+def test_a_drained_pod_counts_before_one_that_never_started() -> None:
+    pods = [pod("drained"), pod("starting", ready=False, phase="Pending"), pod("idle")]
+    accepted = [P.drain_result(drain("drained", "Succeeded", 0))]
+    down = plan(pods, current=3, target=2, nodes=[node("idle")], drains=accepted)
+    assert [c.unit.name for c in down.remove] == ["drained"] and down.replace == []
+
+
+def test_a_pod_already_named_for_deletion_is_not_chosen_again() -> None:
+    group = {"groupName": "g", "scaleStrategy": {"workersToDelete": ["c"]}}
+    pods = [pod("a"), pod("b"), pod("c")]
+    accepted = [P.drain_result(drain("c", "Succeeded", 0))]
+    units = P.choosable_units(group, pods)
+    assert [u.name for u in units] == ["a", "b"]
+    # c was removed (3 -> 2) and the RayCluster controller has not deleted it yet: going to 1 drains
+    # another worker instead of counting c a second time.
+    down = P.plan_scale_down(units, current=2, target=1, nodes=[node("a"), node("b")], drains=accepted)
+    assert down.remove == [] and down.replace == [] and len(down.drain) == 1
+    # c was replaced (still counted in 3): its replacement, not yet created, is the one dropped.
+    down = P.plan_scale_down(units, current=3, target=2, nodes=[node("a"), node("b")], drains=accepted)
+    assert (down.free, down.remove, down.drain, down.replace) == (1, [], [], [])
+    assert P.drained_replicas(units, accepted) == []
+
+
+def test_which_replicas_are_drained() -> None:
+    pods = [pod("a"), pod("b"), pod("c"), pod("d")]
+    drains = [
+        P.drain_result(drain("a", "Succeeded", 0)),
+        P.drain_result(drain("b")),  # still running
+        P.drain_result(drain("c", "Failed", W.DRAIN_EXIT_REFUSED)),
+    ]
+    assert [c.unit.name for c in P.drained_replicas(P.group_units(pods), drains)] == ["a"]
+    # A multi-host replica is drained when every host is drained or runs nothing in Ray.
+    hosts = [
+        pod("r1", replica="r"),
+        pod("r2", replica="r", ready=False),
+        pod("s1", replica="s"),
+        pod("s2", replica="s"),
+    ]
+    drains = [P.drain_result(drain(n, "Succeeded", 0)) for n in ("r1", "s1")]
+    assert [c.unit.name for c in P.drained_replicas(P.group_units(hosts, 2), drains)] == ["r"]
+
+
+def test_an_accepted_drain_is_kept_until_its_worker_is_gone() -> None:
+    drains = [
+        P.drain_result(drain("kept", "Succeeded", 0)),
+        P.drain_result(drain("gone", "Succeeded", 0)),
+        P.drain_result(drain("refused", "Failed", W.DRAIN_EXIT_REFUSED)),
+        P.drain_result(drain("failed", "Failed", 1)),
+        P.drain_result(drain("running")),
+    ]
+    live = ["kept", "refused", "failed", "running"]
+    assert P.drains_to_delete(drains, live) == ["d-gone", "d-refused", "d-failed"]
+
+
 def test_drains_in_flight_count_and_are_bounded() -> None:
     pods = [pod(n) for n in "abcd"]
     nodes = [node(n) for n in "abcd"]
