@@ -602,8 +602,7 @@ class RayWorkerGroupReconciler:
         live = [name_of(p) for p in pods if not is_terminating(p)]
         by_name = {name_of(d): d for d in drains}
         for name in P.drains_to_delete([P.drain_result(d) for d in drains], live):
-            if not is_terminating(by_name[name]):
-                await self._delete_drain(by_name[name])
+            await self._delete_drain(by_name[name])
 
     async def _delete_drain(self, pod: Obj) -> None:
         try:

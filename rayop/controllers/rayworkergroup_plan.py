@@ -24,7 +24,7 @@ chosen; the plan says what keeps each one busy.
 
 A replica whose Ray node Ray drained always goes, even when the group's size went back up while the drain
 ran: the raylet exits after an accepted drain, but `ray start --block` treats that exit (code 0) as
-graceful and keeps the container running (ray/scripts/scripts.py), so the Pod would stay not Ready, with no
+graceful and keeps the container running (python/ray/scripts/scripts.py), so the Pod would stay not Ready, with no
 Ray node, until its liveness probe restarts it minutes later. Such a replica is named for deletion
 without lowering the group's `replicas`, and the RayCluster controller creates a new Pod in its place
 (`drained_replicas`, `ScaleDown.replace`).

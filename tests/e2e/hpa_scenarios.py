@@ -38,6 +38,7 @@ import yaml
 
 from rayop.api.kinds import RAYCLUSTERS, RAYSERVEDEPLOYMENTS, RAYSERVICES, RAYWORKERGROUPS
 from rayop.base.resource import Resource
+from rayop.controllers.podplan import is_running_and_ready
 from rayop.local import metrics_server
 from rayop.node import containers
 from rayop.node.locate import locate
@@ -275,10 +276,7 @@ class Recorder:
         with contextlib.suppress(Exception):
             for p in (await self.kube.list(PODS, self.ns, label_selector=self.pod_selector))["items"]:
                 st = p.get("status") or {}
-                ready = any(
-                    c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or []
-                )
-                parts = [f"{p['metadata']['name']} phase={st.get('phase')} ready={ready}"]
+                parts = [f"{p['metadata']['name']} phase={st.get('phase')} ready={is_running_and_ready(p)}"]
                 if p["metadata"].get("deletionTimestamp"):
                     parts.append("terminating")
                 for cs in st.get("containerStatuses") or []:

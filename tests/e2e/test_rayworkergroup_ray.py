@@ -21,6 +21,7 @@ import pytest
 
 from rayop.api import workergroup as W
 from rayop.api.kinds import RAYCLUSTERS
+from rayop.controllers.podplan import is_running_and_ready
 from rayop.node import containers
 from rayop.node.agent import NodeAgent
 from rayop.node.locate import locate
@@ -255,12 +256,7 @@ async def test_a_worker_drained_for_a_scale_down_that_was_reversed_is_replaced(
         """Live worker Pods, how many are Ready, and Ray's alive worker nodes (-1: no answer)."""
         items = (await kube.list(PODS, ns, label_selector=sel))["items"]
         live = [p for p in items if not p["metadata"].get("deletionTimestamp")]
-        ready = sum(
-            1
-            for p in live
-            for c in (p.get("status") or {}).get("conditions") or []
-            if c.get("type") == "Ready" and c.get("status") == "True"
-        )
+        ready = sum(1 for p in live if is_running_and_ready(p))
         dash = DashboardClient.via_proxy(kube, ns, "flip-head-svc")
         try:
             nodes = sum(1 for n in await dash.list_alive_nodes() if not n.get("is_head_node"))
@@ -273,9 +269,11 @@ async def test_a_worker_drained_for_a_scale_down_that_was_reversed_is_replaced(
         return names, ready, nodes
 
     async def drain_pods() -> int:
-        items = (await kube.list(PODS, ns, label_selector="ray.io/cluster=flip,ray.io/node-type=drain"))[
-            "items"
-        ]
+        items = (
+            await kube.list(
+                PODS, ns, label_selector=f"ray.io/cluster=flip,ray.io/node-type={W.NODE_TYPE_DRAIN}"
+            )
+        )["items"]
         return len(items)
 
     async with operator(kube, ns, use_proxy=True, retry_seconds=3.0):
